@@ -1,0 +1,23 @@
+//! Sans-IO core of coapws: the CoAP message model and everything that can be decided without
+//! a socket or a clock.
+//!
+//! Contract: deterministic, no networking, no clock read inside (time, where needed, is an
+//! argument), no OS randomness (tokens and IDs are chosen by the caller or from a seed). The
+//! tokio runtime crate `coapws` wraps this crate.
+//!
+//! - [`code`], [`option`], [`message`]: the message model.
+//! - [`codec`]: UDP (RFC 7252), TCP and WebSocket (RFC 8323) framing, strict decoders.
+//! - [`signaling`]: RFC 8323 signaling messages (CSM, Ping, Pong, Release, Abort).
+//! - [`uri`]: CoAP URIs of every scheme and their mapping to options.
+//! - [`content_format`], [`link_format`]: content-format registry and RFC 6690 links.
+
+pub mod code;
+pub mod codec;
+pub mod message;
+pub mod option;
+pub mod signaling;
+
+pub use code::Code;
+pub use codec::{DecodeError, DecodeLimits, EncodeError};
+pub use message::{Message, Token};
+pub use option::{BlockValue, OptionNumber, Options};
