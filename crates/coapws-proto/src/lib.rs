@@ -13,6 +13,7 @@
 
 pub mod code;
 pub mod codec;
+pub mod connection;
 pub mod message;
 pub mod option;
 pub mod signaling;

@@ -1,0 +1,343 @@
+//! The RFC 8323 connection machine, driven as a pair on virtual time (no sockets, no sleeps).
+
+use bytes::Bytes;
+use coapws_proto::codec::ws;
+use coapws_proto::connection::{
+    AbortReason, Connection, ConnectionConfig, ConnectionError, Event, Framing, SendError, State,
+};
+use coapws_proto::signaling::Signal;
+use coapws_proto::{Code, Message, Token};
+use std::time::{Duration, Instant};
+
+fn hex(s: &str) -> Bytes {
+    let d: String = s.split_whitespace().collect();
+    Bytes::from(
+        (0..d.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&d[i..i + 2], 16).unwrap())
+            .collect::<Vec<_>>(),
+    )
+}
+
+struct Pair {
+    a: Connection,
+    b: Connection,
+    now: Instant,
+    framing: Framing,
+}
+
+impl Pair {
+    fn new(framing: Framing) -> Pair {
+        let now = Instant::now();
+        Pair {
+            a: Connection::new(framing, ConnectionConfig::default(), now),
+            b: Connection::new(framing, ConnectionConfig::default(), now),
+            now,
+            framing,
+        }
+    }
+    /// Moves frames both ways until both are quiet.
+    fn drive(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(f) = self.a.poll_transmit() {
+                deliver(&mut self.b, self.framing, f, self.now);
+                moved = true;
+            }
+            while let Some(f) = self.b.poll_transmit() {
+                deliver(&mut self.a, self.framing, f, self.now);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+}
+
+fn deliver(c: &mut Connection, framing: Framing, f: Bytes, now: Instant) {
+    match framing {
+        Framing::WebSocket => c.handle_frame(f, now),
+        // Byte at a time: the stream decoder must reassemble.
+        Framing::Tcp => f.chunks(1).for_each(|b| c.handle_bytes(b, now)),
+    }
+}
+
+fn events(c: &mut Connection) -> Vec<Event> {
+    std::iter::from_fn(|| c.poll_event()).collect()
+}
+
+fn established(framing: Framing) -> Pair {
+    let mut p = Pair::new(framing);
+    p.drive();
+    assert!(matches!(events(&mut p.a)[..], [Event::Established(_)]));
+    assert!(matches!(events(&mut p.b)[..], [Event::Established(_)]));
+    assert_eq!(p.a.state(), State::Open);
+    assert_eq!(p.a.peer_max_message_size(), 1 << 20);
+    p
+}
+
+#[test]
+fn csm_is_first_and_settings_are_learnt() {
+    let now = Instant::now();
+    let mut c = Connection::new(Framing::WebSocket, ConnectionConfig::default(), now);
+    let first = c.poll_transmit().unwrap();
+    assert_eq!(first, hex("00 e1 23 10 00 00 20"));
+    // aiocoap's CSM
+    c.handle_frame(hex("00 e1 23 10 00 00 20"), now);
+    assert!(c.peer_settings().bert());
+}
+
+#[test]
+fn request_response_both_ways() {
+    for framing in [Framing::WebSocket, Framing::Tcp] {
+        let mut p = established(framing);
+        let req = Message::request(Code::GET, "/hello").with_token(Token::new(vec![7]));
+        p.a.send_request(&req).unwrap();
+        assert_eq!(
+            p.a.send_request(&req),
+            Err(SendError::TokenInUse(Token::new(vec![7])))
+        );
+        // role reversal: b asks a on the same connection, same token value
+        let back = Message::request(Code::GET, "/who").with_token(Token::new(vec![7]));
+        p.b.send_request(&back).unwrap();
+        p.drive();
+        assert_eq!(events(&mut p.b), [Event::Request(req.clone())]);
+        assert_eq!(events(&mut p.a), [Event::Request(back.clone())]);
+        let resp = Message::response(Code::CONTENT, "hi").with_token(Token::new(vec![7]));
+        p.b.send_response(&resp).unwrap();
+        p.a.send_response(&Message::response(Code::CONTENT, "a").with_token(Token::new(vec![7])))
+            .unwrap();
+        p.drive();
+        assert_eq!(events(&mut p.a), [Event::Response(resp)]);
+        assert_eq!(events(&mut p.b).len(), 1);
+        assert_eq!(p.a.outstanding_requests(), 0);
+        // a stray response is ignored
+        p.b.send_response(
+            &Message::response(Code::CONTENT, "late").with_token(Token::new(vec![9])),
+        )
+        .unwrap();
+        p.drive();
+        assert!(events(&mut p.a).is_empty());
+    }
+}
+
+#[test]
+fn missing_csm_aborts() {
+    let now = Instant::now();
+    let mut c = Connection::new(Framing::WebSocket, ConnectionConfig::default(), now);
+    c.poll_transmit();
+    // empty message first is fine
+    c.handle_frame(hex("00 00"), now);
+    assert_eq!(c.state(), State::AwaitingCsm);
+    c.handle_frame(hex("01 01 01 b1 61"), now);
+    let abort = c.poll_transmit().unwrap();
+    let m = ws::decode(&abort, &Default::default()).unwrap();
+    assert_eq!(m.code, Code::ABORT);
+    assert!(m.payload_text().contains("CSM"));
+    assert_eq!(
+        events(&mut c),
+        [Event::Closed(ConnectionError::Aborted(
+            AbortReason::MissingCsm
+        ))]
+    );
+    assert_eq!(c.poll_close().unwrap().websocket_close_code(), 1002);
+}
+
+#[test]
+fn text_frame_and_format_error() {
+    let now = Instant::now();
+    let mut c = Connection::new(Framing::WebSocket, ConnectionConfig::default(), now);
+    c.poll_transmit();
+    c.handle_text_frame();
+    let m = ws::decode(&c.poll_transmit().unwrap(), &Default::default()).unwrap();
+    assert_eq!(m.code, Code::ABORT);
+    assert_eq!(m.payload_text(), "Text frame received");
+    assert_eq!(c.poll_close().unwrap().websocket_close_code(), 1003);
+
+    let mut c = Connection::new(Framing::WebSocket, ConnectionConfig::default(), now);
+    c.poll_transmit();
+    c.handle_frame(hex("30 e1"), now);
+    let m = ws::decode(&c.poll_transmit().unwrap(), &Default::default()).unwrap();
+    assert_eq!(m.code, Code::ABORT);
+    assert!(
+        m.payload_text().starts_with("Format error"),
+        "{}",
+        m.payload_text()
+    );
+    assert_eq!(c.poll_close().unwrap().websocket_close_code(), 1007);
+    assert!(c.poll_transmit().is_none());
+    // nothing more is processed
+    c.handle_frame(hex("00 e1"), now);
+    assert!(c.poll_transmit().is_none());
+    assert_eq!(events(&mut c).len(), 1);
+}
+
+#[test]
+fn bad_csm_option_abort_vector() {
+    let now = Instant::now();
+    let mut c = Connection::new(Framing::WebSocket, ConnectionConfig::default(), now);
+    c.poll_transmit();
+    c.handle_frame(hex("00 e1 b0"), now);
+    let abort = c.poll_transmit().unwrap();
+    assert_eq!(&abort[..4], &hex("00 e5 21 0b")[..]);
+}
+
+#[test]
+fn ping_pong_and_custody() {
+    let mut p = established(Framing::WebSocket);
+    p.a.ping(Token::new(vec![0x42]), false);
+    p.drive();
+    assert_eq!(events(&mut p.a), [Event::Pong(Token::new(vec![0x42]))]);
+
+    // Custody: b holds the Pong until the request it had when the Ping came is answered.
+    let req = Message::request(Code::GET, "/slow").with_token(Token::new(vec![1]));
+    p.a.send_request(&req).unwrap();
+    p.drive();
+    events(&mut p.b);
+    p.a.ping(Token::new(vec![0x43]), true);
+    p.drive();
+    assert!(events(&mut p.a).is_empty());
+    p.b.send_response(&Message::response(Code::CONTENT, "x").with_token(Token::new(vec![1])))
+        .unwrap();
+    p.drive();
+    let ev = events(&mut p.a);
+    assert!(
+        matches!(&ev[..], [Event::Response(_), Event::Pong(t)] if t.as_bytes() == [0x43]),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn release_answers_outstanding_then_closes() {
+    let mut p = established(Framing::Tcp);
+    let req = Message::request(Code::GET, "/x").with_token(Token::new(vec![1]));
+    p.a.send_request(&req).unwrap();
+    p.drive();
+    events(&mut p.b);
+    p.a.release(p.now);
+    assert_eq!(p.a.send_request(&req), Err(SendError::Closing));
+    p.drive();
+    let ev = events(&mut p.b);
+    assert!(matches!(ev[..], [Event::PeerReleasing { .. }]));
+    assert_eq!(p.b.state(), State::PeerReleasing);
+    assert!(
+        p.b.poll_close().is_none(),
+        "must answer the outstanding request first"
+    );
+    p.b.send_response(&Message::response(Code::CONTENT, "x").with_token(Token::new(vec![1])))
+        .unwrap();
+    assert_eq!(p.b.poll_close(), Some(&ConnectionError::PeerReleased));
+    p.drive();
+    assert!(matches!(events(&mut p.a)[..], [Event::Response(_)]));
+    // b closes the transport; a sees it as the end of its release
+    p.a.handle_transport_closed();
+    assert_eq!(events(&mut p.a), [Event::Closed(ConnectionError::Released)]);
+}
+
+#[test]
+fn release_times_out() {
+    let mut p = established(Framing::WebSocket);
+    p.a.release(p.now);
+    let t = p.a.poll_timeout().unwrap();
+    p.a.handle_timeout(t - Duration::from_millis(1));
+    assert!(p.a.poll_close().is_none());
+    p.a.handle_timeout(t);
+    assert_eq!(p.a.poll_close(), Some(&ConnectionError::Released));
+}
+
+#[test]
+fn peer_abort_and_transport_loss_end_everything() {
+    let mut p = established(Framing::WebSocket);
+    p.a.send_request(&Message::request(Code::GET, "/x").with_token(Token::new(vec![1])))
+        .unwrap();
+    p.drive();
+    p.b.abort(AbortReason::CsmTimeout);
+    p.drive();
+    assert_eq!(
+        events(&mut p.a),
+        [Event::Closed(ConnectionError::PeerAborted(
+            "No CSM received in time".into()
+        ))]
+    );
+    assert_eq!(p.a.outstanding_requests(), 0);
+    assert!(matches!(
+        p.a.send_request(&Message::request(Code::GET, "/y")),
+        Err(SendError::Closing)
+    ));
+
+    let mut p = established(Framing::Tcp);
+    p.a.handle_transport_closed();
+    assert_eq!(
+        events(&mut p.a),
+        [Event::Closed(ConnectionError::TransportClosed)]
+    );
+    p.a.handle_transport_closed();
+    assert!(events(&mut p.a).is_empty(), "exactly one Closed");
+}
+
+#[test]
+fn csm_timeout() {
+    let now = Instant::now();
+    let mut c = Connection::new(Framing::Tcp, ConnectionConfig::default(), now);
+    let t = c.poll_timeout().unwrap();
+    c.handle_timeout(t);
+    assert_eq!(
+        c.poll_close(),
+        Some(&ConnectionError::Aborted(AbortReason::CsmTimeout))
+    );
+}
+
+#[test]
+fn never_larger_than_peer_max_message_size() {
+    let now = Instant::now();
+    let small = ConnectionConfig {
+        max_message_size: 1152,
+        ..Default::default()
+    };
+    let mut a = Connection::new(Framing::WebSocket, ConnectionConfig::default(), now);
+    let mut b = Connection::new(Framing::WebSocket, small, now);
+    // a sends a 5000-byte request before b's CSM: held, not sent
+    let big = Message::request(Code::POST, "/x")
+        .with_token(Token::new(vec![1]))
+        .with_payload(vec![0u8; 5000]);
+    a.send_request(&big).unwrap();
+    let a_out: Vec<Bytes> = std::iter::from_fn(|| a.poll_transmit()).collect();
+    assert_eq!(a_out.len(), 1, "only the CSM goes out");
+    let csm = b.poll_transmit().unwrap();
+    a.handle_frame(csm, now);
+    assert!(a.poll_transmit().is_none());
+    let ev = events(&mut a);
+    assert!(
+        matches!(
+            &ev[1],
+            Event::SendFailed {
+                error: SendError::TooLarge { limit: 1152, .. },
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(a.outstanding_requests(), 0);
+    // and once known, it is refused synchronously
+    let big2 = big.clone().with_token(Token::new(vec![2]));
+    assert!(matches!(
+        a.send_request(&big2),
+        Err(SendError::TooLarge { .. })
+    ));
+    // while a peer that allows it gets it after its CSM
+    let mut p = Pair::new(Framing::WebSocket);
+    p.a.send_request(&big).unwrap();
+    p.drive();
+    let ev = events(&mut p.b);
+    assert!(
+        matches!(&ev[1], Event::Request(m) if m.payload.len() == 5000),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn signals_decode_with_pong_token() {
+    let m = Signal::Pong { custody: false }.to_message(Token::new(vec![1]));
+    assert_eq!(m.code, Code::PONG);
+}
