@@ -1,14 +1,91 @@
 //! The `coapws` command: a thin shell over the `coapws` library. Parses arguments, runs the
-//! chosen command, maps the result to an exit code.
+//! chosen command, maps the result to an exit code. `anyhow` lives here only.
 
-use clap::Parser;
+mod client;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 /// CoAP over WebSockets (RFC 8323), with its sibling transports: client and server.
 #[derive(Parser, Debug)]
 #[command(name = "coapws", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    /// Log more: -v shows sent and received messages, -vv everything.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a CoAP server: a demo site, or a file server for ROOT.
+    Serve(serve::ServeArgs),
+    /// GET a resource.
+    Get(client::ClientArgs),
+    /// POST to a resource.
+    Post(client::ClientArgs),
+    /// PUT a resource.
+    Put(client::ClientArgs),
+    /// DELETE a resource.
+    Delete(client::ClientArgs),
+    /// FETCH a resource (RFC 8132).
+    Fetch(client::ClientArgs),
+    /// PATCH a resource (RFC 8132).
+    Patch(client::ClientArgs),
+    /// iPATCH a resource (RFC 8132).
+    Ipatch(client::ClientArgs),
+}
+
+fn init_logging(verbose: u8, default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match verbose {
+        0 => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
+        1 => EnvFilter::new(format!("{default},coapws::wire=debug")),
+        _ => EnvFilter::new("debug"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    use coapws::proto::Code;
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => {
+                init_logging(cli.verbose, "info");
+                serve::run(args).await
+            }
+            Command::Get(a) => client::run(Code::GET, a, cli.verbose).await,
+            Command::Post(a) => client::run(Code::POST, a, cli.verbose).await,
+            Command::Put(a) => client::run(Code::PUT, a, cli.verbose).await,
+            Command::Delete(a) => client::run(Code::DELETE, a, cli.verbose).await,
+            Command::Fetch(a) => client::run(Code::FETCH, a, cli.verbose).await,
+            Command::Patch(a) => client::run(Code::PATCH, a, cli.verbose).await,
+            Command::Ipatch(a) => client::run(Code::IPATCH, a, cli.verbose).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -14,9 +14,12 @@
 pub mod code;
 pub mod codec;
 pub mod connection;
+pub mod content_format;
+pub mod link_format;
 pub mod message;
 pub mod option;
 pub mod signaling;
+pub mod uri;
 
 pub use code::Code;
 pub use codec::{DecodeError, DecodeLimits, EncodeError};

@@ -1,4 +1,31 @@
 //! The tokio runtime layer of coapws: transports, connection pool, token layer, endpoint and
-//! server site, around the sans-IO core in [`coapws_proto`].
+//! server site, around the sans-IO core in [`coapws_proto`] (re-exported as [`proto`]).
+//!
+//! - [`endpoint`]: [`Endpoint`], client and server at once; [`Request`], [`Response`].
+//! - [`site`]: [`Site`] and [`Resource`], the server side; the file server and demo site.
+//! - [`remote`]: [`Remote`], the other end, with role reversal over its connection.
+//! - [`connection`]: the per-connection task (token layer, driver of the RFC 8323 machine).
+//! - [`pool`]: connections by origin. [`transport`]: WebSocket (and more to come).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), coapws::Error> {
+//! let endpoint = coapws::Endpoint::client();
+//! let response = endpoint.get("coap+ws://127.0.0.1:8683/hello").await?;
+//! println!("{} {}", response.code(), response.message.payload_text());
+//! # Ok(()) }
+//! ```
+
+pub mod connection;
+pub mod endpoint;
+pub mod error;
+mod net;
+pub mod pool;
+pub mod remote;
+pub mod site;
+pub mod transport;
 
 pub use coapws_proto as proto;
+pub use endpoint::{Endpoint, EndpointBuilder, EndpointConfig, Request, Response};
+pub use error::Error;
+pub use remote::{Remote, Side};
+pub use site::{IncomingRequest, Resource, Site};

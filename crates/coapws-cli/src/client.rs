@@ -1,0 +1,91 @@
+//! `coapws get|post|put|delete|fetch|patch|ipatch URI`: one request, payload to stdout.
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use clap::Args;
+use coapws::proto::Code;
+use coapws::proto::content_format::ContentFormat;
+use coapws::{Endpoint, EndpointConfig, Request};
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of the request commands.
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    /// The resource, e.g. coap+ws://localhost/hello
+    uri: String,
+    /// Payload: TEXT, or @FILE to read it from a file.
+    #[arg(long)]
+    payload: Option<String>,
+    /// Content-Format of the payload: a number or a name (e.g. 0, text/plain, json).
+    #[arg(long)]
+    content_format: Option<String>,
+    /// Accept: the content format wanted, a number or a name.
+    #[arg(long)]
+    accept: Option<String>,
+    /// Seconds to wait for the response.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// No-Response bits (RFC 7967): 2 suppresses 2.xx, 8 4.xx, 16 5.xx.
+    #[arg(long)]
+    no_response: Option<u8>,
+}
+
+fn content_format(arg: &str) -> Result<u16> {
+    Ok(ContentFormat::parse_arg(arg)
+        .with_context(|| format!("bad content format {arg:?}"))?
+        .0)
+}
+
+pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode> {
+    crate::init_logging(verbose, "warn");
+    let mut request = Request::new(method, &args.uri)?;
+    if let Some(p) = &args.payload {
+        let bytes = match p.strip_prefix('@') {
+            Some(file) => Bytes::from(
+                std::fs::read(file).with_context(|| format!("cannot read payload file {file}"))?,
+            ),
+            None => Bytes::copy_from_slice(p.as_bytes()),
+        };
+        request = request.payload(bytes);
+    }
+    if let Some(cf) = &args.content_format {
+        request = request.content_format(content_format(cf)?);
+    }
+    if let Some(a) = &args.accept {
+        request = request.accept(content_format(a)?);
+    }
+    if let Some(bits) = args.no_response {
+        request = request.no_response(bits);
+    }
+    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+        anyhow::bail!("--timeout must be a positive number of seconds");
+    }
+    request = request.timeout(Duration::from_secs_f64(args.timeout));
+    let mut config = EndpointConfig::default();
+    // A one-shot client should not linger: the server closes on our Release at once.
+    config.connection.release_timeout = Duration::from_millis(500);
+    let endpoint = Endpoint::builder().config(config).build();
+    let result = endpoint.send(request).await;
+    endpoint.shutdown().await;
+    let response = match result {
+        Ok(r) => r,
+        Err(coapws::Error::NoResponse) => return Ok(ExitCode::SUCCESS),
+        Err(e) => return Err(e.into()),
+    };
+    let m = &response.message;
+    if m.code.is_success() {
+        let mut out = std::io::stdout().lock();
+        out.write_all(&m.payload)?;
+        out.flush()?;
+        Ok(ExitCode::SUCCESS)
+    } else {
+        if m.payload.is_empty() {
+            eprintln!("{}", m.code);
+        } else {
+            eprintln!("{}: {}", m.code, m.payload_text());
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}

@@ -1,0 +1,482 @@
+//! The connection driver: one tokio task per RFC 8323 connection (WebSocket, TCP or TLS), a
+//! loop around the sans-IO [`coapws_proto::connection::Connection`].
+//!
+//! The task owns the transport and the token layer of that connection: it picks tokens for
+//! outgoing requests (unique among the connection's outstanding ones), matches responses to
+//! waiting callers by token, runs the handlers of incoming requests, and when the connection
+//! ends — closed, aborted, released, or the transport failed — fails every request still
+//! pending on it with a typed error. Other tasks talk to it through a [`ConnectionHandle`].
+
+use crate::error::Error;
+use crate::remote::Remote;
+use crate::site::IncomingRequest;
+use bytes::Bytes;
+use coapws_proto::code::Code;
+use coapws_proto::connection::{Connection, ConnectionError, Event, SendError};
+use coapws_proto::message::{Message, Token};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// A boxed future, as handlers return them.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What the connection hands incoming requests to: the endpoint's site and policies.
+pub(crate) trait Dispatch: Send + Sync + 'static {
+    /// The response to send, or `None` when No-Response suppresses it.
+    fn dispatch(&self, request: IncomingRequest) -> BoxFuture<Option<Message>>;
+}
+
+/// What the transport delivered.
+pub(crate) enum Inbound {
+    /// One binary WebSocket message.
+    Frame(Bytes),
+    /// A chunk of a TCP/TLS byte stream.
+    Data(Bytes),
+    /// A WebSocket text message.
+    Text,
+    /// A message above the configured size was refused by the transport.
+    TooLarge,
+    /// The transport ended; the string says why when it failed.
+    Closed(Option<String>),
+}
+
+/// A transport under the connection machine: WebSocket, TCP or TLS.
+pub(crate) trait FrameIo: Send + 'static {
+    /// Next input. Must be cancel-safe: it runs inside `select!`.
+    fn recv(&mut self) -> impl Future<Output = Inbound> + Send;
+    /// Writes frames (one WebSocket message each, or consecutive stream bytes) and flushes.
+    fn send(&mut self, frames: Vec<Bytes>) -> impl Future<Output = Result<(), String>> + Send;
+    /// Closes the transport after an ending of the connection.
+    fn close(&mut self, why: &ConnectionError) -> impl Future<Output = ()> + Send;
+}
+
+pub(crate) enum Command {
+    Request {
+        message: Message,
+        id: u64,
+        reply: oneshot::Sender<Result<Message, Error>>,
+    },
+    Cancel {
+        id: u64,
+    },
+    Respond(Message),
+    Suppress(Token),
+    Release,
+}
+
+/// A cheap, cloneable reference to a running connection.
+#[derive(Clone)]
+pub struct ConnectionHandle {
+    tx: mpsc::UnboundedSender<Command>,
+    ids: Arc<AtomicU64>,
+    id: u64,
+}
+
+impl std::fmt::Debug for ConnectionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConnectionHandle({})", self.id)
+    }
+}
+
+impl ConnectionHandle {
+    /// True while the connection's task runs and takes commands.
+    pub fn is_alive(&self) -> bool {
+        !self.tx.is_closed()
+    }
+    /// Process-unique number of the connection.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    /// Sends a request on this connection and waits for its response. The token is chosen
+    /// here; dropping the future cancels the request.
+    pub(crate) async fn request(&self, message: Message) -> Result<Message, Error> {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Request { message, id, reply })
+            .map_err(|_| Error::Connection(ConnectionError::TransportClosed))?;
+        let mut guard = CancelOnDrop {
+            handle: self,
+            id,
+            armed: true,
+        };
+        let r = rx
+            .await
+            .unwrap_or(Err(Error::Connection(ConnectionError::TransportClosed)));
+        guard.armed = false;
+        r
+    }
+    /// Starts a graceful shutdown of the connection (Release).
+    pub fn release(&self) {
+        let _ = self.tx.send(Command::Release);
+    }
+    pub(crate) fn respond(&self, m: Option<Message>, token: Token) {
+        let _ = self.tx.send(match m {
+            Some(m) => Command::Respond(m),
+            None => Command::Suppress(token),
+        });
+    }
+    /// Resolves when the connection's task has ended.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
+struct CancelOnDrop<'a> {
+    handle: &'a ConnectionHandle,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.handle.tx.send(Command::Cancel { id: self.id });
+        }
+    }
+}
+
+/// Settings of the driver (on top of the core's [`coapws_proto::connection::ConnectionConfig`]).
+#[derive(Clone, Debug)]
+pub(crate) struct DriverConfig {
+    /// Incoming requests handled at once on one connection; more get 5.03.
+    pub max_concurrent_requests: usize,
+}
+
+static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
+
+struct Pending {
+    id: u64,
+    reply: oneshot::Sender<Result<Message, Error>>,
+}
+
+/// Sends 5.00 if a handler task ends without answering (it panicked or was cancelled).
+struct ResponseGuard {
+    handle: ConnectionHandle,
+    token: Option<Token>,
+}
+
+impl Drop for ResponseGuard {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            let m =
+                Message::response(Code::INTERNAL_SERVER_ERROR, "handler failed").with_token(token);
+            let _ = self.handle.tx.send(Command::Respond(m));
+        }
+    }
+}
+
+/// Starts the task for a connection whose transport is up. `remote` is filled in with the
+/// new handle; `on_close` runs once when the connection ends (e.g. leaving the pool).
+pub(crate) fn spawn<T: FrameIo>(
+    io: T,
+    core: Connection,
+    make_remote: impl FnOnce(ConnectionHandle) -> Remote,
+    dispatch: Option<Arc<dyn Dispatch>>,
+    config: DriverConfig,
+    on_close: Option<Box<dyn FnOnce(u64) + Send>>,
+) -> (ConnectionHandle, Remote) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = ConnectionHandle {
+        tx,
+        ids: Arc::new(AtomicU64::new(1)),
+        id: CONNECTION_IDS.fetch_add(1, Ordering::Relaxed),
+    };
+    let remote = make_remote(handle.clone());
+    info!(remote = %remote, conn = handle.id, "connection up");
+    let driver = Driver {
+        io,
+        core,
+        rx,
+        handle: handle.clone(),
+        remote: remote.clone(),
+        dispatch,
+        config,
+        pending: HashMap::new(),
+        ids: HashMap::new(),
+        next_token: 1,
+        inbound_running: 0,
+        on_close,
+    };
+    tokio::spawn(driver.run());
+    (handle, remote)
+}
+
+struct Driver<T> {
+    io: T,
+    core: Connection,
+    rx: mpsc::UnboundedReceiver<Command>,
+    handle: ConnectionHandle,
+    remote: Remote,
+    dispatch: Option<Arc<dyn Dispatch>>,
+    config: DriverConfig,
+    pending: HashMap<Token, Pending>,
+    ids: HashMap<u64, Token>,
+    next_token: u64,
+    inbound_running: usize,
+    on_close: Option<Box<dyn FnOnce(u64) + Send>>,
+}
+
+impl<T: FrameIo> Driver<T> {
+    async fn run(mut self) {
+        loop {
+            // Outputs first: frames to write, events to act on, then the close decision.
+            self.process_events();
+            if !self.flush().await {
+                self.core.handle_transport_closed();
+                self.process_events();
+            }
+            if let Some(why) = self.core.poll_close().cloned() {
+                self.shut(why).await;
+                return;
+            }
+            let deadline = self.core.poll_timeout();
+            tokio::select! {
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    // Unreachable while we hold `self.handle`; kept for completeness.
+                    None => self.core.handle_transport_closed(),
+                },
+                inbound = self.io.recv() => self.inbound(inbound),
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    self.core.handle_timeout(Instant::now());
+                }
+            }
+        }
+    }
+
+    fn inbound(&mut self, inbound: Inbound) {
+        let now = Instant::now();
+        match inbound {
+            Inbound::Frame(f) => self.core.handle_frame(f, now),
+            Inbound::Data(d) => self.core.handle_bytes(&d, now),
+            Inbound::Text => {
+                warn!(remote = %self.remote, "text frame received: aborting");
+                self.core.handle_text_frame();
+            }
+            Inbound::TooLarge => {
+                warn!(remote = %self.remote, "message above Max-Message-Size: aborting");
+                let limit = self.core.config().max_message_size as usize;
+                self.core.abort(
+                    coapws_proto::DecodeError::TooLarge {
+                        size: limit + 1,
+                        limit,
+                    }
+                    .into(),
+                );
+            }
+            Inbound::Closed(err) => {
+                match err {
+                    Some(e) => debug!(remote = %self.remote, error = %e, "transport failed"),
+                    None => debug!(remote = %self.remote, "transport closed"),
+                }
+                self.core.handle_transport_closed();
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Request {
+                mut message,
+                id,
+                reply,
+            } => {
+                if reply.is_closed() {
+                    return;
+                }
+                message.token = self.fresh_token();
+                debug!(target: "coapws::wire", remote = %self.remote, ?message, "send request");
+                match self.core.send_request(&message) {
+                    Ok(()) => {
+                        self.ids.insert(id, message.token.clone());
+                        self.pending.insert(message.token, Pending { id, reply });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::Cancel { id } => {
+                if let Some(token) = self.ids.remove(&id) {
+                    self.pending.remove(&token);
+                    self.core.cancel_request(&token);
+                }
+            }
+            Command::Respond(m) => {
+                self.inbound_running = self.inbound_running.saturating_sub(1);
+                self.send_response(m);
+            }
+            Command::Suppress(token) => {
+                self.inbound_running = self.inbound_running.saturating_sub(1);
+                debug!(target: "coapws::wire", remote = %self.remote, %token, "response suppressed (No-Response)");
+                self.core.drop_response(&token);
+            }
+            Command::Release => self.core.release(Instant::now()),
+        }
+    }
+
+    fn send_response(&mut self, m: Message) {
+        debug!(target: "coapws::wire", remote = %self.remote, message = ?m, "send response");
+        match self.core.send_response(&m) {
+            Ok(()) => {}
+            Err(SendError::TooLarge { size, limit }) => {
+                warn!(remote = %self.remote, size, limit, "response exceeds the peer's Max-Message-Size");
+                let r = Message::response(
+                    Code::INTERNAL_SERVER_ERROR,
+                    format!("response of {size} bytes exceeds Max-Message-Size {limit}"),
+                )
+                .with_token(m.token.clone());
+                if self.core.send_response(&r).is_err() {
+                    self.core.drop_response(&m.token);
+                }
+            }
+            Err(e) => {
+                debug!(remote = %self.remote, error = %e, "response not sent");
+                self.core.drop_response(&m.token);
+            }
+        }
+    }
+
+    fn fresh_token(&mut self) -> Token {
+        loop {
+            let t = Token::from_u64(self.next_token);
+            self.next_token = self.next_token.wrapping_add(1).max(1);
+            if !self.core.is_outstanding(&t) {
+                return t;
+            }
+        }
+    }
+
+    fn process_events(&mut self) {
+        while let Some(ev) = self.core.poll_event() {
+            match ev {
+                Event::Established(s) => {
+                    debug!(remote = %self.remote, max_message_size = s.max_message_size, bwt = s.block_wise_transfer, "peer CSM")
+                }
+                Event::SettingsChanged(s) => {
+                    debug!(remote = %self.remote, max_message_size = s.max_message_size, "peer settings changed")
+                }
+                Event::Request(m) => self.incoming_request(m),
+                Event::Response(m) => {
+                    debug!(target: "coapws::wire", remote = %self.remote, message = ?m, "received response");
+                    if let Some(p) = self.pending.remove(&m.token) {
+                        self.ids.remove(&p.id);
+                        let _ = p.reply.send(Ok(m));
+                    }
+                }
+                Event::SendFailed { token, error } => {
+                    if let Some(p) = self.pending.remove(&token) {
+                        self.ids.remove(&p.id);
+                        let _ = p.reply.send(Err(error.into()));
+                    }
+                }
+                Event::Pong(token) => debug!(remote = %self.remote, %token, "pong"),
+                Event::PeerReleasing { hold_off, .. } => {
+                    info!(remote = %self.remote, ?hold_off, "peer sent Release")
+                }
+                Event::Closed(why) => {
+                    match &why {
+                        ConnectionError::Aborted(r) => {
+                            warn!(remote = %self.remote, reason = %r, "aborting connection")
+                        }
+                        ConnectionError::PeerAborted(d) => {
+                            warn!(remote = %self.remote, diagnostic = %d, "peer aborted")
+                        }
+                        other => info!(remote = %self.remote, why = %other, "connection ending"),
+                    }
+                    self.fail_all(&why);
+                }
+            }
+        }
+    }
+
+    fn incoming_request(&mut self, m: Message) {
+        debug!(target: "coapws::wire", remote = %self.remote, message = ?m, "received request");
+        let token = m.token.clone();
+        let Some(dispatch) = self.dispatch.clone() else {
+            // RFC 8323 / RFC 7252: an endpoint without a server role.
+            self.send_response(
+                Message::response(Code::NOT_IMPLEMENTED, "no resources served here")
+                    .with_token(token),
+            );
+            return;
+        };
+        if self.inbound_running >= self.config.max_concurrent_requests {
+            let r = Message::response(Code::SERVICE_UNAVAILABLE, "too many concurrent requests")
+                .with_uint_option(coapws_proto::OptionNumber::MAX_AGE, 1)
+                .with_token(token);
+            self.send_response(r);
+            return;
+        }
+        self.inbound_running += 1;
+        let request = IncomingRequest {
+            message: m,
+            remote: self.remote.clone(),
+        };
+        let mut guard = ResponseGuard {
+            handle: self.handle.clone(),
+            token: Some(token.clone()),
+        };
+        tokio::spawn(async move {
+            let response = dispatch.dispatch(request).await;
+            guard.token = None;
+            guard
+                .handle
+                .respond(response.map(|r| r.with_token(token.clone())), token);
+        });
+    }
+
+    fn fail_all(&mut self, why: &ConnectionError) {
+        self.rx.close();
+        for (_, p) in self.pending.drain() {
+            let _ = p.reply.send(Err(Error::Connection(why.clone())));
+        }
+        self.ids.clear();
+        // Requests queued but not yet seen by the loop fail too.
+        while let Ok(cmd) = self.rx.try_recv() {
+            if let Command::Request { reply, .. } = cmd {
+                let _ = reply.send(Err(Error::Connection(why.clone())));
+            }
+        }
+    }
+
+    /// Writes everything the core has queued; false if the transport failed.
+    async fn flush(&mut self) -> bool {
+        let frames: Vec<Bytes> = std::iter::from_fn(|| self.core.poll_transmit()).collect();
+        if frames.is_empty() {
+            return true;
+        }
+        match self.io.send(frames).await {
+            Ok(()) => true,
+            Err(e) => {
+                debug!(remote = %self.remote, error = %e, "write failed");
+                false
+            }
+        }
+    }
+
+    async fn shut(&mut self, why: ConnectionError) {
+        self.process_events();
+        self.fail_all(&why);
+        self.flush().await;
+        self.io.close(&why).await;
+        if let Some(f) = self.on_close.take() {
+            f(self.handle.id);
+        }
+        info!(remote = %self.remote, conn = self.handle.id, why = %why, "connection closed");
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

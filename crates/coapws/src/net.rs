@@ -1,0 +1,57 @@
+//! Small socket helpers shared by the transports: resolving and connecting with a timeout.
+
+use crate::error::Error;
+use coapws_proto::uri::Host;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// Resolves `host:port` and connects to the first address that answers, within `timeout`.
+pub(crate) async fn connect_tcp(
+    host: &Host,
+    port: u16,
+    timeout: Duration,
+) -> Result<TcpStream, Error> {
+    let authority = format!("{}:{port}", host.authority_form());
+    let attempt = async {
+        let addrs: Vec<SocketAddr> = match host {
+            Host::Ipv4(a) => vec![SocketAddr::from((*a, port))],
+            Host::Ipv6(a) => vec![SocketAddr::from((*a, port))],
+            Host::Name(n) => tokio::net::lookup_host((n.as_str(), port)).await?.collect(),
+        };
+        let mut last =
+            std::io::Error::new(std::io::ErrorKind::NotFound, "name resolved to no address");
+        for a in addrs {
+            match TcpStream::connect(a).await {
+                Ok(s) => {
+                    s.set_nodelay(true)?;
+                    return Ok(s);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(Error::connect(authority, e)),
+        Err(_) => Err(Error::connect(
+            authority,
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+        )),
+    }
+}
+
+/// Local and peer address of a connected stream.
+pub(crate) fn addrs(
+    stream: &TcpStream,
+    authority: &str,
+) -> Result<(SocketAddr, SocketAddr), Error> {
+    let local = stream
+        .local_addr()
+        .map_err(|e| Error::connect(authority, e))?;
+    let peer = stream
+        .peer_addr()
+        .map_err(|e| Error::connect(authority, e))?;
+    Ok((local, peer))
+}

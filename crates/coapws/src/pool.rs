@@ -1,0 +1,120 @@
+//! The connection pool of a client: one connection per (scheme, host, port), reused by every
+//! request to that origin.
+//!
+//! The host is normalised by URI parsing (lowercase names, IP literals as addresses) and the
+//! port defaulted by scheme, so `coap+ws://h/` and `coap+ws://H:80/` share a connection.
+//! Concurrent requests to a new origin share one connection attempt — and its failure. A
+//! connection leaves the pool as soon as it ends.
+
+use crate::error::Error;
+use crate::remote::Remote;
+use coapws_proto::uri::{Host, Scheme, Uri};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What a pooled connection is keyed by.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// The scheme.
+    pub scheme: Scheme,
+    /// The host, normalised.
+    pub host: Host,
+    /// The port, defaulted by scheme.
+    pub port: u16,
+}
+
+impl PoolKey {
+    /// The key of the origin `uri` points to.
+    pub fn of(uri: &Uri) -> PoolKey {
+        PoolKey {
+            scheme: uri.scheme,
+            host: uri.host.clone(),
+            port: uri.port_or_default(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Attempts finished so far (incremented under the state lock).
+    finished: AtomicU64,
+    state: tokio::sync::Mutex<SlotState>,
+}
+
+#[derive(Default)]
+enum SlotState {
+    #[default]
+    Empty,
+    Ready(Remote),
+    Failed {
+        attempt: u64,
+        error: Error,
+    },
+}
+
+/// Connections by origin.
+#[derive(Default)]
+pub(crate) struct Pool {
+    slots: Mutex<HashMap<PoolKey, Arc<Slot>>>,
+}
+
+impl Pool {
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Arc<Slot>>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live connection to `key`, or a new one from `connect`. Callers that arrive while an
+    /// attempt runs wait for it and share its result.
+    pub(crate) async fn get<F, Fut>(&self, key: &PoolKey, connect: F) -> Result<Remote, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Remote, Error>>,
+    {
+        let slot = self.slots().entry(key.clone()).or_default().clone();
+        let seen = slot.finished.load(Ordering::SeqCst);
+        let mut state = slot.state.lock().await;
+        match &*state {
+            SlotState::Ready(r) if r.is_connected() => return Ok(r.clone()),
+            SlotState::Failed { attempt, error } if *attempt > seen => return Err(error.clone()),
+            _ => {}
+        }
+        let result = connect().await;
+        let attempt = slot.finished.fetch_add(1, Ordering::SeqCst) + 1;
+        match &result {
+            Ok(r) => *state = SlotState::Ready(r.clone()),
+            Err(e) => {
+                *state = SlotState::Failed {
+                    attempt,
+                    error: e.clone(),
+                };
+                // Newcomers start afresh; waiters already holding this slot share the error.
+                let mut slots = self.slots();
+                if slots.get(key).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                    slots.remove(key);
+                }
+            }
+        }
+        result
+    }
+
+    /// Drops the pool entry of connection `id` (called when it ends).
+    pub(crate) fn remove(&self, key: &PoolKey, id: u64) {
+        let mut slots = self.slots();
+        let Some(slot) = slots.get(key) else { return };
+        let holds_it = match slot.state.try_lock() {
+            Ok(state) => matches!(&*state, SlotState::Ready(r) if r.connection.id() == id),
+            // An attempt is running: it will replace the entry itself.
+            Err(_) => false,
+        };
+        if holds_it {
+            slots.remove(key);
+        }
+    }
+
+    /// Number of origins with an entry.
+    pub(crate) fn len(&self) -> usize {
+        self.slots().len()
+    }
+}

@@ -1,0 +1,96 @@
+//! [`Remote`]: the other end of an exchange, as seen from this endpoint.
+//!
+//! A remote knows its scheme, both ends' socket addresses and host info, and, for reliable
+//! transports, the connection it lives on, so a server can send requests back to a client that
+//! connected to it (role reversal) without that client having any URI.
+
+use crate::connection::ConnectionHandle;
+use crate::error::Error;
+use coapws_proto::uri::{Host, Scheme, Uri};
+use std::fmt;
+use std::net::SocketAddr;
+
+/// Who opened the connection the remote lives on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// We connected to the remote: it is a server with a URI.
+    Client,
+    /// The remote connected to us: it is a client, reachable only over this connection.
+    Server,
+}
+
+/// The other end of an exchange.
+#[derive(Clone)]
+pub struct Remote {
+    pub(crate) scheme: Scheme,
+    pub(crate) peer_addr: SocketAddr,
+    pub(crate) local_addr: SocketAddr,
+    /// Client side: the URI authority we connected to. Server side: our own name as the client
+    /// addressed us (WebSocket Host header), the default Uri-Host of its requests.
+    pub(crate) host: Host,
+    pub(crate) port: u16,
+    pub(crate) side: Side,
+    pub(crate) connection: ConnectionHandle,
+}
+
+impl Remote {
+    /// The scheme of the transport.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+    /// The remote socket address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+    /// Our socket address on this connection.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+    /// Who opened the connection.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+    /// On the server side: the host and port the client addressed us by (Host header for
+    /// WebSocket), which is the default Uri-Host/Uri-Port of its requests.
+    pub fn local_host_info(&self) -> Option<(&Host, u16)> {
+        (self.side == Side::Server).then_some((&self.host, self.port))
+    }
+    /// The base URI (`scheme://authority`) of a remote we connected to. A client that connected
+    /// to us has none: that is [`Error::NoUri`], reach it with [`crate::Endpoint::request_to`].
+    pub fn uri(&self) -> Result<Uri, Error> {
+        match self.side {
+            Side::Client => {
+                let mut u = Uri::new(self.scheme, self.host.clone());
+                u.port = Some(self.port);
+                Ok(u)
+            }
+            Side::Server => Err(Error::NoUri(self.to_string())),
+        }
+    }
+    /// True while the connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.connection.is_alive()
+    }
+}
+
+impl fmt::Display for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.side {
+            Side::Client => write!(f, "{}://{}", self.scheme, self.peer_addr),
+            Side::Server => write!(f, "{} client {}", self.scheme, self.peer_addr),
+        }
+    }
+}
+
+impl fmt::Debug for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Remote")
+            .field("scheme", &self.scheme)
+            .field("peer", &self.peer_addr)
+            .field("local", &self.local_addr)
+            .field("host", &self.host.authority_form())
+            .field("port", &self.port)
+            .field("side", &self.side)
+            .finish()
+    }
+}

@@ -1,0 +1,83 @@
+//! The built-in demo site of `coapws serve` without a ROOT: `/hello`, `/echo`, `/time`.
+
+use super::{IncomingRequest, Resource, Site};
+use coapws_proto::code::Code;
+use coapws_proto::content_format::ContentFormat;
+use coapws_proto::message::Message;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The demo site.
+pub fn site() -> Site {
+    Site::new()
+        .resource(
+            "/hello",
+            Resource::new()
+                .get(|_req: IncomingRequest| async {
+                    Message::response(Code::CONTENT, "Hello, CoAP over WebSockets!")
+                        .with_content_format(ContentFormat::TEXT_PLAIN.0)
+                })
+                .attr("title", "Greeting")
+                .attr("ct", "0"),
+        )
+        .resource(
+            "/echo",
+            Resource::new()
+                .post(|req: IncomingRequest| async move {
+                    let mut r = Message::response(Code::CHANGED, req.message.payload.clone());
+                    if let Some(cf) = req.message.options.content_format() {
+                        r = r.with_content_format(cf);
+                    }
+                    r
+                })
+                .attr("title", "Echoes POSTed payloads"),
+        )
+        .resource(
+            "/time",
+            Resource::new()
+                .get(|_req: IncomingRequest| async {
+                    let secs = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    Message::response(Code::CONTENT, format_utc(secs))
+                        .with_content_format(ContentFormat::TEXT_PLAIN.0)
+                        .with_uint_option(coapws_proto::OptionNumber::MAX_AGE, 1)
+                })
+                .attr("title", "Current UTC time")
+                .attr("ct", "0"),
+        )
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (civil-from-days, proleptic Gregorian).
+fn format_utc(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc() {
+        assert_eq!(super::format_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::format_utc(1_795_305_600), "2026-11-21T00:00:00Z");
+        assert_eq!(
+            super::format_utc(951_782_400 + 3661),
+            "2000-02-29T01:01:01Z"
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! The server side of an endpoint: a [`Site`] maps paths to [`Resource`]s whose async handlers
+//! answer requests, and generates `/.well-known/core` from what it holds.
+//!
+//! The site answers what no handler should have to: 4.02 Bad Option (with a diagnostic) for an
+//! unknown or malformed critical option, 5.05 for proxy requests, 4.05 for methods a resource
+//! does not have or that do not exist, 4.04 for paths it does not hold.
+
+pub mod demo;
+pub mod files;
+
+use crate::connection::BoxFuture;
+use crate::remote::Remote;
+use coapws_proto::code::Code;
+use coapws_proto::content_format::ContentFormat;
+use coapws_proto::link_format::{self, Link};
+use coapws_proto::message::Message;
+use coapws_proto::option::OptionNumber;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+/// A request as a handler sees it.
+#[derive(Clone, Debug)]
+pub struct IncomingRequest {
+    /// The request message (its token is handled by the endpoint).
+    pub message: Message,
+    /// Who sent it, and the connection to reach them on.
+    pub remote: Remote,
+}
+
+impl IncomingRequest {
+    /// The method.
+    pub fn method(&self) -> Code {
+        self.message.code
+    }
+    /// Uri-Path segments.
+    pub fn path(&self) -> Vec<String> {
+        self.message.options.uri_path()
+    }
+    /// Uri-Query items.
+    pub fn query(&self) -> Vec<String> {
+        self.message.options.uri_query()
+    }
+}
+
+/// Something that answers requests. Implemented for every `Fn(IncomingRequest) -> Future`.
+pub trait Handler: Send + Sync + 'static {
+    /// Produces the response (code, options, payload; the token is filled in by the endpoint).
+    fn call(&self, request: IncomingRequest) -> BoxFuture<Message>;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(IncomingRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Message> + Send + 'static,
+{
+    fn call(&self, request: IncomingRequest) -> BoxFuture<Message> {
+        Box::pin(self(request))
+    }
+}
+
+/// A resource: a handler per method, and link attributes for `/.well-known/core`.
+#[derive(Clone, Default)]
+pub struct Resource {
+    methods: Vec<(Code, Arc<dyn Handler>)>,
+    attrs: Vec<(String, Option<String>)>,
+    hidden: bool,
+}
+
+impl Resource {
+    /// A resource with no methods yet.
+    pub fn new() -> Resource {
+        Resource::default()
+    }
+    /// Answers `method` with `handler`.
+    pub fn method(mut self, method: Code, handler: impl Handler) -> Resource {
+        self.methods.retain(|(m, _)| *m != method);
+        self.methods.push((method, Arc::new(handler)));
+        self
+    }
+    /// Answers GET.
+    pub fn get(self, handler: impl Handler) -> Resource {
+        self.method(Code::GET, handler)
+    }
+    /// Answers POST.
+    pub fn post(self, handler: impl Handler) -> Resource {
+        self.method(Code::POST, handler)
+    }
+    /// Answers PUT.
+    pub fn put(self, handler: impl Handler) -> Resource {
+        self.method(Code::PUT, handler)
+    }
+    /// Answers DELETE.
+    pub fn delete(self, handler: impl Handler) -> Resource {
+        self.method(Code::DELETE, handler)
+    }
+    /// Adds a link attribute shown in `/.well-known/core` (e.g. `rt`, `ct`, `title`).
+    pub fn attr(mut self, name: &str, value: impl Into<String>) -> Resource {
+        self.attrs.push((name.to_owned(), Some(value.into())));
+        self
+    }
+    /// Leaves the resource out of `/.well-known/core`.
+    pub fn hidden(mut self) -> Resource {
+        self.hidden = true;
+        self
+    }
+}
+
+/// A path prefix handed to one handler, with the links it shows in `/.well-known/core`.
+#[derive(Clone)]
+struct Subtree {
+    prefix: Vec<String>,
+    handler: Arc<dyn Handler>,
+    links: Vec<Link>,
+}
+
+/// Paths to resources, plus subtrees handled by one handler (a file server, a proxy).
+#[derive(Clone, Default)]
+pub struct Site {
+    exact: HashMap<Vec<String>, Resource>,
+    subtrees: Vec<Subtree>,
+}
+
+fn split_path(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn diagnostic(code: Code, text: impl Into<String>) -> Message {
+    let text = text.into();
+    Message::response(code, text).with_content_format(ContentFormat::TEXT_PLAIN.0)
+}
+
+impl Site {
+    /// An empty site (it still answers `/.well-known/core`).
+    pub fn new() -> Site {
+        Site::default()
+    }
+    /// Serves `resource` at `path` (e.g. `/sensors/temp`).
+    pub fn resource(mut self, path: &str, resource: Resource) -> Site {
+        self.exact.insert(split_path(path), resource);
+        self
+    }
+    /// Hands every request at or below `prefix` to `handler`; `links` are the links it
+    /// contributes to `/.well-known/core`.
+    pub fn subtree(mut self, prefix: &str, handler: impl Handler, links: Vec<Link>) -> Site {
+        self.subtrees.push(Subtree {
+            prefix: split_path(prefix),
+            handler: Arc::new(handler),
+            links,
+        });
+        // Longest prefix first.
+        self.subtrees
+            .sort_by_key(|s| std::cmp::Reverse(s.prefix.len()));
+        self
+    }
+
+    /// The links of `/.well-known/core`.
+    pub fn links(&self) -> Vec<Link> {
+        let mut links: Vec<Link> = self
+            .exact
+            .iter()
+            .filter(|(_, r)| !r.hidden)
+            .map(|(p, r)| {
+                let mut l = Link::new(format!("/{}", p.join("/")));
+                for (k, v) in &r.attrs {
+                    l.params.push((k.clone(), v.clone()));
+                }
+                l
+            })
+            .collect();
+        for s in &self.subtrees {
+            links.extend(s.links.iter().cloned());
+        }
+        links.sort_by(|a, b| a.target.cmp(&b.target));
+        links
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, request: IncomingRequest) -> Message {
+        let m = &request.message;
+        // RFC 7252 §5.4.1: unrecognised critical options make the request a 4.02.
+        if let Err(problem) = m.options.check() {
+            return diagnostic(Code::BAD_OPTION, problem.to_string());
+        }
+        // We are no proxy (RFC 7252 §5.7.2).
+        if m.options.contains(OptionNumber::PROXY_URI)
+            || m.options.contains(OptionNumber::PROXY_SCHEME)
+        {
+            return diagnostic(Code::PROXYING_NOT_SUPPORTED, "this endpoint is not a proxy");
+        }
+        let path = request.path();
+        if path == [".well-known", "core"] {
+            if m.code != Code::GET {
+                return Message::new(Code::METHOD_NOT_ALLOWED);
+            }
+            let query = request.query();
+            let links: Vec<Link> = self
+                .links()
+                .into_iter()
+                .filter(|l| query.iter().all(|q| l.matches_filter(q)))
+                .collect();
+            return Message::response(Code::CONTENT, link_format::serialize(&links))
+                .with_content_format(ContentFormat::LINK_FORMAT.0);
+        }
+        if let Some(resource) = self.exact.get(&path) {
+            return match resource.methods.iter().find(|(c, _)| *c == m.code) {
+                Some((_, h)) => h.call(request).await,
+                None => Message::new(Code::METHOD_NOT_ALLOWED),
+            };
+        }
+        if let Some(s) = self.subtrees.iter().find(|s| path.starts_with(&s.prefix)) {
+            return s.handler.call(request).await;
+        }
+        Message::new(Code::NOT_FOUND)
+    }
+}
