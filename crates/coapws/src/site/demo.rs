@@ -74,7 +74,7 @@ mod tests {
     #[test]
     fn utc() {
         assert_eq!(super::format_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::format_utc(1_795_305_600), "2026-11-21T00:00:00Z");
+        assert_eq!(super::format_utc(1_795_219_200), "2026-11-21T00:00:00Z");
         assert_eq!(
             super::format_utc(951_782_400 + 3661),
             "2000-02-29T01:01:01Z"
