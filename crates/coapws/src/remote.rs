@@ -6,9 +6,11 @@
 
 use crate::connection::ConnectionHandle;
 use crate::error::Error;
+use coapws_proto::message::Message;
 use coapws_proto::uri::{Host, Scheme, Uri};
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Who opened the connection the remote lives on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +67,16 @@ impl Remote {
                 Ok(u)
             }
             Side::Server => Err(Error::NoUri(self.to_string())),
+        }
+    }
+    /// Sends a request to this remote over its connection and waits up to `timeout` for the
+    /// response. Inside a handler this is how a server reaches the client that sent the
+    /// request (role reversal); [`crate::Endpoint::request_to`] does the same with the
+    /// endpoint's timeout.
+    pub async fn request(&self, message: Message, timeout: Duration) -> Result<Message, Error> {
+        match tokio::time::timeout(timeout, self.connection.request(message)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout),
         }
     }
     /// True while the connection is up.

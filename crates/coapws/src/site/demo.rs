@@ -1,10 +1,13 @@
-//! The built-in demo site of `coapws serve` without a ROOT: `/hello`, `/echo`, `/time`.
+//! The built-in demo site of `coapws serve` without a ROOT: `/hello`, `/echo`, `/time`, and
+//! `/ask-back`, which shows role reversal: it GETs a path (Uri-Query `path=…`, default
+//! `/whoami`) from the very client that asked, over the same connection, and returns the
+//! client's answer.
 
 use super::{IncomingRequest, Resource, Site};
 use coapws_proto::code::Code;
 use coapws_proto::content_format::ContentFormat;
 use coapws_proto::message::Message;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The demo site.
 pub fn site() -> Site {
@@ -32,6 +35,13 @@ pub fn site() -> Site {
                 .attr("title", "Echoes POSTed payloads"),
         )
         .resource(
+            "/ask-back",
+            Resource::new().get(ask_back).attr(
+                "title",
+                "Asks the requesting client for a resource (role reversal)",
+            ),
+        )
+        .resource(
             "/time",
             Resource::new()
                 .get(|_req: IncomingRequest| async {
@@ -46,6 +56,29 @@ pub fn site() -> Site {
                 .attr("title", "Current UTC time")
                 .attr("ct", "0"),
         )
+}
+
+async fn ask_back(req: IncomingRequest) -> Message {
+    let path = req
+        .query()
+        .iter()
+        .find_map(|q| q.strip_prefix("path=").map(str::to_owned))
+        .unwrap_or_else(|| "/whoami".to_owned());
+    let question = Message::request(Code::GET, &path);
+    match req.remote.request(question, Duration::from_secs(10)).await {
+        Ok(answer) if answer.code.is_success() => {
+            let mut r = Message::response(Code::CONTENT, answer.payload.clone());
+            if let Some(cf) = answer.options.content_format() {
+                r = r.with_content_format(cf);
+            }
+            r
+        }
+        Ok(answer) => Message::response(
+            Code::BAD_GATEWAY,
+            format!("the client answered {path} with {}", answer.code),
+        ),
+        Err(e) => Message::response(Code::BAD_GATEWAY, format!("asking the client failed: {e}")),
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (civil-from-days, proleptic Gregorian).
