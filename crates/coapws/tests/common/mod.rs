@@ -1,0 +1,135 @@
+//! Helpers shared by the integration tests: servers on loopback port 0, and a raw WebSocket
+//! client that speaks bytes, to send what a well-behaved endpoint never would.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use coapws::proto::codec::ws;
+use coapws::proto::{Code, Message, Token};
+use coapws::{Endpoint, EndpointConfig, IncomingRequest, Resource, Site};
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// A bound on every wait in the tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn test_site() -> Site {
+    coapws::site::demo::site()
+        .resource(
+            "/slow",
+            Resource::new().get(|_r: IncomingRequest| async {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                Message::response(Code::CONTENT, "slow")
+            }),
+        )
+        .resource(
+            "/never",
+            Resource::new().get(|_r: IncomingRequest| async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Message::response(Code::CONTENT, "never")
+            }),
+        )
+        .resource(
+            "/panic",
+            Resource::new().get(|_r: IncomingRequest| async {
+                panic!("handler panics on purpose");
+            }),
+        )
+        .resource(
+            "/big",
+            Resource::new().get(|_r: IncomingRequest| async {
+                Message::response(Code::CONTENT, vec![b'x'; 100 * 1024])
+            }),
+        )
+}
+
+pub async fn server_with(config: EndpointConfig, site: Option<Site>) -> (Endpoint, SocketAddr) {
+    let mut b = Endpoint::builder().config(config);
+    if let Some(site) = site {
+        b = b.site(site);
+    }
+    let ep = b.build();
+    let addr = ep.listen_ws("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (ep, addr)
+}
+
+pub async fn server() -> (Endpoint, SocketAddr) {
+    server_with(EndpointConfig::default(), Some(test_site())).await
+}
+
+pub fn uri(addr: SocketAddr, path: &str) -> String {
+    format!("coap+ws://{addr}{path}")
+}
+
+pub type RawWs = WebSocketStream<TcpStream>;
+
+/// A raw WebSocket connection to `/.well-known/coap` with subprotocol `coap`.
+pub async fn raw(addr: SocketAddr) -> RawWs {
+    let mut req = format!("ws://{addr}/.well-known/coap")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "coap".parse().unwrap());
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+    assert_eq!(resp.headers()["Sec-WebSocket-Protocol"], "coap");
+    ws
+}
+
+/// The next CoAP message from a raw connection (skipping nothing), or `None` at close.
+pub async fn next_coap(ws: &mut RawWs) -> Option<Message> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no hang")
+        {
+            Some(Ok(WsMessage::Binary(b))) => {
+                return Some(ws::decode(&b, &Default::default()).expect("server sends valid CoAP"));
+            }
+            Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Reads until the close frame; returns its code.
+pub async fn close_code(ws: &mut RawWs) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no hang")
+        {
+            Some(Ok(WsMessage::Close(f))) => return f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            None | Some(Err(_)) => return None,
+        }
+    }
+}
+
+pub async fn send_coap(ws: &mut RawWs, m: &Message) {
+    ws.send(WsMessage::Binary(ws::encode(m).unwrap()))
+        .await
+        .unwrap();
+}
+
+pub async fn send_bytes(ws: &mut RawWs, b: &[u8]) {
+    ws.send(WsMessage::Binary(Bytes::copy_from_slice(b)))
+        .await
+        .unwrap();
+}
+
+/// Sends our CSM and reads the server's; returns the server's CSM.
+pub async fn handshake_csm(ws: &mut RawWs) -> Message {
+    send_bytes(ws, &[0x00, 0xe1]).await;
+    let csm = next_coap(ws).await.expect("server CSM");
+    assert_eq!(csm.code, Code::CSM, "CSM comes first");
+    csm
+}
+
+pub fn get(path: &str, token: u8) -> Message {
+    Message::request(Code::GET, path).with_token(Token::new(vec![token]))
+}

@@ -1,0 +1,698 @@
+//! CoAP over WebSockets over real loopback sockets: client and server behaviour, every error
+//! path of the connection, the pool and role reversal.
+
+mod common;
+
+use coapws::proto::signaling::Signal;
+use coapws::proto::{Code, Message, OptionNumber, Token};
+use coapws::{Endpoint, EndpointConfig, Error, IncomingRequest, Request, Resource, Site};
+use common::*;
+use std::time::Duration;
+
+#[tokio::test]
+async fn get_post_and_site_answers() {
+    let (_server, addr) = server().await;
+    let client = Endpoint::client();
+    let r = client.get(&uri(addr, "/hello")).await.unwrap();
+    assert_eq!(r.code(), Code::CONTENT);
+    assert_eq!(r.message.payload_text(), "Hello, CoAP over WebSockets!");
+    assert_eq!(r.message.options.content_format(), Some(0));
+
+    let r = client
+        .send(
+            Request::new(Code::POST, &uri(addr, "/echo"))
+                .unwrap()
+                .payload("ping")
+                .content_format(50),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::CHANGED);
+    assert_eq!(&r.payload()[..], b"ping");
+    assert_eq!(r.message.options.content_format(), Some(50));
+
+    let r = client.get(&uri(addr, "/nowhere")).await.unwrap();
+    assert_eq!(r.code(), Code::NOT_FOUND);
+    let r = client
+        .send(Request::new(Code::DELETE, &uri(addr, "/hello")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::METHOD_NOT_ALLOWED);
+    // an unassigned method code
+    let r = client
+        .send(Request::new(Code::new(0, 20), &uri(addr, "/hello")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::METHOD_NOT_ALLOWED);
+
+    let r = client.get(&uri(addr, "/.well-known/core")).await.unwrap();
+    assert_eq!(r.code(), Code::CONTENT);
+    assert_eq!(r.message.options.content_format(), Some(40));
+    let links = coapws::proto::link_format::parse(&r.message.payload_text()).unwrap();
+    let targets: Vec<&str> = links.iter().map(|l| l.target.as_str()).collect();
+    for t in ["/hello", "/echo", "/time", "/ask-back"] {
+        assert!(targets.contains(&t), "{t} in {targets:?}");
+    }
+    let r = client
+        .get(&uri(addr, "/.well-known/core?title=Greeting"))
+        .await
+        .unwrap();
+    assert_eq!(r.message.payload_text(), "</hello>;title=\"Greeting\";ct=0");
+    // all on one connection
+    assert_eq!(client.connection_count(), 1);
+}
+
+#[tokio::test]
+async fn unknown_critical_option_gets_4_02_with_diagnostic() {
+    let (_server, addr) = server().await;
+    let mut ws = raw(addr).await;
+    handshake_csm(&mut ws).await;
+    // CONFORMANCE §9: GET with unknown critical option 65001, token 01
+    send_bytes(&mut ws, &[0x01, 0x01, 0x01, 0xe0, 0xfc, 0xdc]).await;
+    let r = next_coap(&mut ws).await.unwrap();
+    assert_eq!(r.code, Code::BAD_OPTION);
+    assert_eq!(r.token, Token::new(vec![1]));
+    assert!(r.payload_text().contains("65001"), "{}", r.payload_text());
+    // elective unknown: ignored
+    let m = get("/hello", 2).with_option(OptionNumber(65000), "x");
+    send_coap(&mut ws, &m).await;
+    assert_eq!(next_coap(&mut ws).await.unwrap().code, Code::CONTENT);
+    // proxying: 5.05
+    let m = get("/", 3).with_option(OptionNumber::PROXY_URI, "coap://example.invalid/");
+    send_coap(&mut ws, &m).await;
+    assert_eq!(
+        next_coap(&mut ws).await.unwrap().code,
+        Code::PROXYING_NOT_SUPPORTED
+    );
+}
+
+#[tokio::test]
+async fn no_site_answers_5_01() {
+    let (_server, addr) = server_with(EndpointConfig::default(), None).await;
+    let r = Endpoint::client().get(&uri(addr, "/hello")).await.unwrap();
+    assert_eq!(r.code(), Code::NOT_IMPLEMENTED);
+}
+
+#[tokio::test]
+async fn server_csm_and_ping() {
+    let (_server, addr) = server().await;
+    let mut ws = raw(addr).await;
+    let csm = handshake_csm(&mut ws).await;
+    match Signal::parse(&csm).unwrap() {
+        Signal::Csm(c) => {
+            assert_eq!(c.max_message_size, Some(1 << 20));
+            assert!(c.block_wise_transfer);
+        }
+        other => panic!("{other:?}"),
+    }
+    send_bytes(&mut ws, &[0x01, 0xe2, 0x42]).await;
+    let pong = next_coap(&mut ws).await.unwrap();
+    assert_eq!(ws_bytes(&pong), [0x01, 0xe3, 0x42]);
+    // empty message ignored, connection keeps working
+    send_bytes(&mut ws, &[0x00, 0x00]).await;
+    send_coap(&mut ws, &get("/hello", 5)).await;
+    assert_eq!(next_coap(&mut ws).await.unwrap().code, Code::CONTENT);
+}
+
+fn ws_bytes(m: &Message) -> Vec<u8> {
+    coapws::proto::codec::ws::encode(m).unwrap().to_vec()
+}
+
+#[tokio::test]
+async fn text_frame_aborts_with_1003() {
+    use futures_util::SinkExt;
+    let (server, addr) = server().await;
+    let mut ws = raw(addr).await;
+    handshake_csm(&mut ws).await;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        "Hello".into(),
+    ))
+    .await
+    .unwrap();
+    let abort = next_coap(&mut ws).await.unwrap();
+    assert_eq!(abort.code, Code::ABORT);
+    assert_eq!(abort.payload_text(), "Text frame received");
+    assert_eq!(close_code(&mut ws).await, Some(1003));
+    // the server keeps serving others
+    let r = Endpoint::client().get(&uri(addr, "/hello")).await.unwrap();
+    assert_eq!(r.code(), Code::CONTENT);
+    drop(server);
+}
+
+#[tokio::test]
+async fn format_error_aborts_with_1007() {
+    let (_server, addr) = server().await;
+    let mut ws = raw(addr).await;
+    handshake_csm(&mut ws).await;
+    // Len nibble 3 on WebSocket
+    send_bytes(&mut ws, &[0x30, 0x01]).await;
+    let abort = next_coap(&mut ws).await.unwrap();
+    assert_eq!(abort.code, Code::ABORT);
+    assert!(
+        abort.payload_text().contains("Len nibble"),
+        "{}",
+        abort.payload_text()
+    );
+    assert_eq!(close_code(&mut ws).await, Some(1007));
+    // a single byte, and a payload marker with no payload, are format errors too
+    for bad in [&[0x01][..], &[0x00, 0x45, 0xff][..]] {
+        let mut ws = raw(addr).await;
+        handshake_csm(&mut ws).await;
+        send_bytes(&mut ws, bad).await;
+        assert_eq!(next_coap(&mut ws).await.unwrap().code, Code::ABORT);
+        assert_eq!(close_code(&mut ws).await, Some(1007));
+    }
+}
+
+#[tokio::test]
+async fn missing_csm_aborts() {
+    let (_server, addr) = server().await;
+    let mut ws = raw(addr).await;
+    send_coap(&mut ws, &get("/hello", 1)).await;
+    let csm = next_coap(&mut ws).await.unwrap();
+    assert_eq!(csm.code, Code::CSM);
+    let abort = next_coap(&mut ws).await.unwrap();
+    assert_eq!(abort.code, Code::ABORT);
+    assert!(abort.payload_text().contains("CSM"));
+    assert_eq!(close_code(&mut ws).await, Some(1002));
+}
+
+#[tokio::test]
+async fn bad_csm_option_aborts_naming_it() {
+    let (_server, addr) = server().await;
+    let mut ws = raw(addr).await;
+    send_bytes(&mut ws, &[0x00, 0xe1, 0xb0]).await;
+    assert_eq!(next_coap(&mut ws).await.unwrap().code, Code::CSM);
+    let abort = next_coap(&mut ws).await.unwrap();
+    assert_eq!(&ws_bytes(&abort)[..4], &[0x00, 0xe5, 0x21, 0x0b]);
+}
+
+#[tokio::test]
+async fn http_refusals_are_real_http_answers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_server, addr) = server().await;
+    async fn ask(addr: std::net::SocketAddr, req: String) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+    let upgrade = |path: &str, extra: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+        )
+    };
+    let r = ask(
+        addr,
+        upgrade(
+            "/other",
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: coap\r\n",
+        ),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    let r = ask(
+        addr,
+        upgrade("/.well-known/coap", "Sec-WebSocket-Version: 13\r\n"),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let r = ask(
+        addr,
+        upgrade(
+            "/.well-known/coap",
+            "Sec-WebSocket-Version: 8\r\nSec-WebSocket-Protocol: coap\r\n",
+        ),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 426"), "{r}");
+    assert!(
+        r.to_ascii_lowercase().contains("sec-websocket-version: 13"),
+        "{r}"
+    );
+    let r = ask(
+        addr,
+        upgrade(
+            "/.well-known/coap",
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt, coap\r\n",
+        ),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 101"), "{r}");
+    assert!(
+        r.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "RFC 6455 accept key: {r}"
+    );
+    let r = ask(
+        addr,
+        "GET /.well-known/coap HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 426"), "{r}");
+
+    // Origin policy: 403 for an origin not on the list
+    let config = EndpointConfig {
+        allowed_origins: Some(vec!["https://good.example".into()]),
+        ..Default::default()
+    };
+    let (_s2, addr2) = server_with(config, Some(Site::new())).await;
+    let v13 = "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: coap\r\n";
+    let r = ask(
+        addr2,
+        upgrade(
+            "/.well-known/coap",
+            &format!("{v13}Origin: https://evil.example\r\n"),
+        ),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    let r = ask(
+        addr2,
+        upgrade(
+            "/.well-known/coap",
+            &format!("{v13}Origin: https://good.example\r\n"),
+        ),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 101"), "{r}");
+}
+
+#[tokio::test]
+async fn masked_frame_vectors() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_server, addr) = server().await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /.well-known/coap HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: coap\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tokio::time::timeout(WAIT, s.read_exact(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(b[0]);
+    }
+    // CONFORMANCE §9: CSM (Max-Message-Size 1152) as a masked client frame
+    s.write_all(&[
+        0x82, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x37, 0x1b, 0x03, 0x39, 0xb7,
+    ])
+    .await
+    .unwrap();
+    // masked text frame "Hello" → Abort, then close 1003
+    s.write_all(&[
+        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+    ])
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut all))
+        .await
+        .unwrap();
+    // server frames are unmasked: CSM, Abort, Close
+    assert_eq!(&all[..2], &[0x82, 0x07], "CSM frame of 7 bytes: {all:02x?}");
+    assert_eq!(&all[2..9], &[0x00, 0xe1, 0x23, 0x10, 0x00, 0x00, 0x20]);
+    assert_eq!(all[9], 0x82);
+    let abort_len = all[10] as usize;
+    assert_eq!(&all[11..14], &[0x00, 0xe5, 0xff]);
+    assert_eq!(&all[14..11 + abort_len], b"Text frame received");
+    let close = &all[11 + abort_len..];
+    assert_eq!(close[0], 0x88);
+    assert_eq!(&close[2..4], &[0x03, 0xeb], "close code 1003");
+}
+
+#[tokio::test]
+async fn unmasked_client_frame_closes_with_1002() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_server, addr) = server().await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /.well-known/coap HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: coap\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    s.write_all(&[0x82, 0x02, 0x00, 0xe1]).await.unwrap();
+    let mut all = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut all))
+        .await
+        .unwrap();
+    let pos = all
+        .windows(2)
+        .position(|w| w == [0x88, 0x02] || w[0] == 0x88)
+        .expect("close frame");
+    assert_eq!(
+        &all[pos + 2..pos + 4],
+        &[0x03, 0xea],
+        "close code 1002: {all:02x?}"
+    );
+}
+
+#[tokio::test]
+async fn peer_killed_mid_request_fails_the_request() {
+    // A raw server: handshake, CSM, read the request, then drop the socket.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let cb =
+            |_req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+             mut resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
+                resp.headers_mut()
+                    .insert("Sec-WebSocket-Protocol", "coap".parse().unwrap());
+                Ok(resp)
+            };
+        let mut ws = tokio_tungstenite::accept_hdr_async(s, cb).await.unwrap();
+        use futures_util::{SinkExt, StreamExt};
+        ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+            vec![0x00, 0xe1].into(),
+        ))
+        .await
+        .unwrap();
+        // client CSM, then the request
+        let _ = ws.next().await;
+        let _ = ws.next().await;
+        drop(ws); // killed: no close frame, no response
+    });
+    let client = Endpoint::client();
+    let started = std::time::Instant::now();
+    let err = client.get(&uri(addr, "/x")).await.unwrap_err();
+    assert!(matches!(err, Error::Connection(_)), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "failed promptly, not by timeout"
+    );
+    // and the dead connection left the pool
+    for _ in 0..100 {
+        if client.pooled_origins() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(client.pooled_origins(), 0);
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_one_connection_attempt() {
+    let (server, addr) = server().await;
+    let client = Endpoint::client();
+    let u = uri(addr, "/hello");
+    let all = futures_util::future::join_all((0..20).map(|_| client.get(&u))).await;
+    assert!(
+        all.iter()
+            .all(|r| r.as_ref().is_ok_and(|r| r.code() == Code::CONTENT))
+    );
+    assert_eq!(client.connection_count(), 1);
+    assert_eq!(server.connection_count(), 1);
+
+    // and share one failure: nothing listens here
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let u = uri(dead, "/hello");
+    let all = futures_util::future::join_all((0..5).map(|_| client.get(&u))).await;
+    assert!(
+        all.iter().all(|r| matches!(r, Err(Error::Connect { .. }))),
+        "{all:?}"
+    );
+    assert_eq!(
+        client.pooled_origins(),
+        1,
+        "the failed origin left no entry"
+    );
+}
+
+#[tokio::test]
+async fn dead_connection_leaves_pool_and_reconnects() {
+    let (server, addr) = server().await;
+    let client = Endpoint::client();
+    client.get(&uri(addr, "/hello")).await.unwrap();
+    assert_eq!(client.pooled_origins(), 1);
+    server.shutdown().await; // Release to the client; it closes
+    for _ in 0..200 {
+        if client.pooled_origins() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        client.pooled_origins(),
+        0,
+        "released connection left the pool"
+    );
+    // a new server on the same port gets a fresh connection
+    let ep2 = Endpoint::builder().site(test_site()).build();
+    ep2.listen_ws(addr).await.unwrap();
+    let r = client.get(&uri(addr, "/hello")).await.unwrap();
+    assert_eq!(r.code(), Code::CONTENT);
+}
+
+#[tokio::test]
+async fn release_answers_outstanding_requests_first() {
+    let (server, addr) = server().await;
+    let client = Endpoint::client();
+    client.get(&uri(addr, "/hello")).await.unwrap();
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.get(&uri(addr, "/slow")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.shutdown().await;
+    let r = slow.await.unwrap().unwrap();
+    assert_eq!(r.message.payload_text(), "slow");
+}
+
+#[tokio::test]
+async fn timeout_cancels_and_connection_survives() {
+    let (_server, addr) = server().await;
+    let client = Endpoint::client();
+    let err = client
+        .send(
+            Request::get(&uri(addr, "/slow"))
+                .unwrap()
+                .timeout(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout));
+    // the late response is dropped; the connection keeps working
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let r = client.get(&uri(addr, "/hello")).await.unwrap();
+    assert_eq!(r.code(), Code::CONTENT);
+    assert_eq!(client.connection_count(), 1);
+    // a dropped request future cancels too
+    let slow = uri(addr, "/slow");
+    let _ = tokio::time::timeout(Duration::from_millis(50), client.get(&slow)).await;
+    assert_eq!(
+        client.get(&uri(addr, "/hello")).await.unwrap().code(),
+        Code::CONTENT
+    );
+}
+
+#[tokio::test]
+async fn panicking_handler_gets_5_00() {
+    let (_server, addr) = server().await;
+    let r = Endpoint::client().get(&uri(addr, "/panic")).await.unwrap();
+    assert_eq!(r.code(), Code::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
+async fn no_response_suppresses_on_the_wire() {
+    let (_server, addr) = server().await;
+    let client = Endpoint::client();
+    // 2.xx suppressed
+    let err = client
+        .send(
+            Request::new(Code::POST, &uri(addr, "/echo"))
+                .unwrap()
+                .payload("x")
+                .no_response(2),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoResponse), "{err:?}");
+    // 2.xx suppressed but the answer is a 4.04: it comes
+    let r = client
+        .send(Request::get(&uri(addr, "/nowhere")).unwrap().no_response(2))
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::NOT_FOUND);
+    // On the wire: nothing is sent for a suppressed response (raw client, CONFORMANCE vector).
+    let mut ws = raw(addr).await;
+    handshake_csm(&mut ws).await;
+    // POST /a with No-Response 26 (all suppressed), token 02 — /a does not exist: 4.04 suppressed
+    send_bytes(&mut ws, &[0x01, 0x02, 0x02, 0xb1, 0x61, 0xd1, 0xea, 0x1a]).await;
+    send_coap(&mut ws, &get("/hello", 3)).await;
+    let next = next_coap(&mut ws).await.unwrap();
+    assert_eq!(
+        next.token,
+        Token::new(vec![3]),
+        "the suppressed response never came: {next:?}"
+    );
+}
+
+#[tokio::test]
+async fn too_large_for_peer_is_refused_locally() {
+    let small = EndpointConfig {
+        connection: coapws::proto::connection::ConnectionConfig {
+            max_message_size: 1152,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (_server, addr) = server_with(small, Some(test_site())).await;
+    let client = Endpoint::client();
+    client.get(&uri(addr, "/hello")).await.unwrap();
+    let err = client
+        .send(
+            Request::new(Code::POST, &uri(addr, "/echo"))
+                .unwrap()
+                .payload(vec![0u8; 5000]),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Send(coapws::proto::connection::SendError::TooLarge { limit: 1152, .. })
+        ),
+        "{err:?}"
+    );
+    // the server's 100 KiB response fits our 1 MiB
+    let r = client.get(&uri(addr, "/big")).await.unwrap();
+    assert_eq!(r.payload().len(), 100 * 1024);
+}
+
+#[tokio::test]
+async fn oversize_websocket_message_aborts() {
+    let small = EndpointConfig {
+        connection: coapws::proto::connection::ConnectionConfig {
+            max_message_size: 1152,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (_server, addr) = server_with(small, Some(test_site())).await;
+    let mut ws = raw(addr).await;
+    handshake_csm(&mut ws).await;
+    let big = Message::request(Code::POST, "/echo")
+        .with_token(Token::new(vec![1]))
+        .with_payload(vec![0u8; 4000]);
+    send_coap(&mut ws, &big).await;
+    let abort = next_coap(&mut ws).await.unwrap();
+    assert_eq!(abort.code, Code::ABORT);
+    assert_eq!(close_code(&mut ws).await, Some(1009));
+}
+
+#[tokio::test]
+async fn role_reversal_both_ways() {
+    // The client serves /whoami; the server's /ask-back asks it over the same connection.
+    let client_site = Site::new().resource(
+        "/whoami",
+        Resource::new().get(|req: IncomingRequest| async move {
+            Message::response(
+                Code::CONTENT,
+                format!("client, asked by {}", req.remote.scheme()),
+            )
+        }),
+    );
+    let (_server, addr) = server().await;
+    let client = Endpoint::builder().site(client_site).build();
+    let r = client.get(&uri(addr, "/ask-back")).await.unwrap();
+    assert_eq!(r.code(), Code::CONTENT, "{}", r.message.payload_text());
+    assert_eq!(r.message.payload_text(), "client, asked by coap+ws");
+    assert_eq!(client.connection_count(), 1);
+
+    // A client without a site answers the server's request with 5.01.
+    let plain = Endpoint::client();
+    let r = plain.get(&uri(addr, "/ask-back")).await.unwrap();
+    assert_eq!(r.code(), Code::BAD_GATEWAY);
+    assert!(
+        r.message.payload_text().contains("5.01"),
+        "{}",
+        r.message.payload_text()
+    );
+}
+
+#[tokio::test]
+async fn server_side_remote_has_no_uri_but_request_to_works() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let site = Site::new().resource(
+        "/register",
+        Resource::new().post(move |req: IncomingRequest| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(req.remote.clone());
+                Message::new(Code::CHANGED)
+            }
+        }),
+    );
+    let server = Endpoint::builder().site(site).build();
+    let addr = server
+        .listen_ws("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = Endpoint::builder()
+        .site(
+            Site::new().resource(
+                "/temp",
+                Resource::new()
+                    .get(|_r: IncomingRequest| async { Message::response(Code::CONTENT, "21.5") }),
+            ),
+        )
+        .build();
+    let r = client
+        .send(Request::new(Code::POST, &uri(addr, "/register")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::CHANGED);
+    assert!(r.remote.uri().is_ok(), "client-side remote has a URI");
+    let remote = rx.recv().await.unwrap();
+    assert!(matches!(remote.uri(), Err(Error::NoUri(_))));
+    let (host, port) = remote.local_host_info().unwrap();
+    assert_eq!(
+        (host.to_string(), port),
+        ("127.0.0.1".to_string(), addr.port()),
+        "from the Host header"
+    );
+    let answer = server
+        .request_to(&remote, Message::request(Code::GET, "/temp"))
+        .await
+        .unwrap();
+    assert_eq!(answer.message.payload_text(), "21.5");
+    // once the client is gone, requests to it fail with a typed error
+    client.shutdown().await;
+    let err = server
+        .request_to(&remote, Message::request(Code::GET, "/temp"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Connection(_)), "{err:?}");
+    let _ = Token::EMPTY;
+}
+
+#[tokio::test]
+async fn tcp_transport_works_the_same() {
+    let server = Endpoint::builder().site(test_site()).build();
+    let addr = server
+        .listen_tcp("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = Endpoint::client();
+    let r = client
+        .get(&format!("coap+tcp://{addr}/hello"))
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::CONTENT);
+    let r = client.get(&format!("coap+tcp://{addr}/big")).await.unwrap();
+    assert_eq!(r.payload().len(), 100 * 1024);
+}
