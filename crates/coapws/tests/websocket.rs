@@ -364,6 +364,7 @@ async fn peer_killed_mid_request_fails_the_request() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (s, _) = listener.accept().await.unwrap();
+        #[allow(clippy::result_large_err)] // the callback type is tungstenite's
         let cb =
             |_req: &tokio_tungstenite::tungstenite::handshake::server::Request,
              mut resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
