@@ -153,6 +153,31 @@ impl Response {
 }
 
 /// Client and server at once; cheap to clone.
+///
+/// A server, and role reversal from inside its handler (full programs in `examples/`):
+///
+/// ```no_run
+/// use coapws::proto::{Code, Message};
+/// use coapws::{Endpoint, IncomingRequest, Resource, Site};
+/// use std::time::Duration;
+///
+/// # async fn run() -> Result<(), coapws::Error> {
+/// let site = Site::new().resource(
+///     "/ask-client",
+///     Resource::new().get(|req: IncomingRequest| async move {
+///         // Reach the client that sent this request, over its own connection.
+///         let q = Message::request(Code::GET, "/name");
+///         match req.remote.request(q, Duration::from_secs(5)).await {
+///             Ok(a) => Message::response(Code::CONTENT, a.payload),
+///             Err(e) => Message::response(Code::BAD_GATEWAY, e.to_string()),
+///         }
+///     }),
+/// );
+/// let server = Endpoint::builder().site(site).build();
+/// let bound = server.listen_ws("[::]:8683".parse().unwrap()).await?;
+/// println!("listening on coap+ws://{bound}");
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Endpoint {
     inner: Arc<Inner>,
