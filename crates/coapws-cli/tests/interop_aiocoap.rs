@@ -284,7 +284,9 @@ fn aiocoap_fileserver(dir: &Path, root: &Path, extra: &[&str]) -> (ChildGuard, u
         }
         last_log = guard.log_text();
         if guard.exited().is_none() {
-            panic!("aiocoap-fileserver not listening on {addr} after {READY_TIMEOUT:?}\n{last_log}");
+            panic!(
+                "aiocoap-fileserver not listening on {addr} after {READY_TIMEOUT:?}\n{last_log}"
+            );
         }
     }
     panic!("aiocoap-fileserver exited at start three times\n{last_log}");
@@ -324,7 +326,11 @@ fn printable(n: usize, seed: u32) -> Vec<u8> {
 }
 
 fn assert_ok_payload(o: &Output, expected: &[u8], what: &str) {
-    assert!(o.status.success(), "{what}: expected success\n{}", describe(o));
+    assert!(
+        o.status.success(),
+        "{what}: expected success\n{}",
+        describe(o)
+    );
     assert!(
         o.stdout == expected,
         "{what}: payload differs (got {} bytes, expected {})\n{}",
@@ -360,7 +366,11 @@ fn aiocoap_client_reads_from_coapws_file_server() {
     assert_ok_payload(&o, b"Hello from a coapws file server\n", "GET /hello.txt");
 
     let o = aiocoap_client(&["-v", &format!("{base}/.well-known/core")]);
-    assert!(o.status.success(), "GET /.well-known/core\n{}", describe(&o));
+    assert!(
+        o.status.success(),
+        "GET /.well-known/core\n{}",
+        describe(&o)
+    );
     let links = String::from_utf8_lossy(&o.stdout);
     assert!(
         links.contains("</>") && links.contains("ct=40"),
@@ -382,7 +392,11 @@ fn aiocoap_client_reads_from_coapws_file_server() {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(all.contains("4.04"), "GET missing: no 4.04\n{}", describe(&o));
+    assert!(
+        all.contains("4.04"),
+        "GET missing: no 4.04\n{}",
+        describe(&o)
+    );
 
     let o = aiocoap_client(&["-m", "PUT", "--payload", "nope", &format!("{base}/new.txt")]);
     assert_eq!(o.status.code(), Some(1), "PUT read-only\n{}", describe(&o));
@@ -391,7 +405,11 @@ fn aiocoap_client_reads_from_coapws_file_server() {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(all.contains("4.05"), "PUT read-only: no 4.05\n{}", describe(&o));
+    assert!(
+        all.contains("4.05"),
+        "PUT read-only: no 4.05\n{}",
+        describe(&o)
+    );
     assert!(
         !root.join("new.txt").exists(),
         "PUT without --write created the file"
@@ -401,8 +419,8 @@ fn aiocoap_client_reads_from_coapws_file_server() {
     assert_ok_payload(&o, &big, "GET /big.txt (100 KiB)");
 }
 
-/// aiocoap-client PUTs a file to `coapws serve ROOT --write`: the file holds exactly the
-/// payload, and a GET returns it.
+/// aiocoap-client PUTs a short text and a 100 KiB file to `coapws serve ROOT --write`: each
+/// file holds exactly the payload, and a GET returns it.
 #[test]
 fn aiocoap_client_writes_to_coapws_file_server() {
     let tmp = TempDir::new("aio-write");
@@ -419,6 +437,28 @@ fn aiocoap_client_writes_to_coapws_file_server() {
 
     let o = aiocoap_client(&[&uri]);
     assert_ok_payload(&o, content.as_bytes(), "GET after PUT");
+
+    // 100 KiB in one request (aiocoap sends it whole: our CSM allows 1 MiB).
+    let big = printable(100 * 1024, 3);
+    let source = tmp.path().join("big-source.txt");
+    std::fs::write(&source, &big).unwrap();
+    let big_uri = format!("coap+ws://127.0.0.1:{port}/big.txt");
+    let o = aiocoap_client(&[
+        "-m",
+        "PUT",
+        "--payload",
+        &format!("@{}", source.display()),
+        &big_uri,
+    ]);
+    assert!(o.status.success(), "PUT 100 KiB\n{}", describe(&o));
+    let on_disk = std::fs::read(root.join("big.txt")).expect("PUT 100 KiB created no file");
+    assert!(
+        on_disk == big,
+        "100 KiB file differs after PUT ({} bytes on disk)",
+        on_disk.len()
+    );
+    let o = aiocoap_client(&[&big_uri]);
+    assert_ok_payload(&o, &big, "GET 100 KiB after PUT");
 }
 
 /// aiocoap-client POSTs to the demo site's `/echo` and gets its payload back.
@@ -463,7 +503,11 @@ fn coapws_client_against_aiocoap_fileserver() {
     assert_ok_payload(&o, &thousand, "GET /thousand.txt (1000 bytes)");
 
     let o = coapws_client("get", &[&format!("{base}/.well-known/core")]);
-    assert!(o.status.success(), "GET /.well-known/core\n{}", describe(&o));
+    assert!(
+        o.status.success(),
+        "GET /.well-known/core\n{}",
+        describe(&o)
+    );
     let links = String::from_utf8_lossy(&o.stdout);
     assert!(
         links.contains("</>") && links.contains("ct=40"),
@@ -472,7 +516,11 @@ fn coapws_client_against_aiocoap_fileserver() {
     );
 
     let o = coapws_client("get", &[&format!("{base}/no-such-file.txt")]);
-    assert!(!o.status.success(), "GET missing succeeded\n{}", describe(&o));
+    assert!(
+        !o.status.success(),
+        "GET missing succeeded\n{}",
+        describe(&o)
+    );
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("4.04"),
         "GET missing: no 4.04 on stderr\n{}",
@@ -480,10 +528,7 @@ fn coapws_client_against_aiocoap_fileserver() {
     );
 
     let content = "put by coapws into aiocoap-fileserver";
-    let o = coapws_client(
-        "put",
-        &["--payload", content, &format!("{base}/put.txt")],
-    );
+    let o = coapws_client("put", &["--payload", content, &format!("{base}/put.txt")]);
     assert!(o.status.success(), "PUT\n{}", describe(&o));
     let on_disk = std::fs::read(root.join("put.txt")).expect("PUT created no file");
     assert_eq!(on_disk, content.as_bytes(), "file content after PUT");

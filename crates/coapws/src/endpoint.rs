@@ -303,10 +303,12 @@ impl Endpoint {
     ) -> Result<Response, Error> {
         let c = &self.inner.config;
         let no_response = message.options.no_response() != 0;
-        let wait = match (timeout, no_response) {
-            (Some(t), _) => t,
-            (None, true) => c.no_response_wait,
-            (None, false) => c.request_timeout,
+        let timeout = timeout.unwrap_or(c.request_timeout);
+        // A response may legitimately never come: do not wait the full timeout for it.
+        let wait = if no_response {
+            timeout.min(c.no_response_wait)
+        } else {
+            timeout
         };
         match tokio::time::timeout(wait, remote.connection.request(message)).await {
             Ok(Ok(message)) => Ok(Response {
