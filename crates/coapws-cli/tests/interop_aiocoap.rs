@@ -481,10 +481,9 @@ fn aiocoap_client_posts_to_coapws_echo() {
 // ---------------------------------------------------------------------------------------------
 
 /// `coapws get|put` against `aiocoap-fileserver --write`: a small file, one of 1000 bytes,
-/// `/.well-known/core`, a missing file (4.04, non-zero exit), and a PUT that lands on disk.
-///
-/// Files over 1024 bytes are left out: aiocoap-fileserver serves them block-wise (Block2) and
-/// the coapws client does not do block-wise transfer yet.
+/// one of 50 KiB that aiocoap serves block-wise (Block2, 1024-byte blocks) and the coapws
+/// client reassembles, `/.well-known/core`, a missing file (4.04, non-zero exit), and a PUT
+/// that lands on disk.
 #[test]
 fn coapws_client_against_aiocoap_fileserver() {
     let tmp = TempDir::new("cw-fs");
@@ -493,6 +492,8 @@ fn coapws_client_against_aiocoap_fileserver() {
     std::fs::write(root.join("small.txt"), "small file from aiocoap\n").unwrap();
     let thousand = printable(1000, 11);
     std::fs::write(root.join("thousand.txt"), &thousand).unwrap();
+    let large = printable(50 * 1024 + 7, 13);
+    std::fs::write(root.join("large.txt"), &large).unwrap();
     let (_server, ws_port) = aiocoap_fileserver(tmp.path(), &root, &["--write"]);
     let base = format!("coap+ws://127.0.0.1:{ws_port}");
 
@@ -501,6 +502,14 @@ fn coapws_client_against_aiocoap_fileserver() {
 
     let o = coapws_client("get", &[&format!("{base}/thousand.txt")]);
     assert_ok_payload(&o, &thousand, "GET /thousand.txt (1000 bytes)");
+
+    let o = coapws_client("get", &["-v", &format!("{base}/large.txt")]);
+    assert_ok_payload(&o, &large, "GET /large.txt (50 KiB, block-wise)");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Block2"),
+        "the transfer really was block-wise\n{}",
+        describe(&o)
+    );
 
     let o = coapws_client("get", &[&format!("{base}/.well-known/core")]);
     assert!(

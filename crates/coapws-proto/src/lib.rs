@@ -8,9 +8,12 @@
 //! - [`code`], [`option`], [`message`]: the message model.
 //! - [`codec`]: UDP (RFC 7252), TCP and WebSocket (RFC 8323) framing, strict decoders.
 //! - [`signaling`]: RFC 8323 signaling messages (CSM, Ping, Pong, Release, Abort).
+//! - [`connection`]: the RFC 8323 connection machine shared by TCP, TLS and WebSocket.
+//! - [`blockwise`]: block-wise transfer state (RFC 7959, BERT).
 //! - [`uri`]: CoAP URIs of every scheme and their mapping to options.
 //! - [`content_format`], [`link_format`]: content-format registry and RFC 6690 links.
 
+pub mod blockwise;
 pub mod code;
 pub mod codec;
 pub mod connection;

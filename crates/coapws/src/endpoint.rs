@@ -14,6 +14,7 @@ use crate::site::{IncomingRequest, Site};
 use crate::transport::tcp::StreamIo;
 use crate::transport::ws::{self, WsServerPolicy};
 use bytes::Bytes;
+use coapws_proto::blockwise::{Block2Collector, Collected};
 use coapws_proto::code::Code;
 use coapws_proto::connection::{Connection, ConnectionConfig, Framing};
 use coapws_proto::message::Message;
@@ -42,6 +43,8 @@ pub struct EndpointConfig {
     pub max_concurrent_requests: usize,
     /// Origins allowed on the WebSocket server; `None` allows all.
     pub allowed_origins: Option<Vec<String>>,
+    /// Largest response body a client reassembles from blocks.
+    pub max_body_size: usize,
 }
 
 impl Default for EndpointConfig {
@@ -53,6 +56,7 @@ impl Default for EndpointConfig {
             connect_timeout: Duration::from_secs(10),
             max_concurrent_requests: 256,
             allowed_origins: None,
+            max_body_size: 16 << 20,
         }
     }
 }
@@ -279,8 +283,26 @@ impl Endpoint {
             .pool
             .get(&key, || self.connect(&request.uri, key.clone()))
             .await?;
-        self.request_on(&remote, request.to_message(), request.timeout)
-            .await
+        let mut message = request.to_message();
+        let mut blocks = Block2Collector::new(self.inner.config.max_body_size);
+        loop {
+            let response = self
+                .request_on(&remote, message.clone(), request.timeout)
+                .await?;
+            if !response.code().is_success() {
+                return Ok(response);
+            }
+            // Follow Block2 until the representation is whole (RFC 7959 §2.4).
+            match blocks.feed(response.message)? {
+                Collected::Complete(m) => {
+                    return Ok(Response {
+                        message: m,
+                        remote: response.remote,
+                    });
+                }
+                Collected::Next(block) => message.options.set(OptionNumber::BLOCK2, block.encode()),
+            }
+        }
     }
 
     /// GETs `uri`.

@@ -1,6 +1,7 @@
 //! The error type of the runtime crate: what a request, a connection attempt or a listener
 //! can end with. Cloneable, so one failure can be handed to every request that shared it.
 
+use coapws_proto::blockwise::BlockError;
 use coapws_proto::connection::{ConnectionError, SendError};
 use coapws_proto::uri::{Scheme, UriError};
 use std::sync::Arc;
@@ -41,6 +42,9 @@ pub enum Error {
     /// have asked for.
     #[error("no response (the request carried No-Response)")]
     NoResponse,
+    /// A block-wise transfer broke off.
+    #[error(transparent)]
+    Block(#[from] BlockError),
     /// No response within the request's timeout.
     #[error("request timed out")]
     Timeout,
