@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::pool::{Pool, PoolKey};
 use crate::remote::{Remote, Side};
 use crate::site::{IncomingRequest, Site};
+use crate::tls::{TlsClientConfig, TlsIdentity};
 use crate::transport::tcp::StreamIo;
 use crate::transport::ws::{self, WsServerPolicy};
 use bytes::Bytes;
@@ -189,6 +190,7 @@ pub struct Endpoint {
 
 struct Inner {
     config: EndpointConfig,
+    tls_client: std::sync::OnceLock<TlsClientConfig>,
     dispatch: Option<Arc<dyn Dispatch>>,
     pool: Pool,
     live: Mutex<HashMap<u64, ConnectionHandle>>,
@@ -200,12 +202,18 @@ struct Inner {
 pub struct EndpointBuilder {
     config: EndpointConfig,
     site: Option<Site>,
+    tls_client: Option<TlsClientConfig>,
 }
 
 impl EndpointBuilder {
     /// Serves `site` on every connection (incoming or outgoing).
     pub fn site(mut self, site: Site) -> EndpointBuilder {
         self.site = Some(site);
+        self
+    }
+    /// What TLS clients trust (default: the system's roots).
+    pub fn tls_client(mut self, trust: TlsClientConfig) -> EndpointBuilder {
+        self.tls_client = Some(trust);
         self
     }
     /// Replaces the settings.
@@ -220,9 +228,14 @@ impl EndpointBuilder {
                 site: Arc::new(site),
             }) as Arc<dyn Dispatch>
         });
+        let tls_client = std::sync::OnceLock::new();
+        if let Some(t) = self.tls_client {
+            let _ = tls_client.set(t);
+        }
         Endpoint {
             inner: Arc::new(Inner {
                 config: self.config,
+                tls_client,
                 dispatch,
                 pool: Pool::default(),
                 live: Mutex::new(HashMap::new()),
@@ -344,63 +357,125 @@ impl Endpoint {
     }
 
     async fn connect(&self, uri: &Uri, key: PoolKey) -> Result<Remote, Error> {
+        let scheme = uri.scheme;
+        if !scheme.is_reliable() {
+            return Err(Error::UnsupportedScheme(scheme));
+        }
         let c = &self.inner.config;
+        let tcp = crate::net::connect_tcp(&uri.host, uri.port_or_default(), c.connect_timeout).await?;
+        let (local, peer) = crate::net::addrs(&tcp, &uri.authority())?;
+        let (host, port) = (uri.host.clone(), uri.port_or_default());
+        let remote = move |connection| Remote {
+            scheme,
+            peer_addr: peer,
+            local_addr: local,
+            host,
+            port,
+            side: Side::Client,
+            connection,
+        };
+        let framing = if scheme.is_websocket() {
+            Framing::WebSocket
+        } else {
+            Framing::Tcp
+        };
+        let core = Connection::new(framing, c.connection.clone(), Instant::now());
+        let max = c.connection.max_message_size as usize;
+        let key = Some(key);
         let weak = Arc::downgrade(&self.inner);
-        let (host, port, scheme) = (uri.host.clone(), uri.port_or_default(), uri.scheme);
-        let remote = move |peer_addr, local_addr| {
-            move |connection| Remote {
-                scheme,
-                peer_addr,
-                local_addr,
-                host,
-                port,
-                side: Side::Client,
-                connection,
+        let inner = &self.inner;
+        let started = match scheme {
+            Scheme::CoapTcp => start_connection(inner, StreamIo::new(tcp), core, remote, key, weak),
+            Scheme::CoapWs => {
+                let io = ws::client_handshake(tcp, uri, max, c.connect_timeout).await?;
+                start_connection(inner, io, core, remote, key, weak)
+            }
+            Scheme::CoapsTcp => {
+                let tls = self.tls_connect(tcp, uri, crate::tls::ALPN_COAP).await?;
+                start_connection(inner, StreamIo::new(tls), core, remote, key, weak)
+            }
+            _ => {
+                let tls = self.tls_connect(tcp, uri, crate::tls::ALPN_HTTP_1_1).await?;
+                let io = ws::client_handshake(tls, uri, max, c.connect_timeout).await?;
+                start_connection(inner, io, core, remote, key, weak)
             }
         };
-        let now = Instant::now();
-        match scheme {
-            Scheme::CoapWs => {
-                let max = c.connection.max_message_size as usize;
-                let (io, local, peer) = ws::connect(uri, max, c.connect_timeout).await?;
-                let core = Connection::new(Framing::WebSocket, c.connection.clone(), now);
-                Ok(start_connection(&self.inner, io, core, remote(peer, local), Some(key), weak).1)
-            }
-            Scheme::CoapTcp => {
-                let stream = crate::net::connect_tcp(&uri.host, port, c.connect_timeout).await?;
-                let (local, peer) = crate::net::addrs(&stream, &uri.authority())?;
-                let core = Connection::new(Framing::Tcp, c.connection.clone(), now);
-                let io = StreamIo::new(stream);
-                Ok(start_connection(&self.inner, io, core, remote(peer, local), Some(key), weak).1)
-            }
-            other => Err(Error::UnsupportedScheme(other)),
+        Ok(started.1)
+    }
+
+    async fn tls_connect(
+        &self,
+        tcp: tokio::net::TcpStream,
+        uri: &Uri,
+        alpn: &[u8],
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, Error> {
+        let trust = self
+            .inner
+            .tls_client
+            .get_or_init(TlsClientConfig::system);
+        let connector = tokio_rustls::TlsConnector::from(trust.client_config(alpn)?);
+        let name = crate::tls::server_name(&uri.host)?;
+        let handshake = connector.connect(name, tcp);
+        match tokio::time::timeout(self.inner.config.connect_timeout, handshake).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(Error::Handshake {
+                addr: uri.authority(),
+                reason: crate::tls::describe_handshake_error(&e),
+            }),
+            Err(_) => Err(Error::Handshake {
+                addr: uri.authority(),
+                reason: "TLS handshake timed out".into(),
+            }),
         }
     }
 
     /// Listens for CoAP over WebSockets on `addr` (port 0 picks one); returns the bound address.
     pub async fn listen_ws(&self, addr: SocketAddr) -> Result<SocketAddr, Error> {
+        self.listen(addr, Scheme::CoapWs, None).await
+    }
+
+    /// Listens for CoAP over secure WebSockets (`coaps+ws`) on `addr` with `identity`.
+    pub async fn listen_wss(&self, addr: SocketAddr, identity: &TlsIdentity) -> Result<SocketAddr, Error> {
+        let tls = identity.server_config(crate::tls::ALPN_HTTP_1_1)?;
+        self.listen(addr, Scheme::CoapsWs, Some(tls)).await
+    }
+
+    /// Listens for CoAP over TCP on `addr` (port 0 picks one); returns the bound address.
+    pub async fn listen_tcp(&self, addr: SocketAddr) -> Result<SocketAddr, Error> {
+        self.listen(addr, Scheme::CoapTcp, None).await
+    }
+
+    /// Listens for CoAP over TLS (`coaps+tcp`) on `addr` with `identity`. Clients must offer
+    /// ALPN `coap`, except on the default port 5684 where its absence is tolerated (RFC 8323
+    /// §8.2).
+    pub async fn listen_tls(&self, addr: SocketAddr, identity: &TlsIdentity) -> Result<SocketAddr, Error> {
+        let tls = identity.server_config(crate::tls::ALPN_COAP)?;
+        self.listen(addr, Scheme::CoapsTcp, Some(tls)).await
+    }
+
+    async fn listen(
+        &self,
+        addr: SocketAddr,
+        scheme: Scheme,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<SocketAddr, Error> {
         let listener = bind(addr).await?;
         let bound = listener.local_addr().map_err(|e| listen_error(addr, e))?;
         let c = &self.inner.config;
         let policy = Arc::new(WsServerPolicy {
             allowed_origins: c.allowed_origins.clone(),
             max_message_size: c.connection.max_message_size as usize,
-            header_timeout: Duration::from_secs(10),
+            header_timeout: c.connect_timeout,
         });
-        let weak = Arc::downgrade(&self.inner);
-        let task = tokio::spawn(accept_ws(listener, policy, weak));
+        let server = Arc::new(Listener {
+            scheme,
+            tls: tls.map(tokio_rustls::TlsAcceptor::from),
+            policy,
+            inner: Arc::downgrade(&self.inner),
+        });
+        let task = tokio::spawn(server.run(listener));
         lock(&self.inner.listeners).push(task);
-        info!(%bound, "listening on coap+ws");
-        Ok(bound)
-    }
-
-    /// Listens for CoAP over TCP on `addr` (port 0 picks one); returns the bound address.
-    pub async fn listen_tcp(&self, addr: SocketAddr) -> Result<SocketAddr, Error> {
-        let listener = bind(addr).await?;
-        let bound = listener.local_addr().map_err(|e| listen_error(addr, e))?;
-        let task = tokio::spawn(accept_tcp(listener, Arc::downgrade(&self.inner)));
-        lock(&self.inner.listeners).push(task);
-        info!(%bound, "listening on coap+tcp");
+        info!(%bound, %scheme, "listening");
         Ok(bound)
     }
 
@@ -512,54 +587,85 @@ fn server_remote(
     }
 }
 
-async fn accept_tcp(listener: TcpListener, weak: Weak<Inner>) {
-    loop {
-        let (stream, peer, local) = accept(&listener).await;
-        let Some(inner) = weak.upgrade() else { return };
-        let core = Connection::new(
-            Framing::Tcp,
-            inner.config.connection.clone(),
-            Instant::now(),
-        );
-        // RFC 8323 §8.1: the default Uri-Host is the destination IP literal.
-        let remote = server_remote(
-            Scheme::CoapTcp,
-            peer,
-            local,
-            Host::from(local.ip()),
-            local.port(),
-        );
-        start_connection(
-            &inner,
-            StreamIo::new(stream),
-            core,
-            remote,
-            None,
-            weak.clone(),
-        );
-    }
+/// One listening socket of any reliable scheme.
+struct Listener {
+    scheme: Scheme,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    policy: Arc<WsServerPolicy>,
+    inner: Weak<Inner>,
 }
 
-async fn accept_ws(listener: TcpListener, policy: Arc<WsServerPolicy>, weak: Weak<Inner>) {
-    loop {
-        let (stream, peer, local) = accept(&listener).await;
-        let weak2 = weak.clone();
+impl Listener {
+    async fn run(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, peer, local) = accept(&listener).await;
+            if self.inner.strong_count() == 0 {
+                return;
+            }
+            // Handshakes run in their own task: a slow client never holds up the accept loop.
+            tokio::spawn(self.clone().serve(stream, peer, local));
+        }
+    }
+
+    async fn serve(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr, local: SocketAddr) {
+        let Some(acceptor) = self.tls.clone() else {
+            return self.serve_stream(tcp, peer, local, None);
+        };
+        let accepted = tokio::time::timeout(self.policy.header_timeout, acceptor.accept(tcp)).await;
+        let tls = match accepted {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                info!(%peer, error = %crate::tls::describe_handshake_error(&e), "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                info!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        let (_, session) = tls.get_ref();
+        let sni = session.server_name().map(str::to_owned);
+        // RFC 8323 §8.2: ALPN `coap` is required except on the default port 5684.
+        if self.scheme == Scheme::CoapsTcp
+            && session.alpn_protocol().is_none()
+            && local.port() != self.scheme.default_port()
+        {
+            info!(%peer, "TLS client did not offer ALPN coap: closing");
+            let mut tls = tls;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+            return;
+        }
+        self.serve_stream(tls, peer, local, sni);
+    }
+
+    fn serve_stream<S>(&self, stream: S, peer: SocketAddr, local: SocketAddr, sni: Option<String>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Some(inner) = self.inner.upgrade() else { return };
+        let scheme = self.scheme;
+        if !scheme.is_websocket() {
+            let core = Connection::new(Framing::Tcp, inner.config.connection.clone(), Instant::now());
+            // RFC 8323 §8.1/§8.2: the default Uri-Host is the SNI name under TLS, else the
+            // destination IP literal.
+            let host = sni
+                .and_then(|n| Host::from_option_value(&n).ok())
+                .unwrap_or_else(|| Host::from(local.ip()));
+            let remote = server_remote(scheme, peer, local, host, local.port());
+            start_connection(&inner, StreamIo::new(stream), core, remote, None, self.inner.clone());
+            return;
+        }
+        let weak = self.inner.clone();
         let on_upgrade: ws::OnUpgrade<ws::Upgraded> = Arc::new(move |io, host, port| {
-            let Some(inner) = weak2.upgrade() else { return };
+            let Some(inner) = weak.upgrade() else { return };
             let core = Connection::new(
                 Framing::WebSocket,
                 inner.config.connection.clone(),
                 Instant::now(),
             );
-            let remote = server_remote(Scheme::CoapWs, peer, local, host, port);
-            start_connection(&inner, io, core, remote, None, weak2.clone());
+            let remote = server_remote(scheme, peer, local, host, port);
+            start_connection(&inner, io, core, remote, None, weak.clone());
         });
-        tokio::spawn(ws::serve_http(
-            stream,
-            policy.clone(),
-            Scheme::CoapWs,
-            peer,
-            on_upgrade,
-        ));
+        tokio::spawn(ws::serve_http(stream, self.policy.clone(), scheme, peer, on_upgrade));
     }
 }

@@ -52,6 +52,9 @@ pub enum Error {
     /// it with [`crate::Endpoint::request_to`] instead.
     #[error("remote {0} has no URI: it is a client connected to this endpoint")]
     NoUri(String),
+    /// TLS material could not be loaded or used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The endpoint was shut down.
     #[error("endpoint shut down")]
     Shutdown,

@@ -5,7 +5,7 @@
 //! - [`site`]: [`Site`] and [`Resource`], the server side; the file server and demo site.
 //! - [`remote`]: [`Remote`], the other end, with role reversal over its connection.
 //! - [`connection`]: the per-connection task (token layer, driver of the RFC 8323 machine).
-//! - [`pool`]: connections by origin. [`transport`]: WebSocket (and more to come).
+//! - [`pool`]: connections by origin. [`transport`]: WebSocket and TCP; [`tls`]: TLS for both.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), coapws::Error> {
@@ -22,6 +22,7 @@ mod net;
 pub mod pool;
 pub mod remote;
 pub mod site;
+pub mod tls;
 pub mod transport;
 
 pub use coapws_proto as proto;
