@@ -5,8 +5,10 @@ use bytes::Bytes;
 use clap::Args;
 use coapws::proto::Code;
 use coapws::proto::content_format::ContentFormat;
+use coapws::tls::TlsClientConfig;
 use coapws::{Endpoint, EndpointConfig, Request};
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,6 +32,9 @@ pub struct ClientArgs {
     /// No-Response bits (RFC 7967): 2 suppresses 2.xx, 8 4.xx, 16 5.xx.
     #[arg(long)]
     no_response: Option<u8>,
+    /// Also trust the CA certificates in this PEM file (besides the system's roots).
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Vec<PathBuf>,
 }
 
 fn content_format(arg: &str) -> Result<u16> {
@@ -66,7 +71,15 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
     let mut config = EndpointConfig::default();
     // A one-shot client should not linger: the server closes on our Release at once.
     config.connection.release_timeout = Duration::from_millis(500);
-    let endpoint = Endpoint::builder().config(config).build();
+    let mut builder = Endpoint::builder().config(config);
+    if request.uri.scheme.is_secure() {
+        let mut trust = TlsClientConfig::system();
+        for ca in &args.ca_cert {
+            trust.add_ca_file(ca)?;
+        }
+        builder = builder.tls_client(trust);
+    }
+    let endpoint = builder.build();
     let result = endpoint.send(request).await;
     endpoint.shutdown().await;
     let response = match result {

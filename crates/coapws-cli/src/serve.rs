@@ -1,13 +1,17 @@
 //! `coapws serve [ROOT]`: the demo site or a file server, on the listeners asked for.
 //!
-//! Without binding flags: WebSocket on `[::]:8683`. `--bind HOST[:PORT]` follows aiocoap:
-//! TCP on PORT (default 5683) and WebSocket on PORT+3000. `--ws ADDR` and `--tcp ADDR` bind
-//! exactly (port 0 picks one). Any binding flag replaces the defaults.
+//! Without binding flags: WebSocket on `[::]:8683` and TCP on `[::]:5683`; with TLS material
+//! also `coaps+ws` on the WebSocket port + 1 (8684) and `coaps+tcp` on 5684, as aiocoap does.
+//! `--bind HOST[:PORT]` follows aiocoap: TCP on PORT (default 5683), WebSocket on PORT+3000,
+//! and with TLS material `coaps+tcp` on PORT+1 and `coaps+ws` on PORT+3001. `--ws`, `--wss`,
+//! `--tcp` and `--tls ADDR` bind exactly (port 0 picks one). Any binding flag replaces the
+//! defaults: only the listeners asked for are opened.
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use coapws::proto::link_format::Link;
 use coapws::site::files::FileServer;
+use coapws::tls::TlsIdentity;
 use coapws::{Endpoint, IncomingRequest, Site};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +34,40 @@ pub struct ServeArgs {
     /// Listen for CoAP over TCP exactly here (repeatable).
     #[arg(long, value_name = "ADDR")]
     tcp: Vec<String>,
+    /// Listen for CoAP over secure WebSockets (coaps+ws) exactly here (repeatable; needs TLS material).
+    #[arg(long, value_name = "ADDR", requires = "tls_server_certificate")]
+    wss: Vec<String>,
+    /// Listen for CoAP over TLS (coaps+tcp) exactly here (repeatable; needs TLS material).
+    #[arg(long, value_name = "ADDR", requires = "tls_server_certificate")]
+    tls: Vec<String>,
+    /// PEM certificate chain of the server (leaf first).
+    #[arg(long, value_name = "CRT", requires = "tls_server_key")]
+    tls_server_certificate: Option<PathBuf>,
+    /// PEM private key of the server (PKCS#8, RSA or EC).
+    #[arg(long, value_name = "KEY", requires = "tls_server_certificate")]
+    tls_server_key: Option<PathBuf>,
+}
+
+/// The listeners to open, by scheme.
+#[derive(Default)]
+struct Listeners {
+    ws: Vec<SocketAddr>,
+    tcp: Vec<SocketAddr>,
+    wss: Vec<SocketAddr>,
+    tls: Vec<SocketAddr>,
+}
+
+impl Listeners {
+    fn is_empty(&self) -> bool {
+        self.ws.is_empty() && self.tcp.is_empty() && self.wss.is_empty() && self.tls.is_empty()
+    }
+}
+
+fn offset(a: SocketAddr, by: u16) -> Result<SocketAddr> {
+    let Some(port) = a.port().checked_add(by) else {
+        bail!("port {} + {by} is out of range", a.port());
+    };
+    Ok(SocketAddr::new(a.ip(), port))
 }
 
 /// Parses `HOST:PORT`, `[V6]:PORT`, or a bare host with `default_port`.
@@ -79,33 +117,55 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     };
     let endpoint = Endpoint::builder().site(site).build();
 
-    let mut ws = Vec::new();
-    let mut tcp = Vec::new();
-    for a in &args.ws {
-        ws.push(resolve(a, None).await?);
-    }
-    for a in &args.tcp {
-        tcp.push(resolve(a, None).await?);
+    let identity = match (&args.tls_server_certificate, &args.tls_server_key) {
+        (Some(c), Some(k)) => Some(TlsIdentity::from_pem_files(c, k)?),
+        _ => None,
+    };
+    let mut l = Listeners::default();
+    for (list, out) in [
+        (&args.ws, &mut l.ws),
+        (&args.tcp, &mut l.tcp),
+        (&args.wss, &mut l.wss),
+        (&args.tls, &mut l.tls),
+    ] {
+        for a in list {
+            out.push(resolve(a, None).await?);
+        }
     }
     if let Some(b) = &args.bind {
         let a = resolve(b, Some(5683)).await?;
-        let Some(ws_port) = a.port().checked_add(3000) else {
-            bail!(
-                "--bind port {} leaves no room for WebSocket at port + 3000",
-                a.port()
-            );
-        };
-        tcp.push(a);
-        ws.push(SocketAddr::new(a.ip(), ws_port));
+        l.tcp.push(a);
+        l.ws.push(offset(a, 3000)?);
+        if identity.is_some() {
+            l.tls.push(offset(a, 1)?);
+            l.wss.push(offset(a, 3001)?);
+        }
     }
-    if ws.is_empty() && tcp.is_empty() {
-        ws.push("[::]:8683".parse()?);
+    if l.is_empty() {
+        let any = |p: u16| SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, p));
+        l.ws.push(any(8683));
+        l.tcp.push(any(5683));
+        if identity.is_some() {
+            l.wss.push(any(8684));
+            l.tls.push(any(5684));
+        }
     }
-    for a in ws {
+    for a in l.ws {
         println!("{}", display("coap+ws", endpoint.listen_ws(a).await?));
     }
-    for a in tcp {
+    for a in l.tcp {
         println!("{}", display("coap+tcp", endpoint.listen_tcp(a).await?));
+    }
+    if let Some(id) = &identity {
+        for a in l.wss {
+            println!("{}", display("coaps+ws", endpoint.listen_wss(a, id).await?));
+        }
+        for a in l.tls {
+            println!(
+                "{}",
+                display("coaps+tcp", endpoint.listen_tls(a, id).await?)
+            );
+        }
     }
     wait_for_signal().await;
     tracing::info!("shutting down: releasing connections");

@@ -268,3 +268,112 @@ fn file_server() {
     let o = run(&["put", &format!("{base}/nodir/x.txt"), "--payload", "x"]);
     assert!(stderr(&o).contains("4.04"), "{}", stderr(&o));
 }
+
+/// Writes a CA and a server certificate for localhost/127.0.0.1 as PEM files into `dir`.
+fn write_pki(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "coapws cli test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    let (ca_p, crt_p, key_p) = (
+        dir.join("ca.pem"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&ca_p, ca_cert.pem()).unwrap();
+    std::fs::write(&crt_p, leaf_cert.pem()).unwrap();
+    std::fs::write(&key_p, leaf_key.serialize_pem()).unwrap();
+    (ca_p, crt_p, key_p)
+}
+
+#[test]
+fn tls_listeners_and_client_trust() {
+    let dir = tempdir("tls");
+    let (ca, crt, key) = write_pki(&dir);
+    let (crt, key, ca) = (
+        crt.display().to_string(),
+        key.display().to_string(),
+        ca.display().to_string(),
+    );
+    let s = Server::start(
+        &[
+            "--tls-server-certificate",
+            &crt,
+            "--tls-server-key",
+            &key,
+            "--wss",
+            "127.0.0.1:0",
+            "--tls",
+            "127.0.0.1:0",
+        ],
+        2,
+    );
+    for scheme in ["coaps+ws", "coaps+tcp"] {
+        let url = s.url(scheme).replace("127.0.0.1", "localhost");
+        let o = run(&["get", "--ca-cert", &ca, &format!("{url}/hello")]);
+        assert!(o.status.success(), "{scheme}: {}", stderr(&o));
+        assert_eq!(stdout(&o), "Hello, CoAP over WebSockets!");
+        // without the CA: a clear certificate error, never a plain-text fallback
+        let o = run(&["get", &format!("{url}/hello")]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            stderr(&o).contains("certificate"),
+            "{scheme}: {}",
+            stderr(&o)
+        );
+    }
+    // --bind with TLS material: TCP P, TLS P+1, WS P+3000, WSS P+3001
+    let port = loop {
+        let p = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if p < 62000
+            && [1, 3000, 3001]
+                .iter()
+                .all(|o| std::net::TcpListener::bind(("127.0.0.1", p + o)).is_ok())
+        {
+            break p;
+        }
+    };
+    let s = Server::start(
+        &[
+            "--tls-server-certificate",
+            &crt,
+            "--tls-server-key",
+            &key,
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+        ],
+        4,
+    );
+    assert_eq!(
+        s.url("coaps+tcp"),
+        format!("coaps+tcp://127.0.0.1:{}", port + 1)
+    );
+    assert_eq!(
+        s.url("coaps+ws"),
+        format!("coaps+ws://127.0.0.1:{}", port + 3001)
+    );
+    // a missing key file is a clear error at start
+    let o = run(&[
+        "serve",
+        "--tls-server-certificate",
+        &crt,
+        "--tls-server-key",
+        "/nonexistent.key",
+        "--tls",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("private key"), "{}", stderr(&o));
+}

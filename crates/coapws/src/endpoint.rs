@@ -362,7 +362,8 @@ impl Endpoint {
             return Err(Error::UnsupportedScheme(scheme));
         }
         let c = &self.inner.config;
-        let tcp = crate::net::connect_tcp(&uri.host, uri.port_or_default(), c.connect_timeout).await?;
+        let tcp =
+            crate::net::connect_tcp(&uri.host, uri.port_or_default(), c.connect_timeout).await?;
         let (local, peer) = crate::net::addrs(&tcp, &uri.authority())?;
         let (host, port) = (uri.host.clone(), uri.port_or_default());
         let remote = move |connection| Remote {
@@ -395,7 +396,9 @@ impl Endpoint {
                 start_connection(inner, StreamIo::new(tls), core, remote, key, weak)
             }
             _ => {
-                let tls = self.tls_connect(tcp, uri, crate::tls::ALPN_HTTP_1_1).await?;
+                let tls = self
+                    .tls_connect(tcp, uri, crate::tls::ALPN_HTTP_1_1)
+                    .await?;
                 let io = ws::client_handshake(tls, uri, max, c.connect_timeout).await?;
                 start_connection(inner, io, core, remote, key, weak)
             }
@@ -409,10 +412,7 @@ impl Endpoint {
         uri: &Uri,
         alpn: &[u8],
     ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, Error> {
-        let trust = self
-            .inner
-            .tls_client
-            .get_or_init(TlsClientConfig::system);
+        let trust = self.inner.tls_client.get_or_init(TlsClientConfig::system);
         let connector = tokio_rustls::TlsConnector::from(trust.client_config(alpn)?);
         let name = crate::tls::server_name(&uri.host)?;
         let handshake = connector.connect(name, tcp);
@@ -435,7 +435,11 @@ impl Endpoint {
     }
 
     /// Listens for CoAP over secure WebSockets (`coaps+ws`) on `addr` with `identity`.
-    pub async fn listen_wss(&self, addr: SocketAddr, identity: &TlsIdentity) -> Result<SocketAddr, Error> {
+    pub async fn listen_wss(
+        &self,
+        addr: SocketAddr,
+        identity: &TlsIdentity,
+    ) -> Result<SocketAddr, Error> {
         let tls = identity.server_config(crate::tls::ALPN_HTTP_1_1)?;
         self.listen(addr, Scheme::CoapsWs, Some(tls)).await
     }
@@ -448,7 +452,11 @@ impl Endpoint {
     /// Listens for CoAP over TLS (`coaps+tcp`) on `addr` with `identity`. Clients must offer
     /// ALPN `coap`, except on the default port 5684 where its absence is tolerated (RFC 8323
     /// §8.2).
-    pub async fn listen_tls(&self, addr: SocketAddr, identity: &TlsIdentity) -> Result<SocketAddr, Error> {
+    pub async fn listen_tls(
+        &self,
+        addr: SocketAddr,
+        identity: &TlsIdentity,
+    ) -> Result<SocketAddr, Error> {
         let tls = identity.server_config(crate::tls::ALPN_COAP)?;
         self.listen(addr, Scheme::CoapsTcp, Some(tls)).await
     }
@@ -607,7 +615,12 @@ impl Listener {
         }
     }
 
-    async fn serve(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr, local: SocketAddr) {
+    async fn serve(
+        self: Arc<Self>,
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) {
         let Some(acceptor) = self.tls.clone() else {
             return self.serve_stream(tcp, peer, local, None);
         };
@@ -642,17 +655,30 @@ impl Listener {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let Some(inner) = self.inner.upgrade() else { return };
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
         let scheme = self.scheme;
         if !scheme.is_websocket() {
-            let core = Connection::new(Framing::Tcp, inner.config.connection.clone(), Instant::now());
+            let core = Connection::new(
+                Framing::Tcp,
+                inner.config.connection.clone(),
+                Instant::now(),
+            );
             // RFC 8323 §8.1/§8.2: the default Uri-Host is the SNI name under TLS, else the
             // destination IP literal.
             let host = sni
                 .and_then(|n| Host::from_option_value(&n).ok())
                 .unwrap_or_else(|| Host::from(local.ip()));
             let remote = server_remote(scheme, peer, local, host, local.port());
-            start_connection(&inner, StreamIo::new(stream), core, remote, None, self.inner.clone());
+            start_connection(
+                &inner,
+                StreamIo::new(stream),
+                core,
+                remote,
+                None,
+                self.inner.clone(),
+            );
             return;
         }
         let weak = self.inner.clone();
@@ -666,6 +692,12 @@ impl Listener {
             let remote = server_remote(scheme, peer, local, host, port);
             start_connection(&inner, io, core, remote, None, weak.clone());
         });
-        tokio::spawn(ws::serve_http(stream, self.policy.clone(), scheme, peer, on_upgrade));
+        tokio::spawn(ws::serve_http(
+            stream,
+            self.policy.clone(),
+            scheme,
+            peer,
+            on_upgrade,
+        ));
     }
 }

@@ -61,7 +61,10 @@ impl TlsIdentity {
     }
 
     /// From DER certificate chain and key (e.g. generated in memory).
-    pub fn from_der(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> TlsIdentity {
+    pub fn from_der(
+        certs: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> TlsIdentity {
         TlsIdentity { certs, key }
     }
 
@@ -115,7 +118,10 @@ impl TlsClientConfig {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| tls_error(format!("bad CA file {}: {e}", path.display())))?;
         if certs.is_empty() {
-            return Err(tls_error(format!("no certificate in CA file {}", path.display())));
+            return Err(tls_error(format!(
+                "no certificate in CA file {}",
+                path.display()
+            )));
         }
         for c in certs {
             self.add_ca_der(c)?;
@@ -153,8 +159,13 @@ pub(crate) fn server_name(host: &Host) -> Result<ServerName<'static>, Error> {
 
 /// Turns a TLS handshake error into a message that says what failed.
 pub(crate) fn describe_handshake_error(e: &std::io::Error) -> String {
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-        Some(rustls::Error::InvalidCertificate(c)) => format!("TLS: server certificate rejected: {c:?}"),
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(c)) => {
+            format!("TLS: server certificate rejected: {c:?}")
+        }
         Some(rustls::Error::NoApplicationProtocol) => {
             "TLS: no common application protocol (ALPN)".to_owned()
         }

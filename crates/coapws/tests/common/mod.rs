@@ -133,3 +133,43 @@ pub async fn handshake_csm(ws: &mut RawWs) -> Message {
 pub fn get(path: &str, token: u8) -> Message {
     Message::request(Code::GET, path).with_token(Token::new(vec![token]))
 }
+
+/// A test CA and a server certificate it signed for `localhost`, `127.0.0.1` and `::1`.
+pub struct Pki {
+    pub ca_pem: String,
+    pub ca_der: rustls::pki_types::CertificateDer<'static>,
+    pub identity: coapws::tls::TlsIdentity,
+}
+
+pub fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "coapws test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ])
+    .unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    Pki {
+        ca_pem: ca_cert.pem(),
+        ca_der: ca_cert.der().clone(),
+        identity: coapws::tls::TlsIdentity::from_der(vec![leaf_cert.der().clone()], key),
+    }
+}
+
+pub fn trusting(pki: &Pki) -> coapws::tls::TlsClientConfig {
+    let mut t = coapws::tls::TlsClientConfig::empty();
+    t.add_ca_der(pki.ca_der.clone()).unwrap();
+    t
+}
