@@ -129,7 +129,10 @@ mod tests {
 
     #[test]
     fn default_port_and_case_are_normalised() {
-        assert_eq!(key("coap+ws://Example.COM/a"), key("coap+ws://example.com:80/b"));
+        assert_eq!(
+            key("coap+ws://Example.COM/a"),
+            key("coap+ws://example.com:80/b")
+        );
         assert_eq!(key("coaps+ws://h/"), key("coaps+ws://h:443"));
         assert_eq!(key("coap+tcp://[::1]/"), key("coap+tcp://[0:0::1]:5683/"));
         assert_ne!(key("coap+ws://h/"), key("coap+ws://h:8080/"));

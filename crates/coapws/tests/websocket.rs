@@ -697,3 +697,28 @@ async fn tcp_transport_works_the_same() {
     let r = client.get(&format!("coap+tcp://{addr}/big")).await.unwrap();
     assert_eq!(r.payload().len(), 100 * 1024);
 }
+
+#[tokio::test]
+async fn shutdown_sends_release_on_the_wire() {
+    let (server, addr) = server().await;
+    let mut ws = raw(addr).await;
+    handshake_csm(&mut ws).await;
+    // a request in flight when the server shuts down still gets its answer
+    send_coap(&mut ws, &get("/slow", 9)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let shut = tokio::spawn(async move { server.shutdown().await });
+    let release = next_coap(&mut ws).await.unwrap();
+    assert_eq!(release.code, Code::RELEASE);
+    assert!(matches!(
+        Signal::parse(&release),
+        Ok(Signal::Release { .. })
+    ));
+    let answer = next_coap(&mut ws).await.unwrap();
+    assert_eq!(
+        (answer.code, answer.token),
+        (Code::CONTENT, Token::new(vec![9]))
+    );
+    // we, the receiver of Release, close; the server's shutdown completes
+    drop(ws);
+    tokio::time::timeout(WAIT, shut).await.unwrap().unwrap();
+}
