@@ -286,13 +286,7 @@ async fn http_refusals_are_real_http_answers() {
 async fn masked_frame_vectors() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (_server, addr) = server().await;
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        b"GET /.well-known/coap HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: coap\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let mut s = raw_upgrade_request(addr).await;
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut b = [0u8; 1];
@@ -334,13 +328,7 @@ async fn masked_frame_vectors() {
 async fn unmasked_client_frame_closes_with_1002() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (_server, addr) = server().await;
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        b"GET /.well-known/coap HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: coap\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let mut s = raw_upgrade_request(addr).await;
     s.write_all(&[0x82, 0x02, 0x00, 0xe1]).await.unwrap();
     let mut all = Vec::new();
     let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut all))

@@ -22,6 +22,7 @@ pub mod tcp;
 pub mod udp;
 pub mod ws;
 
+use crate::code::Code;
 use crate::message::{Message, Token};
 use crate::option::{OptionNumber, Options};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -220,6 +221,24 @@ pub(crate) fn token_len(
         });
     }
     Ok(len)
+}
+
+/// Decodes token, options and payload (everything after the code byte and, for TCP, the
+/// length) into a message.
+pub(crate) fn read_message(
+    r: &mut Reader<'_>,
+    code: Code,
+    tkl: u8,
+    limits: &DecodeLimits,
+) -> Result<Message, DecodeError> {
+    let token = read_token(r, tkl, limits)?;
+    let (options, payload) = read_body(r)?;
+    Ok(Message {
+        code,
+        token,
+        options,
+        payload,
+    })
 }
 
 /// Decodes options and payload from `r` to the end of its buffer.

@@ -5,8 +5,8 @@
 //! whole messages, rejecting an oversize message from its header, before buffering it.
 
 use super::{
-    DecodeError, DecodeLimits, EncodeError, Reader, body_len, put_body, put_token_ext, read_body,
-    read_token, token_len, token_len_parts,
+    DecodeError, DecodeLimits, EncodeError, Reader, body_len, put_body, put_token_ext,
+    read_message, token_len, token_len_parts,
 };
 use crate::code::Code;
 use crate::message::Message;
@@ -86,14 +86,7 @@ pub fn decode(buf: &Bytes, limits: &DecodeLimits) -> Result<Message, DecodeError
     let mut r = Reader::new(buf, 0);
     let (_, tkl) = read_len(&mut r)?;
     let code = Code(r.u8("header")?);
-    let token = read_token(&mut r, tkl, limits)?;
-    let (options, payload) = read_body(&mut r)?;
-    Ok(Message {
-        code,
-        token,
-        options,
-        payload,
-    })
+    read_message(&mut r, code, tkl, limits)
 }
 
 /// Encoded size of `m` in TCP framing.

@@ -1,8 +1,8 @@
 //! RFC 7252 §3 datagram framing: `Ver | T | TKL`, Code, Message ID, token, options, payload.
 
 use super::{
-    DecodeError, DecodeLimits, EncodeError, Reader, body_len, put_body, put_token_ext, read_body,
-    read_token, token_len_parts,
+    DecodeError, DecodeLimits, EncodeError, Reader, body_len, put_body, put_token_ext,
+    read_message, token_len_parts,
 };
 use crate::code::Code;
 use crate::message::Message;
@@ -71,17 +71,7 @@ pub fn decode(buf: &Bytes, limits: &DecodeLimits) -> Result<(UdpHeader, Message)
         }
         return Ok((header, Message::new(code)));
     }
-    let token = read_token(&mut r, tkl, limits)?;
-    let (options, payload) = read_body(&mut r)?;
-    Ok((
-        header,
-        Message {
-            code,
-            token,
-            options,
-            payload,
-        },
-    ))
+    Ok((header, read_message(&mut r, code, tkl, limits)?))
 }
 
 /// Encoded size of `m` in UDP framing.

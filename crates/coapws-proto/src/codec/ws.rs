@@ -4,8 +4,8 @@
 //! nibble must be 0.
 
 use super::{
-    DecodeError, DecodeLimits, EncodeError, Reader, body_len, put_body, put_token_ext, read_body,
-    read_token, token_len_parts,
+    DecodeError, DecodeLimits, EncodeError, Reader, body_len, put_body, put_token_ext,
+    read_message, token_len_parts,
 };
 use crate::code::Code;
 use crate::message::Message;
@@ -25,14 +25,7 @@ pub fn decode(buf: &Bytes, limits: &DecodeLimits) -> Result<Message, DecodeError
         return Err(DecodeError::NonZeroLen(b0 >> 4));
     }
     let code = Code(r.u8("header")?);
-    let token = read_token(&mut r, b0 & 0x0f, limits)?;
-    let (options, payload) = read_body(&mut r)?;
-    Ok(Message {
-        code,
-        token,
-        options,
-        payload,
-    })
+    read_message(&mut r, code, b0 & 0x0f, limits)
 }
 
 /// Encoded size of `m` in WebSocket framing.

@@ -80,6 +80,21 @@ pub async fn raw(addr: SocketAddr) -> RawWs {
     ws
 }
 
+/// A TCP connection that has sent a valid CoAP WebSocket upgrade request (response unread),
+/// for tests that speak raw WebSocket frames.
+pub async fn raw_upgrade_request(addr: SocketAddr) -> TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /.well-known/coap HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: coap\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    s
+}
+
 /// The next CoAP message from a raw connection (skipping nothing), or `None` at close.
 pub async fn next_coap(ws: &mut RawWs) -> Option<Message> {
     loop {
