@@ -1,9 +1,13 @@
-//! Block-wise transfer state (RFC 7959, and BERT from RFC 8323 §6): reassembling a response
-//! that a server sends in Block2 pieces.
+//! Block-wise transfer state (RFC 7959, and BERT from RFC 8323 §6).
 //!
-//! [`Block2Collector`] is fed each response of a block-wise GET (or FETCH) and says what to
-//! ask for next or hands back the whole representation. It is bounded by a maximum size and
-//! refuses blocks out of order or a representation that changes (ETag) on the way.
+//! - Client side: [`Block2Collector`] is fed each response of a block-wise GET (or FETCH) and
+//!   says what to ask for next or hands back the whole representation; it refuses blocks out of
+//!   order or a representation that changes (ETag) on the way.
+//! - Server side: [`Block1Collector`] reassembles a request body sent in Block1 pieces, and
+//!   [`slice_block2`] cuts a response into the Block2 piece asked for, or into the first piece
+//!   when the whole does not fit the peer's Max-Message-Size.
+//!
+//! Everything is bounded by a maximum body size.
 
 use crate::message::Message;
 use crate::option::{BlockValue, OptionNumber};
@@ -47,6 +51,12 @@ pub enum BlockError {
     /// The ETag changed between blocks: the resource changed under the transfer.
     #[error("representation changed during the block-wise transfer")]
     EtagChanged,
+    /// A Block2 request for a block past the end of the representation.
+    #[error("block {num} is past the end of the representation")]
+    OutOfRange {
+        /// The block number asked for.
+        num: u32,
+    },
 }
 
 /// Reassembles a Block2 transfer.
@@ -122,6 +132,144 @@ impl Block2Collector {
     }
 }
 
+/// What a server answers to one block of a Block1 upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Block1Step {
+    /// More blocks are expected: answer 2.31 Continue carrying this Block1 value.
+    Continue(BlockValue),
+    /// The last block arrived: handle the request with this whole body, and put this Block1
+    /// value (the last block, M = 0) in the final response.
+    Complete {
+        /// The reassembled body.
+        body: Bytes,
+        /// Block1 to echo in the response.
+        block1: BlockValue,
+    },
+}
+
+/// Reassembles a request body sent in Block1 pieces (RFC 7959 §2.3, BERT per RFC 8323 §6).
+#[derive(Debug)]
+pub struct Block1Collector {
+    limit: usize,
+    body: BytesMut,
+}
+
+impl Block1Collector {
+    /// A collector accepting at most `limit` bytes in all.
+    pub fn new(limit: usize) -> Block1Collector {
+        Block1Collector {
+            limit,
+            body: BytesMut::new(),
+        }
+    }
+
+    /// Bytes collected so far.
+    pub fn received(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Feeds the block carried by `block1` with `payload`.
+    pub fn feed(&mut self, block1: BlockValue, payload: &[u8]) -> Result<Block1Step, BlockError> {
+        let unit = block1.size();
+        let offset = block1.num as usize * unit;
+        if offset != self.body.len() {
+            return Err(BlockError::OutOfOrder {
+                expected: self.body.len(),
+                got: offset,
+            });
+        }
+        let whole_units = if block1.is_bert() {
+            payload.len() % unit == 0 && !payload.is_empty()
+        } else {
+            payload.len() == unit
+        };
+        if block1.more && !whole_units {
+            return Err(BlockError::BadBlockSize {
+                len: payload.len(),
+                szx: block1.szx,
+            });
+        }
+        if self.body.len() + payload.len() > self.limit {
+            return Err(BlockError::TooLarge { limit: self.limit });
+        }
+        self.body.extend_from_slice(payload);
+        if block1.more {
+            Ok(Block1Step::Continue(block1))
+        } else {
+            Ok(Block1Step::Complete {
+                body: std::mem::take(&mut self.body).freeze(),
+                block1,
+            })
+        }
+    }
+}
+
+/// Largest SZX (≤ 6) whose block fits `max_payload` bytes; 0 (16 bytes) at the least.
+fn fitting_szx(max_payload: usize) -> u8 {
+    (0..=6u8).rev().find(|szx| 16usize << szx <= max_payload).unwrap_or(0)
+}
+
+/// Cuts `response` into the Block2 piece a request asked for (`requested`), or — when the
+/// request asked for none — into the first piece if the whole payload is larger than
+/// `max_payload`. `bert` allows SZX 7 (the peer sent Block-Wise-Transfer and a
+/// Max-Message-Size above 1152). A response that needs no cutting comes back unchanged.
+/// Size2 carries the total size on the first block.
+pub fn slice_block2(
+    mut response: Message,
+    requested: Option<BlockValue>,
+    max_payload: usize,
+    bert: bool,
+) -> Result<Message, BlockError> {
+    let total = response.payload.len();
+    if requested.is_none() && total <= max_payload {
+        return Ok(response);
+    }
+    let (num, szx) = match requested {
+        Some(b) => {
+            // The server may answer with a smaller block than asked (RFC 7959 §2.4).
+            let wanted = if b.szx == 7 && !bert { 6 } else { b.szx };
+            let szx = if wanted == 7 {
+                if max_payload >= 1024 { 7 } else { fitting_szx(max_payload) }
+            } else {
+                wanted.min(fitting_szx(max_payload))
+            };
+            let offset = b.num as usize * b.size();
+            let unit = if szx == 7 { 1024 } else { 16usize << szx };
+            (offset / unit, szx)
+        }
+        None if bert && max_payload >= 2048 => (0, 7),
+        None => (0, fitting_szx(max_payload)),
+    };
+    let unit = if szx == 7 { 1024 } else { 16usize << szx };
+    let len = if szx == 7 {
+        (max_payload / 1024).max(1) * 1024
+    } else {
+        unit
+    };
+    let offset = num * unit;
+    if offset >= total && !(offset == 0 && total == 0) {
+        return Err(BlockError::OutOfRange { num: num as u32 });
+    }
+    let end = (offset + len).min(total);
+    let more = end < total;
+    response.payload = response.payload.slice(offset..end);
+    response.options.set(
+        OptionNumber::BLOCK2,
+        BlockValue {
+            num: num as u32,
+            more,
+            szx,
+        }
+        .encode(),
+    );
+    if num == 0 {
+        response
+            .options
+            .set_uint(OptionNumber::SIZE2, u32::try_from(total).unwrap_or(u32::MAX));
+    }
+    Ok(response)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +316,57 @@ mod tests {
         assert!(
             matches!(c.feed(block(3, false, 7, b"x")), Ok(Collected::Complete(m)) if m.payload.len() == 3073)
         );
+    }
+
+    #[test]
+    fn block1_reassembly() {
+        let mut c = Block1Collector::new(1000);
+        let b = |num, more| BlockValue { num, more, szx: 2 };
+        assert_eq!(c.feed(b(0, true), &[1; 64]), Ok(Block1Step::Continue(b(0, true))));
+        assert!(matches!(c.feed(b(2, true), &[1; 64]), Err(BlockError::OutOfOrder { .. })));
+        match c.feed(b(1, false), b"end").unwrap() {
+            Block1Step::Complete { body, block1 } => {
+                assert_eq!(body.len(), 67);
+                assert_eq!(block1, b(1, false));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut c = Block1Collector::new(100);
+        c.feed(b(0, true), &[0; 64]).unwrap();
+        assert_eq!(c.feed(b(1, true), &[0; 64]), Err(BlockError::TooLarge { limit: 100 }));
+    }
+
+    #[test]
+    fn block2_slicing() {
+        let full = Message::response(Code::CONTENT, (0..5000u32).map(|i| i as u8).collect::<Vec<_>>());
+        // fits: unchanged
+        assert_eq!(slice_block2(full.clone(), None, 6000, false).unwrap(), full);
+        // does not fit, no BERT: largest fitting block, Size2 on block 0
+        let first = slice_block2(full.clone(), None, 1100, false).unwrap();
+        assert_eq!(first.options.block2(), Some(BlockValue { num: 0, more: true, szx: 6 }));
+        assert_eq!(first.options.get_uint(OptionNumber::SIZE2), Some(5000));
+        assert_eq!(first.payload.len(), 1024);
+        // BERT: several KiB per message
+        let bert = slice_block2(full.clone(), None, 3000, true).unwrap();
+        assert_eq!(bert.options.block2(), Some(BlockValue { num: 0, more: true, szx: 7 }));
+        assert_eq!(bert.payload.len(), 2048);
+        // a requested later block; smaller than asked when it would not fit
+        let asked = BlockValue { num: 1, more: false, szx: 6 };
+        let b = slice_block2(full.clone(), Some(asked), 600, false).unwrap();
+        assert_eq!(b.options.block2(), Some(BlockValue { num: 2, more: true, szx: 5 }));
+        assert_eq!(&b.payload[..], &full.payload[1024..1536]);
+        // reassembling everything gives the whole back
+        let mut c = Block2Collector::new(1 << 20);
+        let mut next = None;
+        let whole = loop {
+            match c.feed(slice_block2(full.clone(), next, 1100, false).unwrap()).unwrap() {
+                Collected::Complete(m) => break m,
+                Collected::Next(b) => next = Some(b),
+            }
+        };
+        assert_eq!(whole.payload, full.payload);
+        let past = BlockValue { num: 100, more: false, szx: 6 };
+        assert_eq!(slice_block2(full, Some(past), 1100, false), Err(BlockError::OutOfRange { num: 100 }));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`codec`]: UDP (RFC 7252), TCP and WebSocket (RFC 8323) framing, strict decoders.
 //! - [`signaling`]: RFC 8323 signaling messages (CSM, Ping, Pong, Release, Abort).
 //! - [`connection`]: the RFC 8323 connection machine shared by TCP, TLS and WebSocket.
+//! - [`udp`]: the RFC 7252 message layer (retransmission, deduplication, NSTART) for UDP.
 //! - [`blockwise`]: block-wise transfer state (RFC 7959, BERT).
 //! - [`uri`]: CoAP URIs of every scheme and their mapping to options.
 //! - [`content_format`], [`link_format`]: content-format registry and RFC 6690 links.
@@ -22,6 +23,7 @@ pub mod link_format;
 pub mod message;
 pub mod option;
 pub mod signaling;
+pub mod udp;
 pub mod uri;
 
 pub use code::Code;
