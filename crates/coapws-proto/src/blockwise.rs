@@ -206,7 +206,10 @@ impl Block1Collector {
 
 /// Largest SZX (≤ 6) whose block fits `max_payload` bytes; 0 (16 bytes) at the least.
 fn fitting_szx(max_payload: usize) -> u8 {
-    (0..=6u8).rev().find(|szx| 16usize << szx <= max_payload).unwrap_or(0)
+    (0..=6u8)
+        .rev()
+        .find(|szx| 16usize << szx <= max_payload)
+        .unwrap_or(0)
 }
 
 /// Cuts `response` into the Block2 piece a request asked for (`requested`), or — when the
@@ -229,7 +232,11 @@ pub fn slice_block2(
             // The server may answer with a smaller block than asked (RFC 7959 §2.4).
             let wanted = if b.szx == 7 && !bert { 6 } else { b.szx };
             let szx = if wanted == 7 {
-                if max_payload >= 1024 { 7 } else { fitting_szx(max_payload) }
+                if max_payload >= 1024 {
+                    7
+                } else {
+                    fitting_szx(max_payload)
+                }
             } else {
                 wanted.min(fitting_szx(max_payload))
             };
@@ -263,9 +270,10 @@ pub fn slice_block2(
         .encode(),
     );
     if num == 0 {
-        response
-            .options
-            .set_uint(OptionNumber::SIZE2, u32::try_from(total).unwrap_or(u32::MAX));
+        response.options.set_uint(
+            OptionNumber::SIZE2,
+            u32::try_from(total).unwrap_or(u32::MAX),
+        );
     }
     Ok(response)
 }
@@ -322,8 +330,14 @@ mod tests {
     fn block1_reassembly() {
         let mut c = Block1Collector::new(1000);
         let b = |num, more| BlockValue { num, more, szx: 2 };
-        assert_eq!(c.feed(b(0, true), &[1; 64]), Ok(Block1Step::Continue(b(0, true))));
-        assert!(matches!(c.feed(b(2, true), &[1; 64]), Err(BlockError::OutOfOrder { .. })));
+        assert_eq!(
+            c.feed(b(0, true), &[1; 64]),
+            Ok(Block1Step::Continue(b(0, true)))
+        );
+        assert!(matches!(
+            c.feed(b(2, true), &[1; 64]),
+            Err(BlockError::OutOfOrder { .. })
+        ));
         match c.feed(b(1, false), b"end").unwrap() {
             Block1Step::Complete { body, block1 } => {
                 assert_eq!(body.len(), 67);
@@ -333,40 +347,81 @@ mod tests {
         }
         let mut c = Block1Collector::new(100);
         c.feed(b(0, true), &[0; 64]).unwrap();
-        assert_eq!(c.feed(b(1, true), &[0; 64]), Err(BlockError::TooLarge { limit: 100 }));
+        assert_eq!(
+            c.feed(b(1, true), &[0; 64]),
+            Err(BlockError::TooLarge { limit: 100 })
+        );
     }
 
     #[test]
     fn block2_slicing() {
-        let full = Message::response(Code::CONTENT, (0..5000u32).map(|i| i as u8).collect::<Vec<_>>());
+        let full = Message::response(
+            Code::CONTENT,
+            (0..5000u32).map(|i| i as u8).collect::<Vec<_>>(),
+        );
         // fits: unchanged
         assert_eq!(slice_block2(full.clone(), None, 6000, false).unwrap(), full);
         // does not fit, no BERT: largest fitting block, Size2 on block 0
         let first = slice_block2(full.clone(), None, 1100, false).unwrap();
-        assert_eq!(first.options.block2(), Some(BlockValue { num: 0, more: true, szx: 6 }));
+        assert_eq!(
+            first.options.block2(),
+            Some(BlockValue {
+                num: 0,
+                more: true,
+                szx: 6
+            })
+        );
         assert_eq!(first.options.get_uint(OptionNumber::SIZE2), Some(5000));
         assert_eq!(first.payload.len(), 1024);
         // BERT: several KiB per message
         let bert = slice_block2(full.clone(), None, 3000, true).unwrap();
-        assert_eq!(bert.options.block2(), Some(BlockValue { num: 0, more: true, szx: 7 }));
+        assert_eq!(
+            bert.options.block2(),
+            Some(BlockValue {
+                num: 0,
+                more: true,
+                szx: 7
+            })
+        );
         assert_eq!(bert.payload.len(), 2048);
         // a requested later block; smaller than asked when it would not fit
-        let asked = BlockValue { num: 1, more: false, szx: 6 };
+        let asked = BlockValue {
+            num: 1,
+            more: false,
+            szx: 6,
+        };
         let b = slice_block2(full.clone(), Some(asked), 600, false).unwrap();
-        assert_eq!(b.options.block2(), Some(BlockValue { num: 2, more: true, szx: 5 }));
+        assert_eq!(
+            b.options.block2(),
+            Some(BlockValue {
+                num: 2,
+                more: true,
+                szx: 5
+            })
+        );
         assert_eq!(&b.payload[..], &full.payload[1024..1536]);
         // reassembling everything gives the whole back
         let mut c = Block2Collector::new(1 << 20);
         let mut next = None;
         let whole = loop {
-            match c.feed(slice_block2(full.clone(), next, 1100, false).unwrap()).unwrap() {
+            match c
+                .feed(slice_block2(full.clone(), next, 1100, false).unwrap())
+                .unwrap()
+            {
                 Collected::Complete(m) => break m,
                 Collected::Next(b) => next = Some(b),
             }
         };
         assert_eq!(whole.payload, full.payload);
-        let past = BlockValue { num: 100, more: false, szx: 6 };
-        assert_eq!(slice_block2(full, Some(past), 1100, false), Err(BlockError::OutOfRange { num: 100 }));
+        let past = BlockValue {
+            num: 100,
+            more: false,
+            szx: 6,
+        };
+        assert_eq!(
+            slice_block2(full, Some(past), 1100, false),
+            Err(BlockError::OutOfRange { num: 100 })
+        );
     }
 
     #[test]

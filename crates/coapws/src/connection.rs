@@ -29,7 +29,7 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// What the connection hands incoming requests to: the endpoint's site and policies.
 pub(crate) trait Dispatch: Send + Sync + 'static {
     /// The response to send, or `None` when No-Response suppresses it.
-    fn dispatch(&self, request: IncomingRequest) -> BoxFuture<Option<Message>>;
+    fn dispatch(self: Arc<Self>, request: IncomingRequest) -> BoxFuture<Option<Message>>;
 }
 
 /// What the transport delivered.
@@ -416,9 +416,14 @@ impl<T: FrameIo> Driver<T> {
             return;
         }
         self.inbound_running += 1;
+        let peer = self.core.peer_settings();
         let request = IncomingRequest {
             message: m,
             remote: self.remote.clone(),
+            peer_limits: crate::site::PeerLimits {
+                max_message_size: peer.max_message_size as usize,
+                bert: peer.bert(),
+            },
         };
         let mut guard = ResponseGuard {
             handle: self.handle.clone(),

@@ -6,11 +6,12 @@
 //! that connected to it through the [`Remote`] of that client's request
 //! ([`Endpoint::request_to`]), and a client's site answers the server's requests.
 
-use crate::connection::{self, BoxFuture, ConnectionHandle, Dispatch, DriverConfig};
+use crate::connection::{self, ConnectionHandle, Dispatch, DriverConfig};
+use crate::dispatch::{BlockwiseConfig, SiteDispatch};
 use crate::error::Error;
 use crate::pool::{Pool, PoolKey};
 use crate::remote::{Remote, Side};
-use crate::site::{IncomingRequest, Site};
+use crate::site::Site;
 use crate::tls::{TlsClientConfig, TlsIdentity};
 use crate::transport::tcp::StreamIo;
 use crate::transport::ws::{self, WsServerPolicy};
@@ -44,8 +45,12 @@ pub struct EndpointConfig {
     pub max_concurrent_requests: usize,
     /// Origins allowed on the WebSocket server; `None` allows all.
     pub allowed_origins: Option<Vec<String>>,
-    /// Largest response body a client reassembles from blocks.
+    /// Largest body reassembled from blocks: responses (client) and requests (server).
     pub max_body_size: usize,
+    /// Block1 uploads in progress at once (server); more get 5.03.
+    pub max_uploads: usize,
+    /// How long an unfinished Block1 upload is kept.
+    pub upload_timeout: Duration,
 }
 
 impl Default for EndpointConfig {
@@ -58,6 +63,8 @@ impl Default for EndpointConfig {
             max_concurrent_requests: 256,
             allowed_origins: None,
             max_body_size: 16 << 20,
+            max_uploads: 256,
+            upload_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -224,9 +231,8 @@ impl EndpointBuilder {
     /// The endpoint.
     pub fn build(self) -> Endpoint {
         let dispatch = self.site.map(|site| {
-            Arc::new(SiteDispatch {
-                site: Arc::new(site),
-            }) as Arc<dyn Dispatch>
+            Arc::new(SiteDispatch::new(site, BlockwiseConfig::from(&self.config)))
+                as Arc<dyn Dispatch>
         });
         let tls_client = std::sync::OnceLock::new();
         if let Some(t) = self.tls_client {
@@ -242,31 +248,6 @@ impl EndpointBuilder {
                 listeners: Mutex::new(Vec::new()),
             }),
         }
-    }
-}
-
-struct SiteDispatch {
-    site: Arc<Site>,
-}
-
-/// RFC 7967 §2: is a response of `code` suppressed by No-Response `bits`?
-fn suppressed(bits: u8, code: Code) -> bool {
-    match code.class() {
-        2 => bits & 2 != 0,
-        4 => bits & 8 != 0,
-        5 => bits & 16 != 0,
-        _ => false,
-    }
-}
-
-impl Dispatch for SiteDispatch {
-    fn dispatch(&self, request: IncomingRequest) -> BoxFuture<Option<Message>> {
-        let site = self.site.clone();
-        Box::pin(async move {
-            let bits = request.message.options.no_response();
-            let response = site.handle(request).await;
-            (!suppressed(bits, response.code)).then_some(response)
-        })
     }
 }
 

@@ -16,6 +16,7 @@
 //! ```
 
 pub mod connection;
+mod dispatch;
 pub mod endpoint;
 pub mod error;
 mod net;

@@ -79,6 +79,10 @@ impl Remote {
             Err(_) => Err(Error::Timeout),
         }
     }
+    /// Identifies the link to this remote: the connection, plus the address for datagrams.
+    pub(crate) fn link_id(&self) -> (u64, Option<SocketAddr>) {
+        (self.connection.id(), None)
+    }
     /// True while the connection is up.
     pub fn is_connected(&self) -> bool {
         self.connection.is_alive()

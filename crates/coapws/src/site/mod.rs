@@ -22,10 +22,23 @@ use std::sync::Arc;
 /// A request as a handler sees it.
 #[derive(Clone, Debug)]
 pub struct IncomingRequest {
-    /// The request message (its token is handled by the endpoint).
+    /// The request message (its token is handled by the endpoint). Block-wise transfers are
+    /// already reassembled: handlers see whole bodies and no Block1/Block2 options.
     pub message: Message,
     /// Who sent it, and the connection to reach them on.
     pub remote: Remote,
+    /// What the sender can take back, as its transport says.
+    pub peer_limits: PeerLimits,
+}
+
+/// What the sender of a request can receive (from its CSM over reliable transports; the
+/// RFC 7252 default over UDP). Responses larger than this are sent block-wise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerLimits {
+    /// Largest message the peer accepts.
+    pub max_message_size: usize,
+    /// The peer accepts BERT (RFC 8323 §6).
+    pub bert: bool,
 }
 
 impl IncomingRequest {
@@ -184,6 +197,10 @@ impl Site {
         // RFC 7252 §5.4.1: unrecognised critical options make the request a 4.02.
         if let Err(problem) = m.options.check() {
             return diagnostic(Code::BAD_OPTION, problem.to_string());
+        }
+        // Known to the codec, but not processed here (RFC 8613 §2: no OSCORE, no service).
+        if m.options.contains(OptionNumber::OSCORE) {
+            return diagnostic(Code::BAD_OPTION, "OSCORE is not supported by this endpoint");
         }
         // We are no proxy (RFC 7252 §5.7.2).
         if m.options.contains(OptionNumber::PROXY_URI)

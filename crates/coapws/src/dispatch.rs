@@ -1,0 +1,211 @@
+//! The server side of a request between a connection and the [`Site`]: block-wise transfers
+//! (reassembling Block1 uploads, cutting large responses into Block2 pieces that fit the
+//! peer) and No-Response (RFC 7967). Handlers see whole requests and return whole responses.
+
+use crate::connection::{BoxFuture, Dispatch};
+use crate::endpoint::EndpointConfig;
+use crate::site::{IncomingRequest, Site};
+use bytes::Bytes;
+use coapws_proto::blockwise::{Block1Collector, Block1Step, BlockError, slice_block2};
+use coapws_proto::code::Code;
+use coapws_proto::codec::tcp;
+use coapws_proto::message::{Message, Token};
+use coapws_proto::option::{BlockValue, OptionNumber};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::debug;
+
+/// Limits of the block-wise server.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BlockwiseConfig {
+    max_body_size: usize,
+    max_uploads: usize,
+    upload_timeout: Duration,
+}
+
+impl From<&EndpointConfig> for BlockwiseConfig {
+    fn from(c: &EndpointConfig) -> BlockwiseConfig {
+        BlockwiseConfig {
+            max_body_size: c.max_body_size,
+            max_uploads: c.max_uploads,
+            upload_timeout: c.upload_timeout,
+        }
+    }
+}
+
+/// Which upload a Block1 request continues: same peer (connection or address), method, target
+/// and Request-Tag (RFC 9175 §3).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct UploadKey {
+    link: (u64, Option<SocketAddr>),
+    code: Code,
+    target: Vec<(u16, Bytes)>,
+}
+
+impl UploadKey {
+    fn of(req: &IncomingRequest) -> UploadKey {
+        let target = req
+            .message
+            .options
+            .iter()
+            .filter(|(n, _)| {
+                matches!(
+                    *n,
+                    OptionNumber::URI_HOST
+                        | OptionNumber::URI_PORT
+                        | OptionNumber::URI_PATH
+                        | OptionNumber::URI_QUERY
+                        | OptionNumber::REQUEST_TAG
+                )
+            })
+            .map(|(n, v)| (n.0, v.clone()))
+            .collect();
+        UploadKey {
+            link: req.remote.link_id(),
+            code: req.message.code,
+            target,
+        }
+    }
+}
+
+struct Upload {
+    collector: Block1Collector,
+    last: Instant,
+}
+
+/// Serves a [`Site`] with block-wise transfers and No-Response.
+pub(crate) struct SiteDispatch {
+    site: Arc<Site>,
+    config: BlockwiseConfig,
+    uploads: Mutex<HashMap<UploadKey, Upload>>,
+}
+
+/// RFC 7967 §2: is a response of `code` suppressed by No-Response `bits`?
+fn suppressed(bits: u8, code: Code) -> bool {
+    match code.class() {
+        2 => bits & 2 != 0,
+        4 => bits & 8 != 0,
+        5 => bits & 16 != 0,
+        _ => false,
+    }
+}
+
+fn text(code: Code, t: &str) -> Message {
+    Message::response(code, Bytes::copy_from_slice(t.as_bytes()))
+}
+
+impl SiteDispatch {
+    pub(crate) fn new(site: Site, config: BlockwiseConfig) -> SiteDispatch {
+        SiteDispatch {
+            site: Arc::new(site),
+            config,
+            uploads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Feeds one Block1 request; `Err` is the response to send now (2.31 or an error).
+    fn upload(
+        &self,
+        req: &IncomingRequest,
+        block1: BlockValue,
+    ) -> Result<(Bytes, BlockValue), Message> {
+        let key = UploadKey::of(req);
+        let now = Instant::now();
+        let mut uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        let timeout = self.config.upload_timeout;
+        uploads.retain(|_, u| now.duration_since(u.last) < timeout);
+        if block1.num == 0 {
+            if !uploads.contains_key(&key) && uploads.len() >= self.config.max_uploads {
+                return Err(
+                    text(Code::SERVICE_UNAVAILABLE, "too many uploads in progress")
+                        .with_uint_option(OptionNumber::MAX_AGE, 5),
+                );
+            }
+            uploads.insert(
+                key.clone(),
+                Upload {
+                    collector: Block1Collector::new(self.config.max_body_size),
+                    last: now,
+                },
+            );
+        }
+        let Some(upload) = uploads.get_mut(&key) else {
+            return Err(text(
+                Code::REQUEST_ENTITY_INCOMPLETE,
+                "no upload in progress for this block",
+            ));
+        };
+        upload.last = now;
+        let step = upload.collector.feed(block1, &req.message.payload);
+        match step {
+            Ok(Block1Step::Continue(b)) => {
+                Err(Message::new(Code::CONTINUE).with_option(OptionNumber::BLOCK1, b.encode()))
+            }
+            Ok(Block1Step::Complete { body, block1 }) => {
+                uploads.remove(&key);
+                Ok((body, block1))
+            }
+            Err(e) => {
+                uploads.remove(&key);
+                debug!(remote = %req.remote, error = %e, "Block1 upload refused");
+                Err(match e {
+                    BlockError::TooLarge { limit } => {
+                        text(Code::REQUEST_ENTITY_TOO_LARGE, "body too large").with_uint_option(
+                            OptionNumber::SIZE1,
+                            u32::try_from(limit).unwrap_or(u32::MAX),
+                        )
+                    }
+                    BlockError::OutOfOrder { .. } => {
+                        text(Code::REQUEST_ENTITY_INCOMPLETE, "block out of order")
+                    }
+                    other => text(Code::BAD_REQUEST, &other.to_string()),
+                })
+            }
+        }
+    }
+
+    async fn handle(&self, mut req: IncomingRequest) -> Message {
+        let mut echo_block1 = None;
+        if let Some(block1) = req.message.options.block1() {
+            match self.upload(&req, block1) {
+                Ok((body, last)) => {
+                    req.message.payload = body;
+                    req.message.options.remove(OptionNumber::BLOCK1);
+                    echo_block1 = Some(last);
+                }
+                Err(answer) => return answer,
+            }
+        }
+        let block2 = req.message.options.block2();
+        req.message.options.remove(OptionNumber::BLOCK2);
+        let peer = req.peer_limits;
+        let mut response = self.site.handle(req).await;
+        if let Some(b) = echo_block1 {
+            response.options.set(OptionNumber::BLOCK1, b.encode());
+        }
+        // Room for the payload once header, token, options, Block2 and Size2 are counted.
+        let mut head = Message::new(response.code).with_token(Token::new(vec![0u8; 8]));
+        head.options = response.options.clone();
+        head.options.set_uint(OptionNumber::BLOCK2, 0xff_ffff);
+        head.options.set_uint(OptionNumber::SIZE2, u32::MAX);
+        let overhead = tcp::encoded_len(&head).unwrap_or(usize::MAX / 2) + 1 + 4;
+        let max_payload = peer.max_message_size.saturating_sub(overhead).max(16);
+        match slice_block2(response, block2, max_payload, peer.bert) {
+            Ok(m) => m,
+            Err(BlockError::OutOfRange { .. }) => text(Code::BAD_OPTION, "Block2 past the end"),
+            Err(e) => text(Code::INTERNAL_SERVER_ERROR, &e.to_string()),
+        }
+    }
+}
+
+impl Dispatch for SiteDispatch {
+    fn dispatch(self: Arc<Self>, request: IncomingRequest) -> BoxFuture<Option<Message>> {
+        Box::pin(async move {
+            let bits = request.message.options.no_response();
+            let response = self.handle(request).await;
+            (!suppressed(bits, response.code)).then_some(response)
+        })
+    }
+}
