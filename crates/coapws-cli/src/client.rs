@@ -32,6 +32,9 @@ pub struct ClientArgs {
     /// No-Response bits (RFC 7967): 2 suppresses 2.xx, 8 4.xx, 16 5.xx.
     #[arg(long)]
     no_response: Option<u8>,
+    /// Over UDP (coap://), send the request Non-confirmable.
+    #[arg(long)]
+    non: bool,
     /// Also trust the CA certificates in this PEM file (besides the system's roots).
     #[arg(long, value_name = "FILE")]
     ca_cert: Vec<PathBuf>,
@@ -60,6 +63,9 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
     }
     if let Some(a) = &args.accept {
         request = request.accept(content_format(a)?);
+    }
+    if args.non {
+        request = request.non();
     }
     if let Some(bits) = args.no_response {
         request = request.no_response(bits);

@@ -1,10 +1,10 @@
 //! `coapws serve [ROOT]`: the demo site or a file server, on the listeners asked for.
 //!
-//! Without binding flags: WebSocket on `[::]:8683` and TCP on `[::]:5683`; with TLS material
+//! Without binding flags: WebSocket on `[::]:8683`, TCP and UDP on `[::]:5683`; with TLS material
 //! also `coaps+ws` on the WebSocket port + 1 (8684) and `coaps+tcp` on 5684, as aiocoap does.
-//! `--bind HOST[:PORT]` follows aiocoap: TCP on PORT (default 5683), WebSocket on PORT+3000,
+//! `--bind HOST[:PORT]` follows aiocoap: UDP and TCP on PORT (default 5683), WebSocket on PORT+3000,
 //! and with TLS material `coaps+tcp` on PORT+1 and `coaps+ws` on PORT+3001. `--ws`, `--wss`,
-//! `--tcp` and `--tls ADDR` bind exactly (port 0 picks one). Any binding flag replaces the
+//! `--tcp`, `--tls` and `--udp ADDR` bind exactly (port 0 picks one). Any binding flag replaces the
 //! defaults: only the listeners asked for are opened.
 
 use anyhow::{Context, Result, bail};
@@ -25,7 +25,7 @@ pub struct ServeArgs {
     /// Allow PUT and DELETE on the files below ROOT.
     #[arg(long, requires = "root")]
     write: bool,
-    /// Bind like aiocoap: TCP on PORT (default 5683), WebSocket on PORT+3000.
+    /// Bind like aiocoap: UDP and TCP on PORT (default 5683), WebSocket on PORT+3000.
     #[arg(long, value_name = "HOST[:PORT]")]
     bind: Option<String>,
     /// Listen for CoAP over WebSockets exactly here (repeatable).
@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// Listen for CoAP over TCP exactly here (repeatable).
     #[arg(long, value_name = "ADDR")]
     tcp: Vec<String>,
+    /// Listen for CoAP over UDP exactly here (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    udp: Vec<String>,
     /// Listen for CoAP over secure WebSockets (coaps+ws) exactly here (repeatable; needs TLS material).
     #[arg(long, value_name = "ADDR", requires = "tls_server_certificate")]
     wss: Vec<String>,
@@ -55,11 +58,16 @@ struct Listeners {
     tcp: Vec<SocketAddr>,
     wss: Vec<SocketAddr>,
     tls: Vec<SocketAddr>,
+    udp: Vec<SocketAddr>,
 }
 
 impl Listeners {
     fn is_empty(&self) -> bool {
-        self.ws.is_empty() && self.tcp.is_empty() && self.wss.is_empty() && self.tls.is_empty()
+        self.ws.is_empty()
+            && self.tcp.is_empty()
+            && self.wss.is_empty()
+            && self.tls.is_empty()
+            && self.udp.is_empty()
     }
 }
 
@@ -127,6 +135,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         (&args.tcp, &mut l.tcp),
         (&args.wss, &mut l.wss),
         (&args.tls, &mut l.tls),
+        (&args.udp, &mut l.udp),
     ] {
         for a in list {
             out.push(resolve(a, None).await?);
@@ -134,6 +143,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     }
     if let Some(b) = &args.bind {
         let a = resolve(b, Some(5683)).await?;
+        l.udp.push(a);
         l.tcp.push(a);
         l.ws.push(offset(a, 3000)?);
         if identity.is_some() {
@@ -145,6 +155,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         let any = |p: u16| SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, p));
         l.ws.push(any(8683));
         l.tcp.push(any(5683));
+        l.udp.push(any(5683));
         if identity.is_some() {
             l.wss.push(any(8684));
             l.tls.push(any(5684));
@@ -155,6 +166,9 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     }
     for a in l.tcp {
         println!("{}", display("coap+tcp", endpoint.listen_tcp(a).await?));
+    }
+    for a in l.udp {
+        println!("{}", display("coap", endpoint.listen_udp(a).await?));
     }
     if let Some(id) = &identity {
         for a in l.wss {

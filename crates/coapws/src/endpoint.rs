@@ -10,10 +10,11 @@ use crate::connection::{self, ConnectionHandle, Dispatch, DriverConfig};
 use crate::dispatch::{BlockwiseConfig, SiteDispatch};
 use crate::error::Error;
 use crate::pool::{Pool, PoolKey};
-use crate::remote::{Remote, Side};
+use crate::remote::{Link, Remote, Side};
 use crate::site::Site;
 use crate::tls::{TlsClientConfig, TlsIdentity};
 use crate::transport::tcp::StreamIo;
+use crate::transport::udp::SocketHandle;
 use crate::transport::ws::{self, WsServerPolicy};
 use bytes::Bytes;
 use coapws_proto::blockwise::{Block2Collector, Collected};
@@ -21,6 +22,7 @@ use coapws_proto::code::Code;
 use coapws_proto::connection::{Connection, ConnectionConfig, Framing};
 use coapws_proto::message::Message;
 use coapws_proto::option::{OptionNumber, Options};
+use coapws_proto::udp::UdpConfig;
 use coapws_proto::uri::{Host, Scheme, Uri};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,6 +37,8 @@ use tracing::{info, warn};
 pub struct EndpointConfig {
     /// Settings of each RFC 8323 connection (our Max-Message-Size, CSM and release timeouts).
     pub connection: ConnectionConfig,
+    /// Settings of the UDP message layer (RFC 7252 transmission parameters, limits).
+    pub udp: UdpConfig,
     /// How long a request waits for its response by default.
     pub request_timeout: Duration,
     /// How long a request that carries No-Response waits before concluding none will come.
@@ -57,6 +61,7 @@ impl Default for EndpointConfig {
     fn default() -> EndpointConfig {
         EndpointConfig {
             connection: ConnectionConfig::default(),
+            udp: UdpConfig::default(),
             request_timeout: Duration::from_secs(30),
             no_response_wait: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(10),
@@ -82,6 +87,8 @@ pub struct Request {
     pub payload: Bytes,
     /// Overrides the endpoint's request timeout.
     pub timeout: Option<Duration>,
+    /// Over UDP: Confirmable (the default) or Non-confirmable.
+    pub confirmable: bool,
 }
 
 impl Request {
@@ -93,6 +100,7 @@ impl Request {
             options: Options::new(),
             payload: Bytes::new(),
             timeout: None,
+            confirmable: true,
         })
     }
     /// A GET of `uri`.
@@ -126,6 +134,11 @@ impl Request {
     pub fn no_response(mut self, bits: u8) -> Request {
         self.options
             .set_uint(OptionNumber::NO_RESPONSE, u32::from(bits));
+        self
+    }
+    /// Over UDP, sends the request Non-confirmable (no retransmission).
+    pub fn non(mut self) -> Request {
+        self.confirmable = false;
         self
     }
     /// Sets the timeout of this request.
@@ -197,6 +210,8 @@ pub struct Endpoint {
 
 struct Inner {
     config: EndpointConfig,
+    udp_v4: tokio::sync::OnceCell<SocketHandle>,
+    udp_v6: tokio::sync::OnceCell<SocketHandle>,
     tls_client: std::sync::OnceLock<TlsClientConfig>,
     dispatch: Option<Arc<dyn Dispatch>>,
     pool: Pool,
@@ -240,6 +255,8 @@ impl EndpointBuilder {
         }
         Endpoint {
             inner: Arc::new(Inner {
+                udp_v4: tokio::sync::OnceCell::new(),
+                udp_v6: tokio::sync::OnceCell::new(),
                 config: self.config,
                 tls_client,
                 dispatch,
@@ -271,17 +288,26 @@ impl Endpoint {
 
     /// Sends `request` and waits for its response.
     pub async fn send(&self, request: Request) -> Result<Response, Error> {
-        let key = PoolKey::of(&request.uri);
-        let remote = self
-            .inner
-            .pool
-            .get(&key, || self.connect(&request.uri, key.clone()))
-            .await?;
+        let remote = match request.uri.scheme {
+            Scheme::Coap => self.udp_remote(&request.uri).await?,
+            _ => {
+                let key = PoolKey::of(&request.uri);
+                self.inner
+                    .pool
+                    .get(&key, || self.connect(&request.uri, key.clone()))
+                    .await?
+            }
+        };
         let mut message = request.to_message();
         let mut blocks = Block2Collector::new(self.inner.config.max_body_size);
         loop {
             let response = self
-                .request_on(&remote, message.clone(), request.timeout)
+                .request_on(
+                    &remote,
+                    message.clone(),
+                    request.timeout,
+                    request.confirmable,
+                )
                 .await?;
             if !response.code().is_success() {
                 return Ok(response);
@@ -308,7 +334,7 @@ impl Endpoint {
     /// the remote lives on. This is how a server reaches a WebSocket client that connected to
     /// it: use the [`IncomingRequest::remote`] of one of its requests.
     pub async fn request_to(&self, remote: &Remote, message: Message) -> Result<Response, Error> {
-        self.request_on(remote, message, None).await
+        self.request_on(remote, message, None, true).await
     }
 
     async fn request_on(
@@ -316,6 +342,7 @@ impl Endpoint {
         remote: &Remote,
         message: Message,
         timeout: Option<Duration>,
+        confirmable: bool,
     ) -> Result<Response, Error> {
         let c = &self.inner.config;
         let no_response = message.options.no_response() != 0;
@@ -326,7 +353,7 @@ impl Endpoint {
         } else {
             timeout
         };
-        match tokio::time::timeout(wait, remote.connection.request(message)).await {
+        match tokio::time::timeout(wait, remote.send(message, confirmable)).await {
             Ok(Ok(message)) => Ok(Response {
                 message,
                 remote: remote.clone(),
@@ -354,7 +381,7 @@ impl Endpoint {
             host,
             port,
             side: Side::Client,
-            connection,
+            link: Link::Stream(connection),
         };
         let framing = if scheme.is_websocket() {
             Framing::WebSocket
@@ -385,6 +412,63 @@ impl Endpoint {
             }
         };
         Ok(started.1)
+    }
+
+    /// A remote at `uri`'s address, through this endpoint's client UDP socket for its address
+    /// family (opened on first use; it also serves the endpoint's site).
+    async fn udp_remote(&self, uri: &Uri) -> Result<Remote, Error> {
+        let port = uri.port_or_default();
+        let addr = crate::net::resolve(&uri.host, port).await?;
+        let slot = if addr.is_ipv4() {
+            &self.inner.udp_v4
+        } else {
+            &self.inner.udp_v6
+        };
+        let socket = slot
+            .get_or_try_init(|| async {
+                let any: SocketAddr = if addr.is_ipv4() {
+                    "0.0.0.0:0".parse().expect("address")
+                } else {
+                    "[::]:0".parse().expect("address")
+                };
+                self.open_udp(any).await
+            })
+            .await?
+            .clone();
+        let local = socket.local_addr();
+        Ok(Remote {
+            scheme: Scheme::Coap,
+            peer_addr: addr,
+            local_addr: local,
+            host: uri.host.clone(),
+            port,
+            side: Side::Client,
+            link: Link::Datagram(socket, addr),
+        })
+    }
+
+    async fn open_udp(&self, addr: SocketAddr) -> Result<SocketHandle, Error> {
+        let socket = tokio::net::UdpSocket::bind(addr)
+            .await
+            .map_err(|e| listen_error(addr, e))?;
+        let c = &self.inner.config;
+        let (handle, task) = crate::transport::udp::spawn(
+            socket,
+            c.udp.clone(),
+            self.inner.dispatch.clone(),
+            c.max_concurrent_requests,
+        )
+        .map_err(|e| listen_error(addr, e))?;
+        lock(&self.inner.listeners).push(task);
+        Ok(handle)
+    }
+
+    /// Listens for CoAP over UDP on `addr` (port 0 picks one); returns the bound address.
+    pub async fn listen_udp(&self, addr: SocketAddr) -> Result<SocketAddr, Error> {
+        let handle = self.open_udp(addr).await?;
+        let bound = handle.local_addr();
+        info!(%bound, "listening on coap (UDP)");
+        Ok(bound)
     }
 
     async fn tls_connect(
@@ -572,7 +656,7 @@ fn server_remote(
         host,
         port,
         side: Side::Server,
-        connection,
+        link: Link::Stream(connection),
     }
 }
 

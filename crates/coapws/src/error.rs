@@ -45,6 +45,12 @@ pub enum Error {
     /// A block-wise transfer broke off.
     #[error(transparent)]
     Block(#[from] BlockError),
+    /// A UDP message could not be sent (e.g. larger than a datagram may be).
+    #[error(transparent)]
+    Datagram(#[from] coapws_proto::udp::UdpSendError),
+    /// The peer answered the request with a Reset (UDP).
+    #[error("the peer answered with Reset")]
+    Reset,
     /// No response within the request's timeout.
     #[error("request timed out")]
     Timeout,

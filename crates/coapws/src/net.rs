@@ -42,6 +42,28 @@ pub(crate) async fn connect_tcp(
     }
 }
 
+/// Resolves `host:port` to its first address.
+pub(crate) async fn resolve(host: &Host, port: u16) -> Result<SocketAddr, Error> {
+    let authority = format!("{}:{port}", host.authority_form());
+    match host {
+        Host::Ipv4(a) => Ok(SocketAddr::from((*a, port))),
+        Host::Ipv6(a) => Ok(SocketAddr::from((*a, port))),
+        Host::Name(n) => tokio::net::lookup_host((n.as_str(), port))
+            .await
+            .map_err(|e| Error::connect(&authority, e))?
+            .next()
+            .ok_or_else(|| {
+                Error::connect(
+                    &authority,
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "name resolved to no address",
+                    ),
+                )
+            }),
+    }
+}
+
 /// Local and peer address of a connected stream.
 pub(crate) fn addrs(
     stream: &TcpStream,

@@ -104,7 +104,7 @@ impl Pool {
         let mut slots = self.slots();
         let Some(slot) = slots.get(key) else { return };
         let holds_it = match slot.state.try_lock() {
-            Ok(state) => matches!(&*state, SlotState::Ready(r) if r.connection.id() == id),
+            Ok(state) => matches!(&*state, SlotState::Ready(r) if r.link_id().0 == id),
             // An attempt is running: it will replace the entry itself.
             Err(_) => false,
         };

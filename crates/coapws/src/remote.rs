@@ -6,6 +6,7 @@
 
 use crate::connection::ConnectionHandle;
 use crate::error::Error;
+use crate::transport::udp::SocketHandle;
 use coapws_proto::message::Message;
 use coapws_proto::uri::{Host, Scheme, Uri};
 use std::fmt;
@@ -21,6 +22,15 @@ pub enum Side {
     Server,
 }
 
+/// How a remote is reached.
+#[derive(Clone, Debug)]
+pub(crate) enum Link {
+    /// Over an RFC 8323 connection (WebSocket, TCP, TLS).
+    Stream(ConnectionHandle),
+    /// Through a UDP socket, at an address.
+    Datagram(SocketHandle, SocketAddr),
+}
+
 /// The other end of an exchange.
 #[derive(Clone)]
 pub struct Remote {
@@ -32,7 +42,7 @@ pub struct Remote {
     pub(crate) host: Host,
     pub(crate) port: u16,
     pub(crate) side: Side,
-    pub(crate) connection: ConnectionHandle,
+    pub(crate) link: Link,
 }
 
 impl Remote {
@@ -60,13 +70,19 @@ impl Remote {
     /// The base URI (`scheme://authority`) of a remote we connected to. A client that connected
     /// to us has none: that is [`Error::NoUri`], reach it with [`crate::Endpoint::request_to`].
     pub fn uri(&self) -> Result<Uri, Error> {
-        match self.side {
-            Side::Client => {
+        match (&self.link, self.side) {
+            // A UDP peer is reachable at its address whoever spoke first.
+            (Link::Datagram(_, addr), _) => {
+                let mut u = Uri::new(self.scheme, Host::from(addr.ip()));
+                u.port = Some(addr.port());
+                Ok(u)
+            }
+            (Link::Stream(_), Side::Client) => {
                 let mut u = Uri::new(self.scheme, self.host.clone());
                 u.port = Some(self.port);
                 Ok(u)
             }
-            Side::Server => Err(Error::NoUri(self.to_string())),
+            (Link::Stream(_), Side::Server) => Err(Error::NoUri(self.to_string())),
         }
     }
     /// Sends a request to this remote over its connection and waits up to `timeout` for the
@@ -74,18 +90,39 @@ impl Remote {
     /// request (role reversal); [`crate::Endpoint::request_to`] does the same with the
     /// endpoint's timeout.
     pub async fn request(&self, message: Message, timeout: Duration) -> Result<Message, Error> {
-        match tokio::time::timeout(timeout, self.connection.request(message)).await {
+        match tokio::time::timeout(timeout, self.send(message, true)).await {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout),
         }
     }
+    /// Sends a request over the link and waits for its response, without a timeout of its
+    /// own (UDP ends it after its retransmissions). `confirmable` only matters for UDP.
+    pub(crate) async fn send(&self, message: Message, confirmable: bool) -> Result<Message, Error> {
+        match &self.link {
+            Link::Stream(c) => c.request(message).await,
+            Link::Datagram(s, addr) => s.request(*addr, message, confirmable).await,
+        }
+    }
     /// Identifies the link to this remote: the connection, plus the address for datagrams.
     pub(crate) fn link_id(&self) -> (u64, Option<SocketAddr>) {
-        (self.connection.id(), None)
+        match &self.link {
+            Link::Stream(c) => (c.id(), None),
+            Link::Datagram(s, addr) => (s.id(), Some(*addr)),
+        }
     }
-    /// True while the connection is up.
+    /// The connection this remote lives on, for reliable transports.
+    pub fn connection(&self) -> Option<&ConnectionHandle> {
+        match &self.link {
+            Link::Stream(c) => Some(c),
+            Link::Datagram(..) => None,
+        }
+    }
+    /// True while the connection (or the UDP socket) is up.
     pub fn is_connected(&self) -> bool {
-        self.connection.is_alive()
+        match &self.link {
+            Link::Stream(c) => c.is_alive(),
+            Link::Datagram(s, _) => s.is_alive(),
+        }
     }
 }
 

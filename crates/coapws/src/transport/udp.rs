@@ -1,0 +1,374 @@
+//! CoAP over UDP (RFC 7252): one task per socket around the sans-IO
+//! [`coapws_proto::udp::MessageLayer`], for any number of peers.
+//!
+//! The task reads datagrams, feeds the layer, writes what it wants sent, runs handlers for
+//! incoming requests and hands responses (and failures: timeout, Reset) to waiting callers.
+//! A socket serves both roles: the server's socket sends requests back to clients (role
+//! reversal), and a client's socket answers requests with the endpoint's site.
+
+use crate::connection::Dispatch;
+use crate::error::Error;
+use crate::remote::{Link, Remote, Side};
+use crate::site::{IncomingRequest, PeerLimits};
+use coapws_proto::code::Code;
+use coapws_proto::message::{Message, Token};
+use coapws_proto::udp::{MessageLayer, RequestKey, UdpConfig, UdpEvent, UdpRequestError};
+use coapws_proto::uri::{Host, Scheme};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+pub(crate) enum UdpCommand {
+    Request {
+        to: SocketAddr,
+        message: Message,
+        confirmable: bool,
+        id: u64,
+        reply: oneshot::Sender<Result<Message, Error>>,
+    },
+    Cancel {
+        id: u64,
+    },
+    Respond {
+        to: SocketAddr,
+        key: RequestKey,
+        message: Option<Message>,
+    },
+}
+
+/// A cheap, cloneable reference to a running UDP socket task.
+#[derive(Clone)]
+pub struct SocketHandle {
+    tx: mpsc::UnboundedSender<UdpCommand>,
+    ids: Arc<AtomicU64>,
+    id: u64,
+    local: SocketAddr,
+}
+
+impl std::fmt::Debug for SocketHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SocketHandle({}, {})", self.id, self.local)
+    }
+}
+
+impl SocketHandle {
+    /// True while the socket task runs.
+    pub fn is_alive(&self) -> bool {
+        !self.tx.is_closed()
+    }
+    /// Process-unique number of the socket task.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    /// The socket's local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+    /// Sends a request to `to` and waits for the response; dropping the future cancels it.
+    pub(crate) async fn request(
+        &self,
+        to: SocketAddr,
+        message: Message,
+        confirmable: bool,
+    ) -> Result<Message, Error> {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(UdpCommand::Request {
+                to,
+                message,
+                confirmable,
+                id,
+                reply,
+            })
+            .map_err(|_| Error::Shutdown)?;
+        let mut guard = CancelOnDrop {
+            tx: &self.tx,
+            id,
+            armed: true,
+        };
+        let r = rx.await.unwrap_or(Err(Error::Shutdown));
+        guard.armed = false;
+        r
+    }
+}
+
+struct CancelOnDrop<'a> {
+    tx: &'a mpsc::UnboundedSender<UdpCommand>,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.tx.send(UdpCommand::Cancel { id: self.id });
+        }
+    }
+}
+
+static SOCKET_IDS: AtomicU64 = AtomicU64::new(1 << 40);
+
+/// Starts the task of `socket`; returns its handle and the task.
+pub(crate) fn spawn(
+    socket: UdpSocket,
+    config: UdpConfig,
+    dispatch: Option<Arc<dyn Dispatch>>,
+    max_concurrent_requests: usize,
+) -> std::io::Result<(SocketHandle, tokio::task::JoinHandle<()>)> {
+    let local = socket.local_addr()?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = SocketHandle {
+        tx,
+        ids: Arc::new(AtomicU64::new(1)),
+        id: SOCKET_IDS.fetch_add(1, Ordering::Relaxed),
+        local,
+    };
+    // The layer's randomness (Message IDs, tokens, jitter) is seeded from the OS here, in the
+    // runtime; the sans-IO core only takes the seed.
+    let seed = RandomState::new().hash_one((local, handle.id));
+    let max_datagram = config.max_message_size;
+    let driver = SocketDriver {
+        socket,
+        layer: MessageLayer::new(config, seed),
+        rx,
+        handle: handle.clone(),
+        dispatch,
+        pending: HashMap::new(),
+        ids: HashMap::new(),
+        running: 0,
+        max_concurrent_requests,
+        buf: vec![0u8; max_datagram + 1],
+    };
+    info!(%local, "coap (UDP) socket up");
+    Ok((handle.clone(), tokio::spawn(driver.run())))
+}
+
+struct Pending {
+    id: u64,
+    reply: oneshot::Sender<Result<Message, Error>>,
+}
+
+struct SocketDriver {
+    socket: UdpSocket,
+    layer: MessageLayer<SocketAddr>,
+    rx: mpsc::UnboundedReceiver<UdpCommand>,
+    handle: SocketHandle,
+    dispatch: Option<Arc<dyn Dispatch>>,
+    pending: HashMap<(SocketAddr, Token), Pending>,
+    ids: HashMap<u64, (SocketAddr, Token)>,
+    running: usize,
+    max_concurrent_requests: usize,
+    buf: Vec<u8>,
+}
+
+impl SocketDriver {
+    async fn run(mut self) {
+        loop {
+            while let Some((to, datagram)) = self.layer.poll_transmit() {
+                if let Err(e) = self.socket.send_to(&datagram, to).await {
+                    // Unreachable peers and the like: the retransmission timer handles it.
+                    debug!(%to, error = %e, "send_to failed");
+                }
+            }
+            while let Some(ev) = self.layer.poll_event() {
+                self.event(ev);
+            }
+            // Handlers may have answered synchronously (5.01, 5.03): send that first.
+            if self
+                .layer
+                .poll_timeout()
+                .is_some_and(|t| t <= Instant::now())
+            {
+                self.layer.handle_timeout(Instant::now());
+                continue;
+            }
+            let deadline = self.layer.poll_timeout();
+            tokio::select! {
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => return,
+                },
+                r = self.socket.recv_from(&mut self.buf) => match r {
+                    Ok((n, from)) => {
+                        let data = bytes::Bytes::copy_from_slice(&self.buf[..n]);
+                        self.layer.handle_datagram(from, data, Instant::now());
+                    }
+                    // ICMP errors surface here on some systems: not fatal for a shared socket.
+                    Err(e) => debug!(error = %e, "recv_from failed"),
+                },
+                _ = crate::connection::sleep_until(deadline), if deadline.is_some() => {
+                    self.layer.handle_timeout(Instant::now());
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: UdpCommand) {
+        let now = Instant::now();
+        match cmd {
+            UdpCommand::Request {
+                to,
+                message,
+                confirmable,
+                id,
+                reply,
+            } => {
+                if reply.is_closed() {
+                    return;
+                }
+                debug!(target: "coapws::wire", %to, ?message, confirmable, "send request");
+                match self.layer.send_request(to, message, confirmable, now) {
+                    Ok(token) => {
+                        self.ids.insert(id, (to, token.clone()));
+                        self.pending.insert((to, token), Pending { id, reply });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::Datagram(e)));
+                    }
+                }
+            }
+            UdpCommand::Cancel { id } => {
+                if let Some((to, token)) = self.ids.remove(&id) {
+                    self.pending.remove(&(to, token.clone()));
+                    self.layer.cancel_request(to, &token);
+                }
+            }
+            UdpCommand::Respond { to, key, message } => {
+                self.running = self.running.saturating_sub(1);
+                self.respond(to, &key, message, now);
+            }
+        }
+    }
+
+    fn respond(
+        &mut self,
+        to: SocketAddr,
+        key: &RequestKey,
+        message: Option<Message>,
+        now: Instant,
+    ) {
+        match message {
+            Some(m) => {
+                debug!(target: "coapws::wire", %to, message = ?m, "send response");
+                if let Err(e) = self.layer.send_response(to, key, m, now) {
+                    warn!(%to, error = %e, "response not sendable");
+                    let r = Message::response(Code::INTERNAL_SERVER_ERROR, e.to_string());
+                    if self.layer.send_response(to, key, r, now).is_err() {
+                        self.layer.drop_response(to, key, now);
+                    }
+                }
+            }
+            None => self.layer.drop_response(to, key, now),
+        }
+    }
+
+    fn event(&mut self, ev: UdpEvent<SocketAddr>) {
+        match ev {
+            UdpEvent::Request { from, key, message } => self.incoming(from, key, message),
+            UdpEvent::Response { from, message } => {
+                debug!(target: "coapws::wire", %from, ?message, "received response");
+                if let Some(p) = self.pending.remove(&(from, message.token.clone())) {
+                    self.ids.remove(&p.id);
+                    let _ = p.reply.send(Ok(message));
+                }
+            }
+            UdpEvent::RequestFailed { to, token, error } => {
+                if let Some(p) = self.pending.remove(&(to, token)) {
+                    self.ids.remove(&p.id);
+                    let _ = p.reply.send(Err(match error {
+                        UdpRequestError::Timeout => Error::Timeout,
+                        UdpRequestError::Reset => Error::Reset,
+                    }));
+                }
+            }
+            UdpEvent::ResponseFailed { to, token, error } => {
+                debug!(%to, %token, %error, "separate response not acknowledged")
+            }
+            UdpEvent::Pong { from, .. } => debug!(%from, "pong"),
+            UdpEvent::PingTimeout { to, .. } => debug!(%to, "ping unanswered"),
+        }
+    }
+
+    fn incoming(&mut self, from: SocketAddr, key: RequestKey, message: Message) {
+        debug!(target: "coapws::wire", %from, ?message, "received request");
+        let now = Instant::now();
+        let Some(dispatch) = self.dispatch.clone() else {
+            let r = Message::response(Code::NOT_IMPLEMENTED, "no resources served here");
+            return self.respond(from, &key, Some(r), now);
+        };
+        if self.running >= self.max_concurrent_requests {
+            let r = Message::response(Code::SERVICE_UNAVAILABLE, "too many concurrent requests")
+                .with_uint_option(coapws_proto::OptionNumber::MAX_AGE, 1);
+            return self.respond(from, &key, Some(r), now);
+        }
+        self.running += 1;
+        let local = self.handle.local;
+        let request = IncomingRequest {
+            message,
+            remote: Remote {
+                scheme: Scheme::Coap,
+                peer_addr: from,
+                local_addr: local,
+                host: Host::from(local.ip()),
+                port: local.port(),
+                side: Side::Server,
+                link: Link::Datagram(self.handle.clone(), from),
+            },
+            peer_limits: PeerLimits {
+                max_message_size: self.layer.config().max_message_size,
+                bert: false,
+            },
+        };
+        let tx = self.handle.tx.clone();
+        let guard = UdpResponseGuard {
+            tx: tx.clone(),
+            to: from,
+            key: Some(key),
+        };
+        tokio::spawn(async move {
+            let response = dispatch.dispatch(request).await;
+            guard.answer(response);
+        });
+    }
+}
+
+/// Sends 5.00 if a handler ends without answering (panic, cancellation).
+struct UdpResponseGuard {
+    tx: mpsc::UnboundedSender<UdpCommand>,
+    to: SocketAddr,
+    key: Option<RequestKey>,
+}
+
+impl UdpResponseGuard {
+    fn answer(mut self, message: Option<Message>) {
+        if let Some(key) = self.key.take() {
+            let _ = self.tx.send(UdpCommand::Respond {
+                to: self.to,
+                key,
+                message,
+            });
+        }
+    }
+}
+
+impl Drop for UdpResponseGuard {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let _ = self.tx.send(UdpCommand::Respond {
+                to: self.to,
+                key,
+                message: Some(Message::response(
+                    Code::INTERNAL_SERVER_ERROR,
+                    "handler failed",
+                )),
+            });
+        }
+    }
+}
