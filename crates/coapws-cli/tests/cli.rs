@@ -354,7 +354,7 @@ fn tls_listeners_and_client_trust() {
             "--bind",
             &format!("127.0.0.1:{port}"),
         ],
-        4,
+        5,
     );
     assert_eq!(
         s.url("coaps+tcp"),
