@@ -1,0 +1,264 @@
+//! CoAP over UDP over real loopback sockets: requests both ways, NON, Reset, timeouts, and a
+//! lossy relay written for the test that drops and duplicates datagrams on a fixed seed.
+
+mod common;
+
+use coapws::proto::udp::UdpConfig;
+use coapws::proto::{Code, Message};
+use coapws::{Endpoint, EndpointConfig, Error, IncomingRequest, Request, Resource, Site};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::UdpSocket;
+
+/// Short RFC 7252 timers so that loss is recovered from in test time.
+fn fast() -> EndpointConfig {
+    EndpointConfig {
+        udp: UdpConfig {
+            ack_timeout: Duration::from_millis(100),
+            non_request_timeout: Duration::from_millis(800),
+            ..UdpConfig::default()
+        },
+        ..EndpointConfig::default()
+    }
+}
+
+async fn udp_server(site: Site, config: EndpointConfig) -> (Endpoint, SocketAddr) {
+    let ep = Endpoint::builder().config(config).site(site).build();
+    let addr = ep.listen_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (ep, addr)
+}
+
+#[tokio::test]
+async fn con_and_non_requests() {
+    let (_s, addr) = udp_server(common::test_site(), fast()).await;
+    let client = Endpoint::client();
+    let r = client.get(&format!("coap://{addr}/hello")).await.unwrap();
+    assert_eq!(r.message.payload_text(), "Hello, CoAP over WebSockets!");
+    let r = client
+        .send(Request::get(&format!("coap://{addr}/hello")).unwrap().non())
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::CONTENT);
+    // slower than the empty-ACK delay: separate response
+    let r = client.get(&format!("coap://{addr}/slow")).await.unwrap();
+    assert_eq!(r.message.payload_text(), "slow");
+    // larger than a datagram: the server answers block-wise, the client reassembles
+    let r = client.get(&format!("coap://{addr}/big")).await.unwrap();
+    assert_eq!(r.payload().len(), 100 * 1024);
+    assert_eq!(
+        client
+            .get(&format!("coap://{addr}/nope"))
+            .await
+            .unwrap()
+            .code(),
+        Code::NOT_FOUND
+    );
+    // a request too large for one datagram is refused locally with a typed error
+    let err = client
+        .send(
+            Request::new(Code::POST, &format!("coap://{addr}/echo"))
+                .unwrap()
+                .payload(vec![0u8; 2000]),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Datagram(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn role_reversal_over_udp() {
+    let (_s, addr) = udp_server(common::test_site(), fast()).await;
+    let client = Endpoint::builder()
+        .site(Site::new().resource(
+            "/whoami",
+            Resource::new().get(|r: IncomingRequest| async move {
+                Message::response(
+                    Code::CONTENT,
+                    format!("udp client, uri {}", r.remote.uri().unwrap()),
+                )
+            }),
+        ))
+        .build();
+    let r = client
+        .get(&format!("coap://{addr}/ask-back"))
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::CONTENT, "{}", r.message.payload_text());
+    assert_eq!(
+        r.message.payload_text(),
+        format!("udp client, uri coap://{addr}/")
+    );
+}
+
+#[tokio::test]
+async fn reset_and_timeout_are_typed_errors() {
+    // A peer that answers every CON with RST.
+    let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let raddr = raw.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = raw.recv_from(&mut buf).await {
+            if n >= 4 {
+                let _ = raw.send_to(&[0x70, 0x00, buf[2], buf[3]], from).await;
+            }
+        }
+    });
+    let client = Endpoint::builder().config(fast()).build();
+    let err = client.get(&format!("coap://{raddr}/x")).await.unwrap_err();
+    assert!(matches!(err, Error::Reset), "{err:?}");
+
+    // Nobody there: CON retransmitted, then a timeout (short timers: ≤ 100 ms × 31 × 1.5).
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let saddr = silent.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let record = seen.clone();
+    let counter = tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, _)) = silent.recv_from(&mut buf).await {
+            record.lock().unwrap().push(buf[..n].to_vec());
+        }
+    });
+    let started = std::time::Instant::now();
+    let err = client
+        .send(
+            Request::get(&format!("coap://{saddr}/x"))
+                .unwrap()
+                .timeout(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(6));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    counter.abort();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 5, "1 transmission + 4 retransmissions");
+    assert!(
+        seen.windows(2).all(|w| w[0] == w[1]),
+        "retransmissions are identical"
+    );
+}
+
+/// Forwards datagrams between one client and a server, dropping and duplicating them on a
+/// fixed seed. Returns the address clients should use.
+async fn lossy_relay(server: SocketAddr, loss: u32, dup: u32, seed: u64) -> SocketAddr {
+    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = front.local_addr().unwrap();
+    let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+    let rng = Arc::new(Mutex::new(seed | 1));
+    // xorshift64: percent draws on a fixed seed
+    let draw = move |rng: &Mutex<u64>| {
+        let mut s = rng.lock().unwrap();
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        (*s % 100) as u32
+    };
+    let (f, b, c, r) = (front.clone(), back.clone(), client.clone(), rng.clone());
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = f.recv_from(&mut buf).await {
+            *c.lock().unwrap() = Some(from);
+            if draw(&r) < loss {
+                continue;
+            }
+            let copies = if draw(&r) < dup { 2 } else { 1 };
+            for _ in 0..copies {
+                let _ = b.send_to(&buf[..n], server).await;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, _)) = back.recv_from(&mut buf).await {
+            let Some(to) = *client.lock().unwrap() else {
+                continue;
+            };
+            if draw(&rng) < loss {
+                continue;
+            }
+            let copies = if draw(&rng) < dup { 2 } else { 1 };
+            for _ in 0..copies {
+                let _ = front.send_to(&buf[..n], to).await;
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn lossy_link_every_request_once() {
+    let runs: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let counted = runs.clone();
+    let site = Site::new().resource(
+        "/count",
+        Resource::new().post(move |r: IncomingRequest| {
+            let runs = counted.clone();
+            async move {
+                let id = r.message.payload_text().into_owned();
+                *runs.lock().unwrap().entry(id.clone()).or_default() += 1;
+                Message::response(Code::CHANGED, id)
+            }
+        }),
+    );
+    let (_server, addr) = udp_server(site, fast()).await;
+    for (seed, loss, dup) in [(7u64, 20u32, 20u32), (1234, 35, 10), (99, 10, 40)] {
+        let relay = lossy_relay(addr, loss, dup, seed).await;
+        // NSTART above 1 keeps the run short; exactly-once does not depend on it.
+        let mut config = fast();
+        config.udp.nstart = 8;
+        let client = Endpoint::builder().config(config).build();
+        let uri = format!("coap://{relay}/count");
+        let n = 40;
+        let all = futures_util::future::join_all((0..n).map(|i| {
+            let client = client.clone();
+            let uri = uri.clone();
+            async move {
+                let id = format!("{seed}-{i}");
+                let r = client
+                    .send(Request::new(Code::POST, &uri).unwrap().payload(id.clone()))
+                    .await;
+                (id, r)
+            }
+        }));
+        let results = tokio::time::timeout(Duration::from_secs(20), all)
+            .await
+            .expect("no request hangs");
+        let mut ok = 0;
+        for (id, r) in &results {
+            match r {
+                Ok(resp) => {
+                    assert_eq!(
+                        resp.message.payload_text(),
+                        *id,
+                        "the response belongs to its request"
+                    );
+                    ok += 1;
+                }
+                Err(Error::Timeout) => {}
+                Err(other) => panic!("{id}: unexpected {other:?}"),
+            }
+        }
+        let runs = runs.lock().unwrap();
+        for (id, _) in &results {
+            assert!(
+                runs.get(id).copied().unwrap_or(0) <= 1,
+                "{id}: handler ran more than once"
+            );
+        }
+        for (id, r) in &results {
+            if r.is_ok() {
+                assert_eq!(
+                    runs.get(id),
+                    Some(&1),
+                    "{id} answered without its handler running"
+                );
+            }
+        }
+        // With up to 35 % loss each way and 5 transmissions, nearly all get through.
+        assert!(ok >= n * 8 / 10, "seed {seed}: only {ok}/{n} completed");
+    }
+}
