@@ -6,22 +6,43 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
+fn not_found() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotFound, "name resolved to no address")
+}
+
+/// Every address of `host:port` (IP literals without a lookup).
+async fn resolve_all(host: &Host, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    Ok(match host {
+        Host::Ipv4(a) => vec![SocketAddr::from((*a, port))],
+        Host::Ipv6(a) => vec![SocketAddr::from((*a, port))],
+        Host::Name(n) => tokio::net::lookup_host((n.as_str(), port)).await?.collect(),
+    })
+}
+
+fn authority(host: &Host, port: u16) -> String {
+    format!("{}:{port}", host.authority_form())
+}
+
+/// Resolves `host:port` to its first address.
+pub(crate) async fn resolve(host: &Host, port: u16) -> Result<SocketAddr, Error> {
+    let addrs = resolve_all(host, port)
+        .await
+        .map_err(|e| Error::connect(authority(host, port), e))?;
+    addrs
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::connect(authority(host, port), not_found()))
+}
+
 /// Resolves `host:port` and connects to the first address that answers, within `timeout`.
 pub(crate) async fn connect_tcp(
     host: &Host,
     port: u16,
     timeout: Duration,
 ) -> Result<TcpStream, Error> {
-    let authority = format!("{}:{port}", host.authority_form());
     let attempt = async {
-        let addrs: Vec<SocketAddr> = match host {
-            Host::Ipv4(a) => vec![SocketAddr::from((*a, port))],
-            Host::Ipv6(a) => vec![SocketAddr::from((*a, port))],
-            Host::Name(n) => tokio::net::lookup_host((n.as_str(), port)).await?.collect(),
-        };
-        let mut last =
-            std::io::Error::new(std::io::ErrorKind::NotFound, "name resolved to no address");
-        for a in addrs {
+        let mut last = not_found();
+        for a in resolve_all(host, port).await? {
             match TcpStream::connect(a).await {
                 Ok(s) => {
                     s.set_nodelay(true)?;
@@ -34,33 +55,11 @@ pub(crate) async fn connect_tcp(
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(Error::connect(authority, e)),
+        Ok(Err(e)) => Err(Error::connect(authority(host, port), e)),
         Err(_) => Err(Error::connect(
-            authority,
+            authority(host, port),
             std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
         )),
-    }
-}
-
-/// Resolves `host:port` to its first address.
-pub(crate) async fn resolve(host: &Host, port: u16) -> Result<SocketAddr, Error> {
-    let authority = format!("{}:{port}", host.authority_form());
-    match host {
-        Host::Ipv4(a) => Ok(SocketAddr::from((*a, port))),
-        Host::Ipv6(a) => Ok(SocketAddr::from((*a, port))),
-        Host::Name(n) => tokio::net::lookup_host((n.as_str(), port))
-            .await
-            .map_err(|e| Error::connect(&authority, e))?
-            .next()
-            .ok_or_else(|| {
-                Error::connect(
-                    &authority,
-                    std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "name resolved to no address",
-                    ),
-                )
-            }),
     }
 }
 
