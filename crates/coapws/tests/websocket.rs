@@ -710,3 +710,49 @@ async fn shutdown_sends_release_on_the_wire() {
     drop(ws);
     tokio::time::timeout(WAIT, shut).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn our_own_abort_fails_pending_requests() {
+    // A raw server that answers the client's request with a text frame: the client aborts,
+    // and the request pending on that connection fails at once (aiocoap's would hang).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use futures_util::{SinkExt, StreamExt};
+        let (s, _) = listener.accept().await.unwrap();
+        #[allow(clippy::result_large_err)] // the callback type is tungstenite's
+        let cb =
+            |_req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+             mut resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
+                resp.headers_mut()
+                    .insert("Sec-WebSocket-Protocol", "coap".parse().unwrap());
+                Ok(resp)
+            };
+        let mut ws = tokio_tungstenite::accept_hdr_async(s, cb).await.unwrap();
+        ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+            vec![0x00, 0xe1].into(),
+        ))
+        .await
+        .unwrap();
+        let _ = ws.next().await; // CSM
+        let _ = ws.next().await; // the request
+        ws.send(tokio_tungstenite::tungstenite::Message::Text("oops".into()))
+            .await
+            .unwrap();
+        // keep the socket open: only the client's own Abort can end the request
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    let client = Endpoint::client();
+    let started = std::time::Instant::now();
+    let err = client.get(&uri(addr, "/x")).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Connection(coapws::proto::connection::ConnectionError::Aborted(
+                coapws::proto::connection::AbortReason::TextFrame
+            ))
+        ),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
