@@ -205,7 +205,7 @@ impl Block1Collector {
 }
 
 /// Largest SZX (≤ 6) whose block fits `max_payload` bytes; 0 (16 bytes) at the least.
-fn fitting_szx(max_payload: usize) -> u8 {
+pub fn fitting_szx(max_payload: usize) -> u8 {
     (0..=6u8)
         .rev()
         .find(|szx| 16usize << szx <= max_payload)

@@ -35,8 +35,8 @@ impl From<&EndpointConfig> for BlockwiseConfig {
     }
 }
 
-/// Which upload a Block1 request continues: same peer (connection or address), method, target
-/// and Request-Tag (RFC 9175 §3).
+/// Which exchange a block belongs to: same peer (connection or address), method, target and
+/// Request-Tag (RFC 9175 §3). Keys both Block1 uploads and Block2 responses in progress.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct UploadKey {
     link: (u64, Option<SocketAddr>),
@@ -80,6 +80,8 @@ pub(crate) struct SiteDispatch {
     site: Arc<Site>,
     config: BlockwiseConfig,
     uploads: Mutex<HashMap<UploadKey, Upload>>,
+    /// Whole responses whose later Block2 pieces are still to be fetched.
+    responses: Mutex<HashMap<UploadKey, (Message, Instant)>>,
 }
 
 /// RFC 7967 §2: is a response of `code` suppressed by No-Response `bits`?
@@ -102,6 +104,7 @@ impl SiteDispatch {
             site: Arc::new(site),
             config,
             uploads: Mutex::new(HashMap::new()),
+            responses: Mutex::new(HashMap::new()),
         }
     }
 
@@ -166,7 +169,32 @@ impl SiteDispatch {
         }
     }
 
+    /// The whole response of an exchange whose Block2 pieces are still being fetched.
+    fn cached(&self, key: &UploadKey) -> Option<Message> {
+        let mut responses = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+        let timeout = self.config.upload_timeout;
+        let now = Instant::now();
+        responses.retain(|_, (_, at)| now.duration_since(*at) < timeout);
+        responses.get(key).map(|(m, _)| m.clone())
+    }
+
+    fn remember(&self, key: UploadKey, response: Option<Message>) {
+        let mut responses = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+        match response {
+            Some(m)
+                if responses.len() < self.config.max_uploads || responses.contains_key(&key) =>
+            {
+                responses.insert(key, (m, Instant::now()));
+            }
+            Some(_) => debug!("response cache full: later blocks will be computed again"),
+            None => {
+                responses.remove(&key);
+            }
+        }
+    }
+
     async fn handle(&self, mut req: IncomingRequest) -> Message {
+        let key = UploadKey::of(&req);
         let mut echo_block1 = None;
         if let Some(block1) = req.message.options.block1() {
             match self.upload(&req, block1) {
@@ -181,19 +209,33 @@ impl SiteDispatch {
         let block2 = req.message.options.block2();
         req.message.options.remove(OptionNumber::BLOCK2);
         let peer = req.peer_limits;
-        let mut response = self.site.handle(req).await;
-        if let Some(b) = echo_block1 {
-            response.options.set(OptionNumber::BLOCK1, b.encode());
-        }
+        let later_block = block2.is_some_and(|b| b.num > 0);
+        // Later blocks come from the response already produced: the representation must not
+        // change between blocks (RFC 7959 §2.4), and a POST's handler must not run twice.
+        let response = match later_block.then(|| self.cached(&key)).flatten() {
+            Some(r) => r,
+            None if later_block && !matches!(req.message.code, Code::GET | Code::FETCH) => {
+                return text(Code::REQUEST_ENTITY_INCOMPLETE, "no response to continue");
+            }
+            None => self.site.handle(req).await,
+        };
         // Room for the payload once header, token, options, Block2 and Size2 are counted.
         let mut head = Message::new(response.code).with_token(Token::new(vec![0u8; 8]));
         head.options = response.options.clone();
+        head.options.set_uint(OptionNumber::BLOCK1, 0xff_ffff);
         head.options.set_uint(OptionNumber::BLOCK2, 0xff_ffff);
         head.options.set_uint(OptionNumber::SIZE2, u32::MAX);
         let overhead = tcp::encoded_len(&head).unwrap_or(usize::MAX / 2) + 1 + 4;
         let max_payload = peer.max_message_size.saturating_sub(overhead).max(16);
-        match slice_block2(response, block2, max_payload, peer.bert) {
-            Ok(m) => m,
+        match slice_block2(response.clone(), block2, max_payload, peer.bert) {
+            Ok(mut m) => {
+                let more = m.options.block2().is_some_and(|b| b.more);
+                self.remember(key, more.then_some(response));
+                if let Some(b) = echo_block1 {
+                    m.options.set(OptionNumber::BLOCK1, b.encode());
+                }
+                m
+            }
             Err(BlockError::OutOfRange { .. }) => text(Code::BAD_OPTION, "Block2 past the end"),
             Err(e) => text(Code::INTERNAL_SERVER_ERROR, &e.to_string()),
         }

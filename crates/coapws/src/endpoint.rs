@@ -17,12 +17,12 @@ use crate::transport::tcp::StreamIo;
 use crate::transport::udp::SocketHandle;
 use crate::transport::ws::{self, WsServerPolicy};
 use bytes::Bytes;
-use coapws_proto::blockwise::{Block2Collector, Collected};
+use coapws_proto::blockwise::{Block2Collector, Collected, fitting_szx};
 use coapws_proto::code::Code;
-use coapws_proto::connection::{Connection, ConnectionConfig, Framing};
+use coapws_proto::connection::{Connection, ConnectionConfig, Framing, SendError};
 use coapws_proto::message::Message;
-use coapws_proto::option::{OptionNumber, Options};
-use coapws_proto::udp::UdpConfig;
+use coapws_proto::option::{BlockValue, OptionNumber, Options};
+use coapws_proto::udp::{UdpConfig, UdpSendError};
 use coapws_proto::uri::{Host, Scheme, Uri};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -298,21 +298,31 @@ impl Endpoint {
                     .await?
             }
         };
-        let mut message = request.to_message();
+        let message = request.to_message();
+        let (t, con) = (request.timeout, request.confirmable);
+        let first = match self.request_on(&remote, message.clone(), t, con).await {
+            // Too large for one message to this peer: upload in Block1 pieces (RFC 7959 §2.5).
+            Err(Error::Datagram(UdpSendError::TooLarge { limit, .. })) => {
+                self.upload(&remote, &message, limit, t, con).await?
+            }
+            Err(Error::Send(SendError::TooLarge { limit, .. })) => {
+                self.upload(&remote, &message, limit as usize, t, con)
+                    .await?
+            }
+            other => other?,
+        };
+        // Follow Block2 until the representation is whole (RFC 7959 §2.4); the body, if any,
+        // has been delivered already and is not sent again.
+        let mut next = message;
+        next.payload = Bytes::new();
+        next.options.remove(OptionNumber::BLOCK1);
+        next.options.remove(OptionNumber::SIZE1);
         let mut blocks = Block2Collector::new(self.inner.config.max_body_size);
+        let mut response = first;
         loop {
-            let response = self
-                .request_on(
-                    &remote,
-                    message.clone(),
-                    request.timeout,
-                    request.confirmable,
-                )
-                .await?;
             if !response.code().is_success() {
                 return Ok(response);
             }
-            // Follow Block2 until the representation is whole (RFC 7959 §2.4).
             match blocks.feed(response.message)? {
                 Collected::Complete(m) => {
                     return Ok(Response {
@@ -320,8 +330,59 @@ impl Endpoint {
                         remote: response.remote,
                     });
                 }
-                Collected::Next(block) => message.options.set(OptionNumber::BLOCK2, block.encode()),
+                Collected::Next(block) => {
+                    next.options.set(OptionNumber::BLOCK2, block.encode());
+                    response = self.request_on(&remote, next.clone(), t, con).await?;
+                }
             }
+        }
+    }
+
+    /// Sends `message`'s body in Block1 pieces that fit `limit`-byte messages; returns the
+    /// final response (or the first refusal).
+    async fn upload(
+        &self,
+        remote: &Remote,
+        message: &Message,
+        limit: usize,
+        timeout: Option<Duration>,
+        confirmable: bool,
+    ) -> Result<Response, Error> {
+        let body = message.payload.clone();
+        let mut head = message.clone();
+        head.payload = Bytes::new();
+        head.token = coapws_proto::Token::new(vec![0u8; 8]);
+        head.options.set_uint(OptionNumber::BLOCK1, 0xff_ffff);
+        head.options.set_uint(OptionNumber::SIZE1, u32::MAX);
+        let overhead =
+            coapws_proto::codec::tcp::encoded_len(&head).unwrap_or(usize::MAX / 2) + 1 + 4;
+        let mut szx = fitting_szx(limit.saturating_sub(overhead));
+        let mut offset = 0;
+        loop {
+            let size = 16usize << szx;
+            let end = (offset + size).min(body.len());
+            let more = end < body.len();
+            let mut piece = message.clone();
+            let num = (offset / size) as u32;
+            piece
+                .options
+                .set(OptionNumber::BLOCK1, BlockValue { num, more, szx }.encode());
+            if offset == 0 {
+                let total = u32::try_from(body.len()).unwrap_or(u32::MAX);
+                piece.options.set_uint(OptionNumber::SIZE1, total);
+            }
+            piece.payload = body.slice(offset..end);
+            let response = self.request_on(remote, piece, timeout, confirmable).await?;
+            if !more || response.code() != Code::CONTINUE {
+                return Ok(response);
+            }
+            // The server may ask for smaller blocks (RFC 7959 §2.3).
+            if let Some(b) = response.message.options.block1()
+                && b.szx < szx
+            {
+                szx = b.szx;
+            }
+            offset = end;
         }
     }
 

@@ -531,7 +531,7 @@ async fn no_response_suppresses_on_the_wire() {
 }
 
 #[tokio::test]
-async fn too_large_for_peer_is_refused_locally() {
+async fn too_large_for_peer_goes_block_wise() {
     let small = EndpointConfig {
         connection: coapws::proto::connection::ConnectionConfig {
             max_message_size: 1152,
@@ -542,20 +542,22 @@ async fn too_large_for_peer_is_refused_locally() {
     let (_server, addr) = server_with(small, Some(test_site())).await;
     let client = Endpoint::client();
     client.get(&uri(addr, "/hello")).await.unwrap();
-    let err = client
+    // too large for the peer's 1152 bytes: sent in Block1 pieces (the server would abort on a
+    // message above its limit), echoed back in Block2 pieces
+    let body: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let r = client
         .send(
             Request::new(Code::POST, &uri(addr, "/echo"))
                 .unwrap()
-                .payload(vec![0u8; 5000]),
+                .payload(body.clone()),
         )
         .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Send(coapws::proto::connection::SendError::TooLarge { limit: 1152, .. })
-        ),
-        "{err:?}"
+        .unwrap();
+    assert_eq!(&r.payload()[..], &body[..]);
+    assert_eq!(
+        client.connection_count(),
+        1,
+        "no abort: every message fitted"
     );
     // the server's 100 KiB response fits our 1 MiB
     let r = client.get(&uri(addr, "/big")).await.unwrap();

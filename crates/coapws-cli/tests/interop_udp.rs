@@ -1,0 +1,1198 @@
+//! Interop over CoAP over UDP (`coap://`, RFC 7252, with block-wise transfers of RFC 7959),
+//! both directions and with role reversal, against two implementations nobody here wrote:
+//!
+//! - aiocoap 0.4.17 (`target/peers/venv`, installed by `scripts/install-peers.sh`);
+//! - libcoap 4.3.1, Debian's `libcoap3-bin` (`coap-client-notls`, `coap-server-notls`),
+//!   installed by `scripts/install-peers.sh libcoap3-bin`.
+//!
+//! A missing peer makes a test fail with the command to run; nothing is skipped.
+//!
+//! Every process a test starts is killed when the test ends (a Drop guard), every wait is
+//! bounded, ports are picked free on loopback (with retries when a server cannot bind), and
+//! each test has its own temporary directory, so the tests run in parallel.
+//!
+//! Over UDP a message may not exceed 1152 bytes, so everything larger travels block-wise:
+//! Block2 for responses (coapws serving files, and reassembling what aiocoap and libcoap
+//! serve), Block1 for request bodies (coapws reassembling uploads).
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Bound on any single peer command (aiocoap-client, coap-client, `coapws get`, a script).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bound on a server becoming ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// What `coapws serve` without ROOT answers on `/hello`.
+const HELLO: &str = "Hello, CoAP over WebSockets!";
+
+// ---------------------------------------------------------------------------------------------
+// Helpers (the process and port discipline of interop_aiocoap.rs and interop_tcp_tls.rs)
+// ---------------------------------------------------------------------------------------------
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A program of the aiocoap venv; panics (never skips) if it is not installed.
+fn aiocoap(name: &str) -> PathBuf {
+    let p = workspace_root().join("target/peers/venv/bin").join(name);
+    assert!(
+        p.exists(),
+        "aiocoap peer {} is missing: run scripts/install-peers.sh libcoap3-bin (it installs \
+         aiocoap 0.4.17 into target/peers/venv) before these tests",
+        p.display()
+    );
+    p
+}
+
+/// A libcoap 4.3.1 program from Debian's libcoap3-bin; panics (never skips) if it is missing.
+fn libcoap(name: &str) -> PathBuf {
+    let p = Path::new("/usr/bin").join(name);
+    assert!(
+        p.exists(),
+        "libcoap peer {} is missing: run scripts/install-peers.sh libcoap3-bin (it installs \
+         Debian's libcoap3-bin, libcoap 4.3.1) before these tests",
+        p.display()
+    );
+    p
+}
+
+/// A Python script under tests/peers.
+fn script(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(name);
+    assert!(p.exists(), "test script {} is missing", p.display());
+    p
+}
+
+fn coapws_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_coapws")
+}
+
+/// A temporary directory of its own, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!(
+            "coapws-interop-udp-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    /// A fresh subdirectory (a file server's root).
+    fn subdir(&self, name: &str) -> PathBuf {
+        let d = self.0.join(name);
+        std::fs::create_dir_all(&d).expect("create subdir");
+        d
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed (and reaped) on drop.
+struct ChildGuard {
+    child: Child,
+    name: String,
+    log: Option<PathBuf>,
+}
+
+impl ChildGuard {
+    /// What the process wrote to its log so far (for failure messages).
+    fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|l| std::fs::read_to_string(l).ok())
+            .unwrap_or_default()
+    }
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            let log = self.log_text();
+            let tail = &log[log.len().saturating_sub(20_000)..];
+            eprintln!("--- log of {} (tail) ---\n{tail}", self.name);
+        }
+    }
+}
+
+/// Runs `cmd` to completion with piped output, killing it after `timeout` (and then failing).
+fn run(mut cmd: Command, timeout: Duration) -> Output {
+    let what = format!("{cmd:?}");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let mut guard = ChildGuard {
+        child,
+        name: what.clone(),
+        log: None,
+    };
+    let mut out = guard.child.stdout.take().expect("stdout");
+    let mut err = guard.child.stderr.take().expect("stderr");
+    let out_reader = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_reader = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = guard.exited() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = guard.child.kill();
+            let _ = guard.child.wait();
+            let stdout = out_reader.join().unwrap_or_default();
+            let stderr = err_reader.join().unwrap_or_default();
+            panic!(
+                "{what} did not finish within {timeout:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&stdout),
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+fn describe(o: &Output) -> String {
+    let show = |b: &[u8]| {
+        if b.len() > 6000 {
+            format!(
+                "<{} bytes, last 6000:>\n{}",
+                b.len(),
+                String::from_utf8_lossy(&b[b.len() - 6000..])
+            )
+        } else {
+            String::from_utf8_lossy(b).into_owned()
+        }
+    };
+    format!(
+        "status {}\nstdout: {}\nstderr: {}",
+        o.status,
+        show(&o.stdout),
+        show(&o.stderr)
+    )
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// stdout and stderr together (libcoap logs to stdout, its code lines go to stderr).
+fn all_text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn assert_ok_payload(o: &Output, expected: &[u8], what: &str) {
+    assert!(
+        o.status.success(),
+        "{what}: expected success\n{}",
+        describe(o)
+    );
+    assert!(
+        o.stdout == expected,
+        "{what}: payload differs (got {} bytes, expected {})\n{}",
+        o.stdout.len(),
+        expected.len(),
+        describe(o)
+    );
+}
+
+/// A failed request: exit status 1 and `code` (e.g. "4.04") in the output.
+fn assert_fails_with(o: &Output, code: &str, what: &str) {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{what}: expected exit status 1\n{}",
+        describe(o)
+    );
+    assert!(
+        all_text(o).contains(code),
+        "{what}: expected {code} in the output\n{}",
+        describe(o)
+    );
+}
+
+/// `n` bytes of printable ASCII, deterministic but not repetitive.
+fn printable(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            b'!' + (x % 94) as u8
+        })
+        .collect()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// The listeners of a running `coapws serve`, as announced on its stdout.
+struct Listeners(Vec<String>);
+
+impl Listeners {
+    /// The announced URL of `scheme` (e.g. `coap://127.0.0.1:40711`).
+    fn url(&self, scheme: &str) -> String {
+        self.0
+            .iter()
+            .find(|l| l.starts_with(&format!("{scheme}://")))
+            .unwrap_or_else(|| panic!("no {scheme} listener among {:?}", self.0))
+            .clone()
+    }
+}
+
+/// `coapws serve ARGS`, ready once it announced `expect` listeners (all with real ports).
+/// `Err` with the log if it exited before (e.g. a port taken), so callers can retry.
+fn try_coapws_serve(
+    dir: &Path,
+    args: &[&str],
+    expect: usize,
+) -> Result<(ChildGuard, Listeners), String> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!("coapws-serve-{}", N.fetch_add(1, Ordering::Relaxed));
+    let log = dir.join(format!("{name}.log"));
+    let log_file = std::fs::File::create(&log).expect("create log file");
+    let child = Command::new(coapws_bin())
+        .arg("serve")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start coapws serve: {e}"));
+    let mut guard = ChildGuard {
+        child,
+        name,
+        log: Some(log),
+    };
+    let stdout = guard.child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    // Keeps draining stdout after the announcements so the child never blocks on a full pipe.
+    thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(l) = line.trim().strip_prefix("listening on ") {
+                seen.push(l.to_owned());
+                if seen.len() == expect {
+                    let _ = tx.send(std::mem::take(&mut seen));
+                }
+            }
+        }
+    });
+    match rx.recv_timeout(READY_TIMEOUT) {
+        Ok(l) => Ok((guard, Listeners(l))),
+        Err(_) => {
+            let status = guard.exited();
+            let log = guard.log_text();
+            if status.is_none() {
+                panic!(
+                    "coapws serve {args:?} did not announce {expect} listeners within \
+                     {READY_TIMEOUT:?}\n{log}"
+                );
+            }
+            Err(format!("coapws serve {args:?} exited ({status:?})\n{log}"))
+        }
+    }
+}
+
+/// `coapws serve ARGS` (ports chosen by the system: it must start).
+fn coapws_serve(dir: &Path, args: &[&str], expect: usize) -> (ChildGuard, Listeners) {
+    try_coapws_serve(dir, args, expect).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `coapws [-v] serve [ROOT --write] --udp 127.0.0.1:0`; returns the guard and `coap://...`.
+fn coapws_serve_udp(dir: &Path, args: &[&str]) -> (ChildGuard, String) {
+    let mut all = args.to_vec();
+    all.extend(["--udp", "127.0.0.1:0"]);
+    let (guard, l) = coapws_serve(dir, &all, 1);
+    let url = l.url("coap");
+    assert!(
+        url.starts_with("coap://127.0.0.1:"),
+        "announced UDP listener {url:?}"
+    );
+    (guard, url)
+}
+
+/// `coapws METHOD ARGS...` with a 10 s response timeout.
+fn coapws_client(method: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(coapws_bin());
+    cmd.arg(method).args(args).args(["--timeout", "10"]);
+    run(cmd, COMMAND_TIMEOUT)
+}
+
+/// aiocoap-client with `args` (the URI last).
+fn aiocoap_client(args: &[&str]) -> Output {
+    let mut cmd = Command::new(aiocoap("aiocoap-client"));
+    cmd.args(args);
+    run(cmd, COMMAND_TIMEOUT)
+}
+
+/// Whether TCP `port` (and UDP `port` too if `udp`) can be bound on 127.0.0.1 right now.
+fn port_free(port: u16, udp: bool) -> bool {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+        && (!udp || UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok())
+}
+
+/// A port P such that, for every `(offset, udp)`, TCP P+offset (and UDP if `udp`) is free.
+fn free_port_set(offsets: &[(u16, bool)]) -> u16 {
+    let max = offsets.iter().map(|&(o, _)| o).max().unwrap_or(0);
+    for _ in 0..200 {
+        let l = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind UDP 127.0.0.1:0");
+        let p = l.local_addr().expect("local addr").port();
+        drop(l);
+        if p > 65535 - max {
+            continue;
+        }
+        if offsets.iter().all(|&(o, udp)| port_free(p + o, udp)) {
+            return p;
+        }
+    }
+    panic!("found no free port set {offsets:?} on 127.0.0.1");
+}
+
+/// Whether a CoAP endpoint answers on UDP `addr`: sends a CoAP ping (an empty Confirmable
+/// message, RFC 7252 §4.3) and waits up to 200 ms for the Reset with the same Message ID.
+fn udp_pong(addr: SocketAddr) -> bool {
+    static MID: AtomicU32 = AtomicU32::new(0x4242);
+    let Ok(sock) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
+        return false;
+    };
+    let mid = (MID.fetch_add(1, Ordering::Relaxed) as u16).to_be_bytes();
+    let ping = [0x40, 0x00, mid[0], mid[1]];
+    if sock.send_to(&ping, addr).is_err() {
+        return false;
+    }
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = [0u8; 1500];
+    let deadline = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < deadline {
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) if from == addr && n >= 4 => {
+                // Version 1, type RST (3), same Message ID.
+                if buf[0] & 0xf0 == 0x70 && buf[2..4] == mid {
+                    return true;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// Starts a server on a port set picked by `free_port_set(offsets)`: `make(P)` builds the
+/// command; ready when UDP P answers a CoAP ping. Retries when the server exits at start (a
+/// port found free can be taken by someone else before the server binds it).
+fn start_udp_server(
+    name: &str,
+    dir: &Path,
+    offsets: &[(u16, bool)],
+    make: impl Fn(u16) -> Command,
+) -> (ChildGuard, u16) {
+    let mut last_log = String::new();
+    for attempt in 0..3 {
+        let p = free_port_set(offsets);
+        let log = dir.join(format!("{name}-{attempt}.log"));
+        let log_file = std::fs::File::create(&log).expect("create log file");
+        let log_err = log_file.try_clone().expect("clone log file");
+        let mut cmd = make(p);
+        let what = format!("{cmd:?}");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log_file))
+            .stderr(Stdio::from(log_err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        let mut guard = ChildGuard {
+            child,
+            name: name.to_owned(),
+            log: Some(log),
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, p));
+        while Instant::now() < deadline && guard.exited().is_none() {
+            if udp_pong(addr) {
+                return (guard, p);
+            }
+            thread::sleep(Duration::from_millis(30));
+        }
+        last_log = guard.log_text();
+        if guard.exited().is_none() {
+            panic!(
+                "{what} does not answer a CoAP ping on UDP {addr} after {READY_TIMEOUT:?}\n{last_log}"
+            );
+        }
+    }
+    panic!("{name} exited at start three times\n{last_log}");
+}
+
+/// `aiocoap-fileserver --bind 127.0.0.1:P --write ROOT`: UDP (and TCP) on P, WebSocket on
+/// P+3000. Returns the guard and P once UDP P answers a ping.
+fn aiocoap_fileserver(dir: &Path, root: &Path) -> (ChildGuard, u16) {
+    let bin = aiocoap("aiocoap-fileserver");
+    start_udp_server(
+        "aiocoap-fileserver",
+        dir,
+        &[(0, true), (3000, false)],
+        |p| {
+            let mut cmd = Command::new(&bin);
+            cmd.arg("--bind")
+                .arg(format!("127.0.0.1:{p}"))
+                .arg("--write")
+                .arg(root);
+            cmd
+        },
+    )
+}
+
+/// `coap-server-notls -A 127.0.0.1 -p P -v 7` (UDP and TCP on P; `-v 7` logs every PDU it
+/// sends and receives). Returns the guard and P.
+fn libcoap_server(dir: &Path) -> (ChildGuard, u16) {
+    let bin = libcoap("coap-server-notls");
+    start_udp_server("coap-server", dir, &[(0, true)], |p| {
+        let mut cmd = Command::new(&bin);
+        cmd.args(["-A", "127.0.0.1", "-p", &p.to_string(), "-v", "7"]);
+        cmd
+    })
+}
+
+/// What libcoap's coap-client did: the payload it received (written with `-o FILE`, exact:
+/// on stdout it appends a newline) and its output (codes other than 2.xx go to stderr, and it
+/// exits 0 either way).
+struct LibcoapAnswer {
+    payload: Vec<u8>,
+    output: Output,
+}
+
+/// `coap-client-notls -B 5 -o FILE ARGS...` (the URI last).
+fn libcoap_client(dir: &Path, args: &[&str]) -> LibcoapAnswer {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let out = dir.join(format!(
+        "coap-client-{}.out",
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut cmd = Command::new(libcoap("coap-client-notls"));
+    cmd.args(["-B", "5", "-o"]).arg(&out).args(args);
+    let output = run(cmd, COMMAND_TIMEOUT);
+    let payload = std::fs::read(&out).unwrap_or_default();
+    LibcoapAnswer { payload, output }
+}
+
+impl LibcoapAnswer {
+    fn assert_payload(&self, expected: &[u8], what: &str) {
+        assert!(
+            self.payload == expected,
+            "{what}: libcoap received {} bytes, expected {}: {:?}\n{}",
+            self.payload.len(),
+            expected.len(),
+            String::from_utf8_lossy(&self.payload[..self.payload.len().min(200)]),
+            describe(&self.output)
+        );
+        assert!(
+            self.output.status.success(),
+            "{what}: coap-client failed\n{}",
+            describe(&self.output)
+        );
+    }
+    /// libcoap's `-v 7` PDU log (`v:1 t:CON c:GET i:… {token} [ options ] :: payload`).
+    fn pdus(&self) -> String {
+        all_text(&self.output)
+    }
+}
+
+fn python(script_name: &str) -> Command {
+    let mut cmd = Command::new(aiocoap("python"));
+    cmd.arg(script(script_name));
+    cmd
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. aiocoap-client → coapws serve --udp
+// ---------------------------------------------------------------------------------------------
+
+/// aiocoap-client against `coapws serve --udp` (demo site): GET /hello (the exact demo text),
+/// POST /echo (its payload back), GET /missing (4.04, exit 1), `/.well-known/core` (the demo's
+/// links, 2.05 application/link-format), and a Non-confirmable GET /hello.
+#[test]
+fn aiocoap_client_to_coapws_demo_over_udp() {
+    let tmp = TempDir::new("aio-demo");
+    let (_server, base) = coapws_serve_udp(tmp.path(), &[]);
+
+    let o = aiocoap_client(&[&format!("{base}/hello")]);
+    assert_ok_payload(&o, HELLO.as_bytes(), "aiocoap GET coap:// /hello");
+
+    let o = aiocoap_client(&[
+        "-m",
+        "POST",
+        "--payload",
+        "echo over coap://",
+        &format!("{base}/echo"),
+    ]);
+    assert_ok_payload(&o, b"echo over coap://", "aiocoap POST coap:// /echo");
+
+    let o = aiocoap_client(&[&format!("{base}/missing")]);
+    assert_fails_with(&o, "4.04", "aiocoap GET coap:// /missing");
+
+    let o = aiocoap_client(&["-v", &format!("{base}/.well-known/core")]);
+    assert!(
+        o.status.success(),
+        "GET /.well-known/core\n{}",
+        describe(&o)
+    );
+    let links = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        links.contains("</hello>") && links.contains("</echo>") && links.contains("</ask-back>"),
+        "GET /.well-known/core: the demo's links\n{}",
+        describe(&o)
+    );
+    let log = stderr(&o);
+    assert!(
+        log.contains("2.05") && log.contains("application/link-format"),
+        "GET /.well-known/core: expected 2.05 with Content-Format application/link-format\n{}",
+        describe(&o)
+    );
+
+    let o = aiocoap_client(&["--non", &format!("{base}/hello")]);
+    assert_ok_payload(&o, HELLO.as_bytes(), "aiocoap NON GET coap:// /hello");
+}
+
+/// aiocoap-client against `coapws -v serve ROOT --write --udp`: GET a small file; GET a
+/// 20 KiB file, which coapws answers block-wise (Block2, 1024-byte blocks: 20 of them) and
+/// aiocoap reassembles; PUT a small file; PUT a 5 KiB file, which aiocoap sends in Block1
+/// pieces (coapws answers 2.31 Continue and reassembles): exact bytes on disk, and a GET
+/// returns them.
+#[test]
+fn aiocoap_client_to_coapws_file_server_over_udp() {
+    let tmp = TempDir::new("aio-files");
+    let root = tmp.subdir("root");
+    std::fs::write(root.join("small.txt"), "small file served over coap://\n").unwrap();
+    let big = printable(20 * 1024, 41);
+    std::fs::write(root.join("big.txt"), &big).unwrap();
+    let (server, base) = coapws_serve_udp(tmp.path(), &["-v", s(&root), "--write"]);
+
+    let o = aiocoap_client(&[&format!("{base}/small.txt")]);
+    assert_ok_payload(&o, b"small file served over coap://\n", "aiocoap GET small");
+
+    let o = aiocoap_client(&["-v", &format!("{base}/big.txt")]);
+    assert_ok_payload(&o, &big, "aiocoap GET 20 KiB (Block2)");
+    // -v makes aiocoap-client log the options of the (last) response it assembled.
+    assert!(
+        stderr(&o).contains("block_number=19, more=False, size_exponent=6"),
+        "aiocoap GET 20 KiB: expected the last Block2 to be 19/0/1024\n{}",
+        describe(&o)
+    );
+
+    let content = "put by aiocoap-client over coap://";
+    let o = aiocoap_client(&[
+        "-m",
+        "PUT",
+        "--payload",
+        content,
+        &format!("{base}/put.txt"),
+    ]);
+    assert!(o.status.success(), "aiocoap PUT small\n{}", describe(&o));
+    let on_disk = std::fs::read(root.join("put.txt")).expect("PUT created no file");
+    assert_eq!(
+        on_disk,
+        content.as_bytes(),
+        "file content after a small PUT"
+    );
+
+    let up = printable(5 * 1024, 43);
+    let source = tmp.path().join("up-source.txt");
+    std::fs::write(&source, &up).unwrap();
+    let o = aiocoap_client(&[
+        "-m",
+        "PUT",
+        "--payload",
+        &format!("@{}", source.display()),
+        &format!("{base}/up.txt"),
+    ]);
+    assert!(o.status.success(), "aiocoap PUT 5 KiB\n{}", describe(&o));
+    let on_disk = std::fs::read(root.join("up.txt")).expect("PUT 5 KiB created no file");
+    assert!(
+        on_disk == up,
+        "aiocoap PUT 5 KiB over coap://: {} bytes on disk, expected {}",
+        on_disk.len(),
+        up.len()
+    );
+    let log = server.log_text();
+    assert!(
+        log.contains("2.31 Continue") && log.contains("Block1(27)"),
+        "the 5 KiB PUT really was block-wise (Block1, 2.31 Continue) in coapws's log"
+    );
+
+    let o = aiocoap_client(&[&format!("{base}/up.txt")]);
+    assert_ok_payload(&o, &up, "aiocoap GET of the 5 KiB PUT");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. coapws client → aiocoap-fileserver over UDP
+// ---------------------------------------------------------------------------------------------
+
+/// `coapws get|put coap://` against `aiocoap-fileserver --write` (UDP on its --bind port): a
+/// small file, a 20 KiB file that aiocoap serves block-wise (Block2) and the coapws client
+/// reassembles, `/.well-known/core`, a missing file (4.04, exit 1), a small PUT that lands on
+/// disk, and a Non-confirmable GET (`--non`) of the small file.
+#[test]
+fn coapws_client_to_aiocoap_fileserver_over_udp() {
+    let tmp = TempDir::new("cw-aio");
+    let root = tmp.subdir("root");
+    std::fs::write(root.join("small.txt"), "small file from aiocoap over UDP\n").unwrap();
+    let big = printable(20 * 1024 + 5, 47);
+    std::fs::write(root.join("big.txt"), &big).unwrap();
+    let (_server, p) = aiocoap_fileserver(tmp.path(), &root);
+    let base = format!("coap://127.0.0.1:{p}");
+
+    let o = coapws_client("get", &[&format!("{base}/small.txt")]);
+    assert_ok_payload(&o, b"small file from aiocoap over UDP\n", "GET small");
+
+    let o = coapws_client("get", &["-v", &format!("{base}/big.txt")]);
+    assert_ok_payload(&o, &big, "GET 20 KiB (Block2 from aiocoap)");
+    assert!(
+        stderr(&o).matches("Block2").count() >= 20,
+        "GET 20 KiB: expected at least 20 Block2 exchanges in the -v log\n{}",
+        describe(&o)
+    );
+
+    let o = coapws_client("get", &[&format!("{base}/.well-known/core")]);
+    assert!(
+        o.status.success(),
+        "GET /.well-known/core\n{}",
+        describe(&o)
+    );
+    let links = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        links.contains("</>") && links.contains("ct=40"),
+        "GET /.well-known/core: expected aiocoap's link </>;ct=40\n{}",
+        describe(&o)
+    );
+
+    let o = coapws_client("get", &[&format!("{base}/no-such-file.txt")]);
+    assert_fails_with(&o, "4.04", "GET missing from aiocoap-fileserver");
+
+    let content = "put by coapws into aiocoap-fileserver over coap://";
+    let o = coapws_client("put", &["--payload", content, &format!("{base}/put.txt")]);
+    assert!(o.status.success(), "PUT small\n{}", describe(&o));
+    let on_disk = std::fs::read(root.join("put.txt")).expect("PUT created no file");
+    assert_eq!(on_disk, content.as_bytes(), "file content after PUT");
+
+    let o = coapws_client("get", &["-v", "--non", &format!("{base}/small.txt")]);
+    assert_ok_payload(&o, b"small file from aiocoap over UDP\n", "NON GET small");
+    assert!(
+        stderr(&o).contains("confirmable=false"),
+        "--non: the request went out Non-confirmable\n{}",
+        describe(&o)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. libcoap coap-client → coapws serve --udp
+// ---------------------------------------------------------------------------------------------
+
+/// libcoap's coap-client against `coapws serve --udp` (demo site): GET /hello, POST /echo
+/// (`-e`), a 4.04, `/.well-known/core`, and a Non-confirmable GET (`-N`) answered
+/// Non-confirmable.
+#[test]
+fn libcoap_client_to_coapws_demo_over_udp() {
+    let tmp = TempDir::new("lc-demo");
+    let (_server, base) = coapws_serve_udp(tmp.path(), &[]);
+
+    let a = libcoap_client(tmp.path(), &["-m", "get", &format!("{base}/hello")]);
+    a.assert_payload(HELLO.as_bytes(), "libcoap GET coap:// /hello");
+
+    let a = libcoap_client(
+        tmp.path(),
+        &[
+            "-m",
+            "post",
+            "-e",
+            "libcoap-payload",
+            &format!("{base}/echo"),
+        ],
+    );
+    a.assert_payload(b"libcoap-payload", "libcoap POST coap:// /echo");
+
+    let a = libcoap_client(tmp.path(), &[&format!("{base}/missing")]);
+    assert!(
+        a.payload.is_empty() && all_text(&a.output).contains("4.04"),
+        "libcoap GET /missing: expected 4.04\n{}",
+        describe(&a.output)
+    );
+
+    let a = libcoap_client(tmp.path(), &[&format!("{base}/.well-known/core")]);
+    let links = String::from_utf8_lossy(&a.payload);
+    assert!(
+        links.contains("</hello>") && links.contains("</echo>"),
+        "libcoap GET /.well-known/core: {links:?}\n{}",
+        describe(&a.output)
+    );
+
+    let a = libcoap_client(tmp.path(), &["-N", "-v", "7", &format!("{base}/hello")]);
+    a.assert_payload(HELLO.as_bytes(), "libcoap NON GET coap:// /hello");
+    let pdus = a.pdus();
+    assert!(
+        pdus.contains("t:NON c:GET") && pdus.contains("t:NON c:2.05"),
+        "libcoap -N: expected a NON request answered by a NON 2.05\n{}",
+        describe(&a.output)
+    );
+}
+
+/// libcoap's coap-client against `coapws serve ROOT --write --udp`: a 20 KiB file, which
+/// coapws serves in Block2 pieces and libcoap follows on its own (no `-b`), then with `-b 1024`
+/// and with `-b 64` (coapws must honour the smaller block size libcoap asks for: 320 blocks);
+/// and a 5 KiB PUT with `-b 1024` (Block1: 2.31 Continue per block, 2.01 at the end), exact
+/// bytes on disk.
+#[test]
+fn libcoap_client_to_coapws_file_server_over_udp() {
+    let tmp = TempDir::new("lc-files");
+    let root = tmp.subdir("root");
+    let big = printable(20 * 1024, 53);
+    std::fs::write(root.join("big.txt"), &big).unwrap();
+    let (_server, base) = coapws_serve_udp(tmp.path(), &[s(&root), "--write"]);
+    let uri = format!("{base}/big.txt");
+
+    let a = libcoap_client(tmp.path(), &["-v", "7", &uri]);
+    a.assert_payload(&big, "libcoap GET 20 KiB (Block2 followed automatically)");
+    assert!(
+        a.pdus().contains("Block2:19/_/1024"),
+        "libcoap GET 20 KiB: expected the last block 19/_/1024 in its PDU log\n{}",
+        describe(&a.output)
+    );
+
+    let a = libcoap_client(tmp.path(), &["-b", "1024", &uri]);
+    a.assert_payload(&big, "libcoap -b 1024 GET 20 KiB");
+
+    let a = libcoap_client(tmp.path(), &["-b", "64", "-v", "7", &uri]);
+    a.assert_payload(&big, "libcoap -b 64 GET 20 KiB");
+    assert!(
+        a.pdus().contains("Block2:319/_/64"),
+        "libcoap -b 64 GET 20 KiB: expected 320 blocks of 64 bytes (last 319/_/64)\n{}",
+        describe(&a.output)
+    );
+
+    let up = printable(5 * 1024, 59);
+    let source = tmp.path().join("up-source.txt");
+    std::fs::write(&source, &up).unwrap();
+    let a = libcoap_client(
+        tmp.path(),
+        &[
+            "-b",
+            "1024",
+            "-v",
+            "7",
+            "-m",
+            "put",
+            "-f",
+            s(&source),
+            &format!("{base}/up.txt"),
+        ],
+    );
+    assert!(
+        a.output.status.success(),
+        "libcoap PUT 5 KiB\n{}",
+        describe(&a.output)
+    );
+    let pdus = a.pdus();
+    assert!(
+        pdus.contains("c:2.31") && pdus.contains("c:2.01") && pdus.contains("Block1:4/_/1024"),
+        "libcoap -b 1024 PUT 5 KiB: expected 2.31 Continue per block and 2.01 after 4/_/1024\n{}",
+        describe(&a.output)
+    );
+    let on_disk = std::fs::read(root.join("up.txt")).expect("PUT 5 KiB created no file");
+    assert!(
+        on_disk == up,
+        "libcoap Block1 PUT of 5 KiB over coap://: {} bytes on disk, expected {}",
+        on_disk.len(),
+        up.len()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. coapws client → libcoap coap-server over UDP
+// ---------------------------------------------------------------------------------------------
+
+/// `coapws get|put coap://` against libcoap's example server (`coap-server-notls`): `/` (its
+/// description), `/time` ("Mon DD HH:MM:SS"), `/.well-known/core`, a 4.04, a small PUT to
+/// `/example_data` read back; a 20 KiB `/example_data` (uploaded by libcoap's own client with
+/// Block1) that libcoap serves in Block2 pieces; and `/async?1`, which libcoap answers
+/// separately: an empty ACK at once, then after a second a Confirmable 2.05 "done" that coapws
+/// must acknowledge (libcoap's PDU log shows our empty ACK with the response's Message ID).
+#[test]
+fn coapws_client_to_libcoap_server_over_udp() {
+    let tmp = TempDir::new("cw-lc");
+    let (server, p) = libcoap_server(tmp.path());
+    let base = format!("coap://127.0.0.1:{p}");
+
+    let o = coapws_client("get", &[&format!("{base}/")]);
+    assert!(o.status.success(), "GET /\n{}", describe(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("This is a test server made with libcoap"),
+        "GET /: libcoap's description\n{}",
+        describe(&o)
+    );
+
+    let o = coapws_client("get", &[&format!("{base}/time")]);
+    assert!(o.status.success(), "GET /time\n{}", describe(&o));
+    let time = String::from_utf8_lossy(&o.stdout).into_owned();
+    let b = time.as_bytes();
+    assert!(
+        b.len() == 15
+            && b[..3].iter().all(u8::is_ascii_alphabetic)
+            && b[3] == b' '
+            && b[9] == b':'
+            && b[12] == b':'
+            && b[13..].iter().all(u8::is_ascii_digit),
+        "GET /time: expected \"Mon DD HH:MM:SS\", got {time:?}\n{}",
+        describe(&o)
+    );
+
+    let o = coapws_client("get", &[&format!("{base}/.well-known/core")]);
+    assert!(
+        o.status.success(),
+        "GET /.well-known/core\n{}",
+        describe(&o)
+    );
+    let links = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        links.contains("</time>")
+            && links.contains("</async>")
+            && links.contains(r#"title="General Info""#),
+        "GET /.well-known/core from libcoap\n{}",
+        describe(&o)
+    );
+
+    let o = coapws_client("get", &[&format!("{base}/no-such-resource")]);
+    assert_fails_with(&o, "4.04", "GET missing from libcoap");
+
+    let data = "example data put by coapws over coap://";
+    let o = coapws_client("put", &["--payload", data, &format!("{base}/example_data")]);
+    assert!(o.status.success(), "PUT /example_data\n{}", describe(&o));
+    let o = coapws_client("get", &[&format!("{base}/example_data")]);
+    assert_ok_payload(&o, data.as_bytes(), "GET /example_data after PUT");
+
+    // A 20 KiB /example_data, put there by libcoap's client in Block1 pieces: libcoap's server
+    // serves it in Block2 pieces and coapws reassembles them.
+    let big = printable(20 * 1024, 61);
+    let source = tmp.path().join("example-big.txt");
+    std::fs::write(&source, &big).unwrap();
+    let a = libcoap_client(
+        tmp.path(),
+        &[
+            "-b",
+            "1024",
+            "-m",
+            "put",
+            "-f",
+            s(&source),
+            &format!("{base}/example_data"),
+        ],
+    );
+    assert!(
+        a.output.status.success() && !all_text(&a.output).contains("4."),
+        "libcoap client PUT of 20 KiB to libcoap server\n{}",
+        describe(&a.output)
+    );
+    let o = coapws_client("get", &["-v", &format!("{base}/example_data")]);
+    assert_ok_payload(&o, &big, "GET 20 KiB /example_data (Block2 from libcoap)");
+    assert!(
+        stderr(&o).contains("Block2"),
+        "GET 20 KiB from libcoap: the transfer really was block-wise\n{}",
+        describe(&o)
+    );
+
+    let started = Instant::now();
+    let o = coapws_client("get", &[&format!("{base}/async?1")]);
+    let took = started.elapsed();
+    assert_ok_payload(&o, b"done", "GET /async?1 (separate response)");
+    assert!(
+        took >= Duration::from_millis(900),
+        "GET /async?1 answered after {took:?}: libcoap delays it by one second"
+    );
+    // libcoap's `-v 7` log, as (sent?, PDU) pairs: the request "t:CON c:GET i:M1 … Uri-Path:async"
+    // received, "t:ACK c:0.00 i:M1" sent at once (the empty ACK), "t:CON c:2.05 i:M2 … 'done'"
+    // sent a second later, and coapws's "t:ACK c:0.00 i:M2" received. The last may be logged
+    // a moment after our client exits: wait for it, bounded.
+    let mid = |pdu: &str| {
+        pdu.split(" i:")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .map(str::to_owned)
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let (pdus, request_mid, separate_mid, acked) = loop {
+        let pdus = libcoap_pdus(&server.log_text());
+        let find = |sent: bool, what: &[&str]| {
+            pdus.iter()
+                .find(|(s, p)| *s == sent && what.iter().all(|w| p.contains(w)))
+                .and_then(|(_, p)| mid(p))
+        };
+        let request_mid = find(false, &["t:CON c:GET", "Uri-Path:async"]);
+        let separate_mid = find(true, &["t:CON c:2.05", "'done'"]);
+        let acked = separate_mid.as_ref().is_some_and(|m| {
+            pdus.iter()
+                .any(|(s, p)| !*s && p.contains(&format!("t:ACK c:0.00 i:{m} ")))
+        });
+        if acked || Instant::now() > deadline {
+            break (pdus, request_mid, separate_mid, acked);
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    // On failure, show the PDUs that matter here (not the 20 KiB of block transfers).
+    let shown = pdus
+        .iter()
+        .filter(|(_, p)| p.contains("async") || p.contains("c:0.00") || p.contains("'done'"))
+        .map(|(s, p)| format!("{} {p}", if *s { "sent" } else { "recv" }))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let request_mid =
+        request_mid.unwrap_or_else(|| panic!("libcoap's log shows no GET /async request\n{shown}"));
+    assert!(
+        pdus.iter()
+            .any(|(s, p)| *s && p.contains(&format!("t:ACK c:0.00 i:{request_mid} "))),
+        "libcoap sent no empty ACK for GET /async?1 (i:{request_mid}): not a separate \
+         response\n{shown}"
+    );
+    let separate_mid = separate_mid.unwrap_or_else(|| {
+        panic!("libcoap's log shows no Confirmable separate 2.05 'done'\n{shown}")
+    });
+    assert!(
+        acked,
+        "coapws did not acknowledge libcoap's Confirmable separate response \
+         (i:{separate_mid})\n{shown}"
+    );
+}
+
+/// The PDUs in a libcoap `-v 7` log, each with whether libcoap sent it (`true`) or received it:
+/// a PDU line (`v:1 t:…`) follows a line that says "sent N bytes" or "received N bytes".
+fn libcoap_pdus(log: &str) -> Vec<(bool, String)> {
+    let mut sent = None;
+    let mut pdus = Vec::new();
+    for line in log.lines() {
+        if line.contains(" sent ") && line.contains(" bytes") {
+            sent = Some(true);
+        } else if line.contains(" received ") && line.contains(" bytes") {
+            sent = Some(false);
+        } else if line.starts_with("v:1 ") {
+            if let Some(s) = sent.take() {
+                pdus.push((s, line.to_owned()));
+            }
+        }
+    }
+    pdus
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Role reversal over UDP: aiocoap is the client and serves /whoami on its socket
+// ---------------------------------------------------------------------------------------------
+
+/// An aiocoap context GETs `/ask-back` from `coapws serve --udp` (demo site); the coapws server
+/// GETs `/whoami` from the address that request came from and answers with what it got. Both
+/// ways of making the aiocoap context work: a client context (`create_client_context` with
+/// `serversite` set) and a server context bound to `127.0.0.1:0`.
+#[test]
+fn coapws_server_asks_back_an_aiocoap_client_over_udp() {
+    let tmp = TempDir::new("aio-ask-back");
+    let (_server, base) = coapws_serve_udp(tmp.path(), &[]);
+    for mode in ["client", "server"] {
+        let payload = format!("aiocoap-{mode}-context-here");
+        let mut cmd = python("udp_client_serving.py");
+        cmd.arg(mode).arg(format!("{base}/ask-back")).arg(&payload);
+        let o = run(cmd, COMMAND_TIMEOUT);
+        assert!(
+            o.status.success(),
+            "{mode} context: script failed\n{}",
+            describe(&o)
+        );
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            [
+                "code=2.05".to_owned(),
+                format!("payload={payload}"),
+                "whoami-asked=1".to_owned()
+            ],
+            "{mode} context: answer to /ask-back\n{}",
+            describe(&o)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. `coapws serve --bind HOST:PORT` serves UDP on PORT
+// ---------------------------------------------------------------------------------------------
+
+/// `coapws serve --bind 127.0.0.1:P` opens UDP and TCP on P (WebSocket on P+3000), as
+/// aiocoap does: libcoap's coap-client and aiocoap-client reach /hello over UDP on P.
+#[test]
+fn peers_reach_coapws_serve_bind_over_udp() {
+    let tmp = TempDir::new("bind");
+    let mut last = String::new();
+    let mut started = None;
+    for _ in 0..3 {
+        let p = free_port_set(&[(0, true), (3000, false)]);
+        match try_coapws_serve(tmp.path(), &["--bind", &format!("127.0.0.1:{p}")], 3) {
+            Ok((guard, l)) => {
+                started = Some((guard, l, p));
+                break;
+            }
+            Err(e) => last = e,
+        }
+    }
+    let Some((_server, l, p)) = started else {
+        panic!("coapws serve --bind failed three times\n{last}");
+    };
+    assert_eq!(
+        l.url("coap"),
+        format!("coap://127.0.0.1:{p}"),
+        "announced: {:?}",
+        l.0
+    );
+    let base = format!("coap://127.0.0.1:{p}");
+    let a = libcoap_client(tmp.path(), &[&format!("{base}/hello")]);
+    a.assert_payload(HELLO.as_bytes(), "libcoap GET /hello on the --bind port");
+    let o = aiocoap_client(&[&format!("{base}/hello")]);
+    assert_ok_payload(
+        &o,
+        HELLO.as_bytes(),
+        "aiocoap GET /hello on the --bind port",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Found by these peers: coapws gaps over UDP (these tests fail until they are fixed)
+// ---------------------------------------------------------------------------------------------
+
+/// A POST whose body comes in Block1 pieces and whose response is too large for one datagram
+/// (RFC 7959 §3.2, Figure 7): after the last Block1 block coapws answers 2.04 with Block2 0 of
+/// the echoed 5 KiB, and the client asks for the next blocks with POSTs carrying only Block2
+/// (no payload, no Block1). coapws must serve those blocks from the response it already made;
+/// today it runs the handler again with the empty request body, so `/echo` returns nothing
+/// and the slicer answers 4.02 "Block2 past the end". Both libcoap (`-b 1024`) and aiocoap
+/// (5 KiB `--payload`) trip over it.
+#[test]
+fn block1_post_with_a_block2_response_over_udp() {
+    let tmp = TempDir::new("post-b1-b2");
+    let (_server, base) = coapws_serve_udp(tmp.path(), &[]);
+    let body = printable(5 * 1024, 67);
+    let source = tmp.path().join("body.txt");
+    std::fs::write(&source, &body).unwrap();
+    let uri = format!("{base}/echo");
+
+    let lc = libcoap_client(
+        tmp.path(),
+        &[
+            "-b",
+            "1024",
+            "-v",
+            "7",
+            "-m",
+            "post",
+            "-f",
+            s(&source),
+            &uri,
+        ],
+    );
+    let aio = aiocoap_client(&[
+        "-m",
+        "POST",
+        "--payload",
+        &format!("@{}", source.display()),
+        &uri,
+    ]);
+    let lc_ok = lc.payload == body && !all_text(&lc.output).contains("4.02");
+    let aio_ok = aio.status.success() && aio.stdout == body;
+    assert!(
+        lc_ok && aio_ok,
+        "POST /echo of 5 KiB over coap:// (Block1 up, Block2 down): libcoap got {} bytes back \
+         ({}), aiocoap got {} bytes back ({})\n--- libcoap ---\n{}\n--- aiocoap ---\n{}",
+        lc.payload.len(),
+        if lc_ok { "ok" } else { "wrong" },
+        aio.stdout.len(),
+        if aio_ok { "ok" } else { "wrong" },
+        describe(&lc.output),
+        describe(&aio)
+    );
+}
+
+/// The coapws client cannot send a request body larger than one datagram over UDP: it has no
+/// Block1 (RFC 7959 §2.5), so `coapws put coap://… --payload @5KiB` fails before sending with
+/// "message of 5136 bytes exceeds the limit of 1152". aiocoap-fileserver and libcoap's server
+/// both accept Block1 uploads.
+#[test]
+fn coapws_client_put_of_5_kib_over_udp() {
+    let tmp = TempDir::new("cw-put-5k");
+    let root = tmp.subdir("root");
+    let (_server, p) = aiocoap_fileserver(tmp.path(), &root);
+    let body = printable(5 * 1024, 71);
+    let source = tmp.path().join("body.txt");
+    std::fs::write(&source, &body).unwrap();
+    let o = coapws_client(
+        "put",
+        &[
+            "--payload",
+            &format!("@{}", source.display()),
+            &format!("coap://127.0.0.1:{p}/up.txt"),
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "coapws PUT of 5 KiB to aiocoap-fileserver over coap://\n{}",
+        describe(&o)
+    );
+    let on_disk = std::fs::read(root.join("up.txt")).unwrap_or_default();
+    assert!(
+        on_disk == body,
+        "coapws PUT of 5 KiB over coap://: {} bytes on disk, expected {}",
+        on_disk.len(),
+        body.len()
+    );
+}
