@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 scripts/install-peers.sh libcoap3-bin
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -393,7 +393,7 @@ impl Endpoint {
 
     /// Sends `message` (a request; its token is chosen here) to `remote` over the connection
     /// the remote lives on. This is how a server reaches a WebSocket client that connected to
-    /// it: use the [`IncomingRequest::remote`] of one of its requests.
+    /// it: use the [`crate::IncomingRequest::remote`] of one of its requests.
     pub async fn request_to(&self, remote: &Remote, message: Message) -> Result<Response, Error> {
         self.request_on(remote, message, None, true).await
     }

@@ -1,5 +1,5 @@
 //! Transports under the connection driver: each turns a socket into a
-//! [`crate::connection::FrameIo`]: WebSocket in [`ws`] (with the HTTP side of the WebSocket
+//! frame transport for the connection driver: WebSocket in [`ws`] (with the HTTP side of the WebSocket
 //! server: path, subprotocol, version and origin checks), TCP and TLS streams in [`tcp`], and
 //! UDP sockets in [`udp`] (which drive the RFC 7252 message layer themselves).
 
