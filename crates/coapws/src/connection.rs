@@ -147,6 +147,8 @@ impl Drop for CancelOnDrop<'_> {
 pub(crate) struct DriverConfig {
     /// Incoming requests handled at once on one connection; more get 5.03.
     pub max_concurrent_requests: usize,
+    /// How long one write may take before the peer counts as gone (it stopped reading).
+    pub write_timeout: std::time::Duration,
 }
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
@@ -202,6 +204,7 @@ pub(crate) fn spawn<T: FrameIo>(
         ids: HashMap::new(),
         next_token: 1,
         inbound_running: 0,
+        broken: false,
         on_close,
     };
     tokio::spawn(driver.run());
@@ -220,6 +223,8 @@ struct Driver<T> {
     ids: HashMap<u64, Token>,
     next_token: u64,
     inbound_running: usize,
+    /// The transport failed under a write: nothing more is written.
+    broken: bool,
     on_close: Option<Box<dyn FnOnce(u64) + Send>>,
 }
 
@@ -229,6 +234,7 @@ impl<T: FrameIo> Driver<T> {
             // Outputs first: frames to write, events to act on, then the close decision.
             self.process_events();
             if !self.flush().await {
+                self.broken = true;
                 self.core.handle_transport_closed();
                 self.process_events();
             }
@@ -458,10 +464,14 @@ impl<T: FrameIo> Driver<T> {
         if frames.is_empty() {
             return true;
         }
-        match self.io.send(frames).await {
-            Ok(()) => true,
-            Err(e) => {
+        match tokio::time::timeout(self.config.write_timeout, self.io.send(frames)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
                 debug!(remote = %self.remote, error = %e, "write failed");
+                false
+            }
+            Err(_) => {
+                warn!(remote = %self.remote, "write timed out: the peer stopped reading");
                 false
             }
         }
@@ -470,8 +480,11 @@ impl<T: FrameIo> Driver<T> {
     async fn shut(&mut self, why: ConnectionError) {
         self.process_events();
         self.fail_all(&why);
-        self.flush().await;
-        self.io.close(&why).await;
+        // A transport that failed or stopped taking writes gets no last words.
+        if !self.broken && self.flush().await {
+            let grace = self.config.write_timeout;
+            let _ = tokio::time::timeout(grace, self.io.close(&why)).await;
+        }
         if let Some(f) = self.on_close.take() {
             f(self.handle.id);
         }

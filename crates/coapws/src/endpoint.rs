@@ -47,6 +47,8 @@ pub struct EndpointConfig {
     pub connect_timeout: Duration,
     /// Incoming requests handled at once per connection; beyond it, 5.03.
     pub max_concurrent_requests: usize,
+    /// How long one write to a connection may take before the peer counts as gone.
+    pub write_timeout: Duration,
     /// Origins allowed on the WebSocket server; `None` allows all.
     pub allowed_origins: Option<Vec<String>>,
     /// Largest body reassembled from blocks: responses (client) and requests (server).
@@ -66,6 +68,7 @@ impl Default for EndpointConfig {
             no_response_wait: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(10),
             max_concurrent_requests: 256,
+            write_timeout: Duration::from_secs(30),
             allowed_origins: None,
             max_body_size: 16 << 20,
             max_uploads: 256,
@@ -664,6 +667,7 @@ fn start_connection<T: connection::FrameIo>(
         inner.dispatch.clone(),
         DriverConfig {
             max_concurrent_requests: inner.config.max_concurrent_requests,
+            write_timeout: inner.config.write_timeout,
         },
         Some(on_close),
     );

@@ -758,3 +758,32 @@ async fn our_own_abort_fails_pending_requests() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_dropped() {
+    let config = EndpointConfig {
+        write_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let (server, addr) = server_with(config, Some(test_site())).await;
+    let mut ws = raw(addr).await;
+    // CSM with Max-Message-Size 1 MiB, so that responses come whole.
+    send_bytes(&mut ws, &[0x00, 0xe1, 0x23, 0x10, 0x00, 0x00]).await;
+    // Ask for 100 KiB responses, never read them: the socket buffers fill, writes stall.
+    for i in 0..250u8 {
+        send_coap(&mut ws, &get("/big", i)).await;
+    }
+    let mut dropped = false;
+    for _ in 0..100 {
+        if server.connection_count() == 0 {
+            dropped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dropped, "the stalled connection was dropped");
+    // everyone else is still served
+    let r = Endpoint::client().get(&uri(addr, "/hello")).await.unwrap();
+    assert_eq!(r.code(), Code::CONTENT);
+    drop(ws);
+}
