@@ -222,6 +222,15 @@ struct Inner {
     listeners: Mutex<Vec<JoinHandle<()>>>,
 }
 
+impl Drop for Inner {
+    /// An endpoint dropped without [`Endpoint::shutdown`] still stops listening.
+    fn drop(&mut self) {
+        for l in lock(&self.listeners).drain(..) {
+            l.abort();
+        }
+    }
+}
+
 /// Builds an [`Endpoint`].
 #[derive(Default)]
 pub struct EndpointBuilder {

@@ -265,3 +265,17 @@ async fn lossy_link_every_request_once() {
         assert!(ok >= n * 8 / 10, "seed {seed}: only {ok}/{n} completed");
     }
 }
+
+#[tokio::test]
+async fn dropping_an_endpoint_stops_its_listeners() {
+    let ep = Endpoint::builder().site(common::test_site()).build();
+    let udp = ep.listen_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let ws = ep.listen_ws("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    drop(ep);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // both ports are free again
+    UdpSocket::bind(udp).await.expect("UDP port released");
+    tokio::net::TcpListener::bind(ws)
+        .await
+        .expect("TCP port released");
+}
