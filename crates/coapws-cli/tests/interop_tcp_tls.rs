@@ -12,499 +12,10 @@
 //! bounded, ports are picked free on loopback, and each test has its own temporary directory
 //! (certificates are made in it with rcgen), so the tests run in parallel.
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
-use std::thread;
+mod common;
+
+use common::*;
 use std::time::{Duration, Instant};
-
-/// Bound on any single peer command (aiocoap-client, coap-client, `coapws get`).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
-/// Bound on a server becoming ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(15);
-/// What `coapws serve` without ROOT answers on `/hello`.
-const HELLO: &str = "Hello, CoAP over WebSockets!";
-
-// ---------------------------------------------------------------------------------------------
-// Helpers (the process and port discipline of interop_aiocoap.rs)
-// ---------------------------------------------------------------------------------------------
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A program of the aiocoap venv; panics (never skips) if it is not installed.
-fn aiocoap(name: &str) -> PathBuf {
-    let p = workspace_root().join("target/peers/venv/bin").join(name);
-    assert!(
-        p.exists(),
-        "aiocoap peer {} is missing: run scripts/install-peers.sh libcoap3-bin (it installs \
-         aiocoap 0.4.17 into target/peers/venv) before these tests",
-        p.display()
-    );
-    p
-}
-
-/// A libcoap 4.3.1 program from Debian's libcoap3-bin; panics (never skips) if it is missing.
-fn libcoap(name: &str) -> PathBuf {
-    let p = Path::new("/usr/bin").join(name);
-    assert!(
-        p.exists(),
-        "libcoap peer {} is missing: run scripts/install-peers.sh libcoap3-bin (it installs \
-         Debian's libcoap3-bin, libcoap 4.3.1) before these tests",
-        p.display()
-    );
-    p
-}
-
-fn coapws_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_coapws")
-}
-
-/// A temporary directory of its own, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!(
-            "coapws-interop-tt-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-    /// A fresh subdirectory (a file server's root).
-    fn subdir(&self, name: &str) -> PathBuf {
-        let d = self.0.join(name);
-        std::fs::create_dir_all(&d).expect("create subdir");
-        d
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process killed (and reaped) on drop.
-struct ChildGuard {
-    child: Child,
-    name: String,
-    log: Option<PathBuf>,
-}
-
-impl ChildGuard {
-    /// What the process wrote to its log so far (for failure messages).
-    fn log_text(&self) -> String {
-        self.log
-            .as_ref()
-            .and_then(|l| std::fs::read_to_string(l).ok())
-            .unwrap_or_default()
-    }
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if thread::panicking() {
-            eprintln!("--- log of {} ---\n{}", self.name, self.log_text());
-        }
-    }
-}
-
-/// Runs `cmd` to completion with piped output, killing it after `timeout` (and then failing).
-fn run(mut cmd: Command, timeout: Duration) -> Output {
-    let what = format!("{cmd:?}");
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let mut guard = ChildGuard {
-        child,
-        name: what.clone(),
-        log: None,
-    };
-    let mut out = guard.child.stdout.take().expect("stdout");
-    let mut err = guard.child.stderr.take().expect("stderr");
-    let out_reader = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err_reader = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = guard.exited() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = guard.child.kill();
-            let _ = guard.child.wait();
-            let stdout = out_reader.join().unwrap_or_default();
-            let stderr = err_reader.join().unwrap_or_default();
-            panic!(
-                "{what} did not finish within {timeout:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&stdout),
-                String::from_utf8_lossy(&stderr)
-            );
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: out_reader.join().unwrap_or_default(),
-        stderr: err_reader.join().unwrap_or_default(),
-    }
-}
-
-fn describe(o: &Output) -> String {
-    let show = |b: &[u8]| {
-        if b.len() > 3000 {
-            format!("<{} bytes>", b.len())
-        } else {
-            String::from_utf8_lossy(b).into_owned()
-        }
-    };
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        o.status,
-        show(&o.stdout),
-        show(&o.stderr)
-    )
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// stdout and stderr together (libcoap logs to stdout, its code lines go to stderr).
-fn all_text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn assert_ok_payload(o: &Output, expected: &[u8], what: &str) {
-    assert!(
-        o.status.success(),
-        "{what}: expected success\n{}",
-        describe(o)
-    );
-    assert!(
-        o.stdout == expected,
-        "{what}: payload differs (got {} bytes, expected {})\n{}",
-        o.stdout.len(),
-        expected.len(),
-        describe(o)
-    );
-}
-
-/// `n` bytes of printable ASCII, deterministic but not repetitive.
-fn printable(n: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            b'!' + (x % 94) as u8
-        })
-        .collect()
-}
-
-/// The listeners of a running `coapws serve`, as announced on its stdout.
-struct Listeners(Vec<String>);
-
-impl Listeners {
-    /// The announced URL of `scheme` with `127.0.0.1` replaced by `host` (TLS needs a name
-    /// in the certificate; ours has both `localhost` and `127.0.0.1`).
-    fn url(&self, scheme: &str, host: &str) -> String {
-        self.0
-            .iter()
-            .find(|l| l.starts_with(&format!("{scheme}://")))
-            .unwrap_or_else(|| panic!("no {scheme} listener among {:?}", self.0))
-            .replace("127.0.0.1", host)
-    }
-}
-
-/// `coapws serve ARGS`, ready once it announced `expect` listeners (all with real ports).
-fn coapws_serve(dir: &Path, args: &[&str], expect: usize) -> (ChildGuard, Listeners) {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let name = format!("coapws-serve-{}", N.fetch_add(1, Ordering::Relaxed));
-    let log = dir.join(format!("{name}.log"));
-    let log_file = std::fs::File::create(&log).expect("create log file");
-    let child = Command::new(coapws_bin())
-        .arg("serve")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log_file))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start coapws serve: {e}"));
-    let mut guard = ChildGuard {
-        child,
-        name,
-        log: Some(log),
-    };
-    let stdout = guard.child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    // Keeps draining stdout after the announcements so the child never blocks on a full pipe.
-    thread::spawn(move || {
-        let mut seen = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(l) = line.trim().strip_prefix("listening on ") {
-                seen.push(l.to_owned());
-                if seen.len() == expect {
-                    let _ = tx.send(std::mem::take(&mut seen));
-                }
-            }
-        }
-    });
-    match rx.recv_timeout(READY_TIMEOUT) {
-        Ok(l) => (guard, Listeners(l)),
-        Err(_) => {
-            let status = guard.exited();
-            panic!(
-                "coapws serve {args:?} did not announce {expect} listeners within \
-                 {READY_TIMEOUT:?} (exit: {status:?})\n{}",
-                guard.log_text()
-            )
-        }
-    }
-}
-
-/// `coapws METHOD ARGS...` with a 10 s response timeout.
-fn coapws_client(method: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new(coapws_bin());
-    cmd.arg(method).args(args).args(["--timeout", "10"]);
-    run(cmd, COMMAND_TIMEOUT)
-}
-
-/// aiocoap-client with `args` (the URI last).
-fn aiocoap_client(args: &[&str]) -> Output {
-    let mut cmd = Command::new(aiocoap("aiocoap-client"));
-    cmd.args(args);
-    run(cmd, COMMAND_TIMEOUT)
-}
-
-/// Whether TCP `port` (and UDP `port` too if `udp`) can be bound on 127.0.0.1 right now.
-fn port_free(port: u16, udp: bool) -> bool {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
-        && (!udp || UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok())
-}
-
-/// A port P such that, for every `(offset, udp)`, TCP P+offset (and UDP if `udp`) is free.
-fn free_port_set(offsets: &[(u16, bool)]) -> u16 {
-    let max = offsets.iter().map(|&(o, _)| o).max().unwrap_or(0);
-    for _ in 0..200 {
-        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-        let p = l.local_addr().expect("local addr").port();
-        drop(l);
-        if p > 65535 - max {
-            continue;
-        }
-        if offsets.iter().all(|&(o, udp)| port_free(p + o, udp)) {
-            return p;
-        }
-    }
-    panic!("found no free port set {offsets:?} on 127.0.0.1");
-}
-
-/// Starts a server on a port set picked by `free_port_set(offsets)`: `make(P)` builds the
-/// command; ready when TCP P+`ready_offset` accepts connections. Retries when the server exits
-/// at start (a port found free can be taken by someone else before the server binds it).
-fn start_port_server(
-    name: &str,
-    dir: &Path,
-    offsets: &[(u16, bool)],
-    ready_offset: u16,
-    make: impl Fn(u16) -> Command,
-) -> (ChildGuard, u16) {
-    let mut last_log = String::new();
-    for attempt in 0..3 {
-        let p = free_port_set(offsets);
-        let log = dir.join(format!("{name}-{attempt}.log"));
-        let log_file = std::fs::File::create(&log).expect("create log file");
-        let log_err = log_file.try_clone().expect("clone log file");
-        let mut cmd = make(p);
-        let what = format!("{cmd:?}");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log_file))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        let mut guard = ChildGuard {
-            child,
-            name: name.to_owned(),
-            log: Some(log),
-        };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, p + ready_offset));
-        while Instant::now() < deadline && guard.exited().is_none() {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return (guard, p);
-            }
-            thread::sleep(Duration::from_millis(30));
-        }
-        last_log = guard.log_text();
-        if guard.exited().is_none() {
-            panic!("{what} not listening on {addr} after {READY_TIMEOUT:?}\n{last_log}");
-        }
-    }
-    panic!("{name} exited at start three times\n{last_log}");
-}
-
-/// `aiocoap-fileserver --bind 127.0.0.1:P EXTRA... ROOT` with aiocoap's default server
-/// transports (0.4.17: tcpserver, tlsserver, ws, udp6 among them): `coap+tcp` on P, with TLS
-/// material also `coaps+tcp` on P+1, `coap+ws` on P+3000 and `coaps+ws` on P+3001.
-/// Returns the guard and P once the last of those listeners accepts connections.
-fn aiocoap_fileserver(dir: &Path, root: &Path, tls: bool, extra: &[&str]) -> (ChildGuard, u16) {
-    let bin = aiocoap("aiocoap-fileserver");
-    let (offsets, ready): (&[(u16, bool)], u16) = if tls {
-        (&[(0, true), (1, false), (3000, false), (3001, false)], 3001)
-    } else {
-        (&[(0, true), (3000, false)], 3000)
-    };
-    start_port_server("aiocoap-fileserver", dir, offsets, ready, |p| {
-        let mut cmd = Command::new(&bin);
-        cmd.arg("--bind")
-            .arg(format!("127.0.0.1:{p}"))
-            .args(extra)
-            .arg(root);
-        cmd
-    })
-}
-
-/// A libcoap example server (`coap-server-notls|-gnutls|-openssl`) on 127.0.0.1:P (UDP and
-/// TCP; the TLS builds also DTLS and TLS on P+1). Returns the guard and P.
-fn libcoap_server(dir: &Path, bin: &str, extra: &[&str]) -> (ChildGuard, u16) {
-    let bin = libcoap(bin);
-    let tls = !extra.is_empty();
-    let offsets: &[(u16, bool)] = if tls {
-        &[(0, true), (1, true)]
-    } else {
-        &[(0, true)]
-    };
-    start_port_server("coap-server", dir, offsets, u16::from(tls), |p| {
-        let mut cmd = Command::new(&bin);
-        cmd.args(["-A", "127.0.0.1", "-p", &p.to_string()])
-            .args(extra);
-        cmd
-    })
-}
-
-/// What libcoap's coap-client did: the payload it received (written with `-o FILE`, exact:
-/// on stdout it appends a newline) and its output (codes other than 2.xx go to stderr, and it
-/// exits 0 either way).
-struct LibcoapAnswer {
-    payload: Vec<u8>,
-    output: Output,
-}
-
-/// `BIN -B 5 -o FILE ARGS...` (the URI last).
-fn libcoap_client(bin: &str, dir: &Path, args: &[&str]) -> LibcoapAnswer {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let out = dir.join(format!(
-        "coap-client-{}.out",
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let mut cmd = Command::new(libcoap(bin));
-    cmd.args(["-B", "5", "-o"]).arg(&out).args(args);
-    let output = run(cmd, COMMAND_TIMEOUT);
-    let payload = std::fs::read(&out).unwrap_or_default();
-    LibcoapAnswer { payload, output }
-}
-
-impl LibcoapAnswer {
-    fn assert_payload(&self, expected: &[u8], what: &str) {
-        assert!(
-            self.payload == expected,
-            "{what}: libcoap received {} bytes, expected {}: {:?}\n{}",
-            self.payload.len(),
-            expected.len(),
-            String::from_utf8_lossy(&self.payload[..self.payload.len().min(200)]),
-            describe(&self.output)
-        );
-        assert!(
-            self.output.status.success(),
-            "{what}: coap-client failed\n{}",
-            describe(&self.output)
-        );
-    }
-}
-
-/// Writes a CA and a server certificate for localhost/127.0.0.1 as PEM files into `dir`
-/// (CA, certificate, PKCS#8 key).
-fn write_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "coapws interop test CA");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let mut leaf =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    leaf.distinguished_name
-        .push(DnType::CommonName, "localhost");
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
-    let (ca_p, crt_p, key_p) = (
-        dir.join("ca.pem"),
-        dir.join("server.crt"),
-        dir.join("server.key"),
-    );
-    std::fs::write(&ca_p, ca_cert.pem()).unwrap();
-    std::fs::write(&crt_p, leaf_cert.pem()).unwrap();
-    std::fs::write(&key_p, leaf_key.serialize_pem()).unwrap();
-    (ca_p, crt_p, key_p)
-}
-
-/// A second, unrelated CA (PEM) that signed nothing we serve.
-fn write_other_ca(dir: &Path) -> PathBuf {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "unrelated CA");
-    let key = KeyPair::generate().unwrap();
-    let cert = ca.self_signed(&key).unwrap();
-    let p = dir.join("other-ca.pem");
-    std::fs::write(&p, cert.pem()).unwrap();
-    p
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
 
 // ---------------------------------------------------------------------------------------------
 // 1. aiocoap over coap+tcp, both directions
@@ -518,7 +29,7 @@ fn s(p: &Path) -> &str {
 fn aiocoap_client_to_coapws_over_tcp() {
     let tmp = TempDir::new("aio-tcp");
     let (_server, l) = coapws_serve(tmp.path(), &["--tcp", "127.0.0.1:0"], 1);
-    let base = l.url("coap+tcp", "127.0.0.1");
+    let base = l.url("coap+tcp");
 
     let o = aiocoap_client(&[&format!("{base}/hello")]);
     assert_ok_payload(&o, HELLO.as_bytes(), "aiocoap GET coap+tcp /hello");
@@ -544,7 +55,7 @@ fn aiocoap_client_to_coapws_over_tcp() {
     let big = printable(100 * 1024, 21);
     std::fs::write(root.join("big.txt"), &big).unwrap();
     let (_files, l) = coapws_serve(tmp.path(), &[s(&root), "--tcp", "127.0.0.1:0"], 1);
-    let o = aiocoap_client(&[&format!("{}/big.txt", l.url("coap+tcp", "127.0.0.1"))]);
+    let o = aiocoap_client(&[&format!("{}/big.txt", l.url("coap+tcp"))]);
     assert_ok_payload(&o, &big, "aiocoap GET coap+tcp 100 KiB");
 }
 
@@ -577,17 +88,7 @@ fn coapws_client_to_aiocoap_fileserver_over_tcp() {
     );
 
     let o = coapws_client("get", &[&format!("{base}/.well-known/core")]);
-    assert!(
-        o.status.success(),
-        "GET /.well-known/core\n{}",
-        describe(&o)
-    );
-    let links = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        links.contains("</>") && links.contains("ct=40"),
-        "GET /.well-known/core: expected aiocoap's </>;ct=40\n{}",
-        describe(&o)
-    );
+    assert_ok_containing(&o, &["</>", "ct=40"], "GET /.well-known/core");
 
     let o = coapws_client("get", &[&format!("{base}/no-such-file")]);
     assert_eq!(o.status.code(), Some(1), "GET missing\n{}", describe(&o));
@@ -629,8 +130,8 @@ fn aiocoap_client_to_coapws_over_wss_and_tls() {
         ],
         2,
     );
-    let wss = l.url("coaps+ws", "localhost");
-    let tls = l.url("coaps+tcp", "localhost");
+    let wss = l.url_at("coaps+ws", "localhost");
+    let tls = l.url_at("coaps+tcp", "localhost");
     let creds = tmp.path().join("creds.json");
     std::fs::write(
         &creds,
@@ -738,13 +239,13 @@ fn coapws_client_to_aiocoap_fileserver_over_wss_and_tls() {
 fn libcoap_client_to_coapws_over_tcp() {
     let tmp = TempDir::new("lc-tcp");
     let (_server, l) = coapws_serve(tmp.path(), &["--tcp", "127.0.0.1:0"], 1);
-    let base = l.url("coap+tcp", "127.0.0.1");
+    let base = l.url("coap+tcp");
     let client = "coap-client-notls";
 
-    let a = libcoap_client(client, tmp.path(), &["-m", "get", &format!("{base}/hello")]);
+    let a = libcoap_client_bin(client, tmp.path(), &["-m", "get", &format!("{base}/hello")]);
     a.assert_payload(HELLO.as_bytes(), "libcoap GET coap+tcp /hello");
 
-    let a = libcoap_client(
+    let a = libcoap_client_bin(
         client,
         tmp.path(),
         &[
@@ -757,14 +258,14 @@ fn libcoap_client_to_coapws_over_tcp() {
     );
     a.assert_payload(b"libcoap-payload", "libcoap POST coap+tcp /echo");
 
-    let a = libcoap_client(client, tmp.path(), &[&format!("{base}/missing")]);
+    let a = libcoap_client_bin(client, tmp.path(), &[&format!("{base}/missing")]);
     assert!(
         a.payload.is_empty() && all_text(&a.output).contains("4.04"),
         "libcoap GET /missing: expected 4.04 on stderr\n{}",
         describe(&a.output)
     );
 
-    let a = libcoap_client(client, tmp.path(), &[&format!("{base}/.well-known/core")]);
+    let a = libcoap_client_bin(client, tmp.path(), &[&format!("{base}/.well-known/core")]);
     let links = String::from_utf8_lossy(&a.payload);
     assert!(
         links.contains("</hello>") && links.contains("</echo>"),
@@ -780,14 +281,14 @@ fn libcoap_client_to_coapws_over_tcp() {
         &[s(&root), "--write", "--tcp", "127.0.0.1:0"],
         1,
     );
-    let base = l.url("coap+tcp", "127.0.0.1");
-    let a = libcoap_client(client, tmp.path(), &[&format!("{base}/big.txt")]);
+    let base = l.url("coap+tcp");
+    let a = libcoap_client_bin(client, tmp.path(), &[&format!("{base}/big.txt")]);
     a.assert_payload(&big, "libcoap GET coap+tcp 80000 bytes");
 
     let source = tmp.path().join("up-source.txt");
     let up = printable(80_000, 19);
     std::fs::write(&source, &up).unwrap();
-    let a = libcoap_client(
+    let a = libcoap_client_bin(
         client,
         tmp.path(),
         &["-m", "put", "-f", s(&source), &format!("{base}/up.txt")],
@@ -816,27 +317,10 @@ fn coapws_client_to_libcoap_server_over_tcp() {
     let base = format!("coap+tcp://127.0.0.1:{p}");
 
     let o = coapws_client("get", &[&format!("{base}/")]);
-    assert!(o.status.success(), "GET /\n{}", describe(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stdout).starts_with("This is a test server made with libcoap"),
-        "GET /: libcoap's description\n{}",
-        describe(&o)
-    );
+    assert_ok_starting(&o, LIBCOAP_DESCRIPTION, "GET /: libcoap's description");
 
     let o = coapws_client("get", &[&format!("{base}/time")]);
-    assert!(o.status.success(), "GET /time\n{}", describe(&o));
-    let time = String::from_utf8_lossy(&o.stdout).into_owned();
-    let b = time.as_bytes();
-    assert!(
-        b.len() == 15
-            && b[..3].iter().all(u8::is_ascii_alphabetic)
-            && b[3] == b' '
-            && b[9] == b':'
-            && b[12] == b':'
-            && b[13..].iter().all(u8::is_ascii_digit),
-        "GET /time: expected \"Mon DD HH:MM:SS\", got {time:?}\n{}",
-        describe(&o)
-    );
+    assert_libcoap_time(&o);
 
     let started = Instant::now();
     let o = coapws_client("get", &[&format!("{base}/async?1")]);
@@ -848,18 +332,10 @@ fn coapws_client_to_libcoap_server_over_tcp() {
     );
 
     let o = coapws_client("get", &[&format!("{base}/.well-known/core")]);
-    assert!(
-        o.status.success(),
-        "GET /.well-known/core\n{}",
-        describe(&o)
-    );
-    let links = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        links.contains("</time>")
-            && links.contains("</async>")
-            && links.contains(r#"title="General Info""#),
-        "GET /.well-known/core from libcoap\n{}",
-        describe(&o)
+    assert_ok_containing(
+        &o,
+        &["</time>", "</async>", r#"title="General Info""#],
+        "GET /.well-known/core from libcoap",
     );
 
     let o = coapws_client("get", &[&format!("{base}/no-such-resource")]);
@@ -906,16 +382,16 @@ fn libcoap_tls_clients_to_coapws_over_tls() {
         ],
         1,
     );
-    let base = l.url("coaps+tcp", "localhost");
+    let base = l.url_at("coaps+tcp", "localhost");
     for client in ["coap-client-gnutls", "coap-client-openssl"] {
-        let a = libcoap_client(
+        let a = libcoap_client_bin(
             client,
             tmp.path(),
             &["-R", s(&ca), &format!("{base}/hello")],
         );
         a.assert_payload(HELLO.as_bytes(), &format!("{client} GET coaps+tcp /hello"));
 
-        let a = libcoap_client(
+        let a = libcoap_client_bin(
             client,
             tmp.path(),
             &[
@@ -930,7 +406,7 @@ fn libcoap_tls_clients_to_coapws_over_tls() {
         );
         a.assert_payload(b"over-tls", &format!("{client} POST coaps+tcp /echo"));
 
-        let a = libcoap_client(
+        let a = libcoap_client_bin(
             client,
             tmp.path(),
             &["-R", s(&other), &format!("{base}/hello")],
@@ -959,13 +435,7 @@ fn coapws_client_to_libcoap_tls_servers() {
         let (_server, p) = libcoap_server(tmp.path(), server, &["-c", s(&crt), "-j", s(&key)]);
         let uri = format!("coaps+tcp://localhost:{}/", p + 1);
         let o = coapws_client("get", &["--ca-cert", s(&ca), &uri]);
-        assert!(o.status.success(), "{server}: GET {uri}\n{}", describe(&o));
-        assert!(
-            String::from_utf8_lossy(&o.stdout)
-                .starts_with("This is a test server made with libcoap"),
-            "{server}: GET {uri}\n{}",
-            describe(&o)
-        );
+        assert_ok_starting(&o, LIBCOAP_DESCRIPTION, &format!("{server}: GET {uri}"));
     }
 }
 
@@ -992,7 +462,6 @@ fn libcoap_block1_upload_to_coapws_is_not_truncated() {
     std::fs::write(&source, &data).unwrap();
 
     let a = libcoap_client(
-        "coap-client-notls",
         tmp.path(),
         &[
             "-b",
@@ -1001,13 +470,12 @@ fn libcoap_block1_upload_to_coapws_is_not_truncated() {
             "post",
             "-f",
             s(&source),
-            &format!("{}/echo", d.url("coap+tcp", "127.0.0.1")),
+            &format!("{}/echo", d.url("coap+tcp")),
         ],
     );
     let echo_len = a.payload.len();
 
     let a = libcoap_client(
-        "coap-client-notls",
         tmp.path(),
         &[
             "-b",
@@ -1016,7 +484,7 @@ fn libcoap_block1_upload_to_coapws_is_not_truncated() {
             "put",
             "-f",
             s(&source),
-            &format!("{}/up.txt", l.url("coap+tcp", "127.0.0.1")),
+            &format!("{}/up.txt", l.url("coap+tcp")),
         ],
     );
     let on_disk = std::fs::read(root.join("up.txt")).unwrap_or_default();
@@ -1048,7 +516,7 @@ fn aiocoap_block1_put_to_coapws_over_tcp_is_not_truncated() {
         &[s(&root), "--write", "--tcp", "127.0.0.1:0"],
         1,
     );
-    let uri = format!("{}/big.txt", l.url("coap+tcp", "127.0.0.1"));
+    let uri = format!("{}/big.txt", l.url("coap+tcp"));
     let big = printable(100 * 1024, 21);
     let source = tmp.path().join("big-source.txt");
     std::fs::write(&source, &big).unwrap();
@@ -1085,13 +553,8 @@ fn libcoap_client_with_small_max_message_size_gets_a_large_file_from_coapws() {
     std::fs::write(root.join("big.txt"), &big).unwrap();
     let (_files, l) = coapws_serve(tmp.path(), &[s(&root), "--tcp", "127.0.0.1:0"], 1);
     let a = libcoap_client(
-        "coap-client-notls",
         tmp.path(),
-        &[
-            "-X",
-            "2000",
-            &format!("{}/big.txt", l.url("coap+tcp", "127.0.0.1")),
-        ],
+        &["-X", "2000", &format!("{}/big.txt", l.url("coap+tcp"))],
     );
     a.assert_payload(
         &big,
@@ -1107,13 +570,8 @@ fn coapws_refuses_oscore_it_does_not_process() {
     let tmp = TempDir::new("lc-oscore");
     let (_server, l) = coapws_serve(tmp.path(), &["--tcp", "127.0.0.1:0"], 1);
     let a = libcoap_client(
-        "coap-client-notls",
         tmp.path(),
-        &[
-            "-O",
-            "9,0x09",
-            &format!("{}/hello", l.url("coap+tcp", "127.0.0.1")),
-        ],
+        &["-O", "9,0x09", &format!("{}/hello", l.url("coap+tcp"))],
     );
     assert!(
         a.payload.is_empty() && all_text(&a.output).contains("4.02"),
@@ -1122,10 +580,6 @@ fn coapws_refuses_oscore_it_does_not_process() {
         describe(&a.output)
     );
     // The same request without the option is served.
-    let a = libcoap_client(
-        "coap-client-notls",
-        tmp.path(),
-        &[&format!("{}/hello", l.url("coap+tcp", "127.0.0.1"))],
-    );
+    let a = libcoap_client(tmp.path(), &[&format!("{}/hello", l.url("coap+tcp"))]);
     a.assert_payload(HELLO.as_bytes(), "GET /hello without OSCORE");
 }

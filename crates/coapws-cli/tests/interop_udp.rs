@@ -15,543 +15,16 @@
 //! Block2 for responses (coapws serving files, and reassembling what aiocoap and libcoap
 //! serve), Block1 for request bodies (coapws reassembling uploads).
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
+mod common;
+
+use common::*;
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Bound on any single peer command (aiocoap-client, coap-client, `coapws get`, a script).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
-/// Bound on a server becoming ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(15);
-/// What `coapws serve` without ROOT answers on `/hello`.
-const HELLO: &str = "Hello, CoAP over WebSockets!";
-
-// ---------------------------------------------------------------------------------------------
-// Helpers (the process and port discipline of interop_aiocoap.rs and interop_tcp_tls.rs)
-// ---------------------------------------------------------------------------------------------
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A program of the aiocoap venv; panics (never skips) if it is not installed.
-fn aiocoap(name: &str) -> PathBuf {
-    let p = workspace_root().join("target/peers/venv/bin").join(name);
-    assert!(
-        p.exists(),
-        "aiocoap peer {} is missing: run scripts/install-peers.sh libcoap3-bin (it installs \
-         aiocoap 0.4.17 into target/peers/venv) before these tests",
-        p.display()
-    );
-    p
-}
-
-/// A libcoap 4.3.1 program from Debian's libcoap3-bin; panics (never skips) if it is missing.
-fn libcoap(name: &str) -> PathBuf {
-    let p = Path::new("/usr/bin").join(name);
-    assert!(
-        p.exists(),
-        "libcoap peer {} is missing: run scripts/install-peers.sh libcoap3-bin (it installs \
-         Debian's libcoap3-bin, libcoap 4.3.1) before these tests",
-        p.display()
-    );
-    p
-}
-
-/// A Python script under tests/peers.
-fn script(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/peers")
-        .join(name);
-    assert!(p.exists(), "test script {} is missing", p.display());
-    p
-}
-
-fn coapws_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_coapws")
-}
-
-/// A temporary directory of its own, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!(
-            "coapws-interop-udp-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-    /// A fresh subdirectory (a file server's root).
-    fn subdir(&self, name: &str) -> PathBuf {
-        let d = self.0.join(name);
-        std::fs::create_dir_all(&d).expect("create subdir");
-        d
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process killed (and reaped) on drop.
-struct ChildGuard {
-    child: Child,
-    name: String,
-    log: Option<PathBuf>,
-}
-
-impl ChildGuard {
-    /// What the process wrote to its log so far (for failure messages).
-    fn log_text(&self) -> String {
-        self.log
-            .as_ref()
-            .and_then(|l| std::fs::read_to_string(l).ok())
-            .unwrap_or_default()
-    }
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if thread::panicking() {
-            let log = self.log_text();
-            let tail = &log[log.len().saturating_sub(20_000)..];
-            eprintln!("--- log of {} (tail) ---\n{tail}", self.name);
-        }
-    }
-}
-
-/// Runs `cmd` to completion with piped output, killing it after `timeout` (and then failing).
-fn run(mut cmd: Command, timeout: Duration) -> Output {
-    let what = format!("{cmd:?}");
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let mut guard = ChildGuard {
-        child,
-        name: what.clone(),
-        log: None,
-    };
-    let mut out = guard.child.stdout.take().expect("stdout");
-    let mut err = guard.child.stderr.take().expect("stderr");
-    let out_reader = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err_reader = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = guard.exited() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = guard.child.kill();
-            let _ = guard.child.wait();
-            let stdout = out_reader.join().unwrap_or_default();
-            let stderr = err_reader.join().unwrap_or_default();
-            panic!(
-                "{what} did not finish within {timeout:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&stdout),
-                String::from_utf8_lossy(&stderr)
-            );
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: out_reader.join().unwrap_or_default(),
-        stderr: err_reader.join().unwrap_or_default(),
-    }
-}
-
-fn describe(o: &Output) -> String {
-    let show = |b: &[u8]| {
-        if b.len() > 6000 {
-            format!(
-                "<{} bytes, last 6000:>\n{}",
-                b.len(),
-                String::from_utf8_lossy(&b[b.len() - 6000..])
-            )
-        } else {
-            String::from_utf8_lossy(b).into_owned()
-        }
-    };
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        o.status,
-        show(&o.stdout),
-        show(&o.stderr)
-    )
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// stdout and stderr together (libcoap logs to stdout, its code lines go to stderr).
-fn all_text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn assert_ok_payload(o: &Output, expected: &[u8], what: &str) {
-    assert!(
-        o.status.success(),
-        "{what}: expected success\n{}",
-        describe(o)
-    );
-    assert!(
-        o.stdout == expected,
-        "{what}: payload differs (got {} bytes, expected {})\n{}",
-        o.stdout.len(),
-        expected.len(),
-        describe(o)
-    );
-}
-
-/// A failed request: exit status 1 and `code` (e.g. "4.04") in the output.
-fn assert_fails_with(o: &Output, code: &str, what: &str) {
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{what}: expected exit status 1\n{}",
-        describe(o)
-    );
-    assert!(
-        all_text(o).contains(code),
-        "{what}: expected {code} in the output\n{}",
-        describe(o)
-    );
-}
-
-/// `n` bytes of printable ASCII, deterministic but not repetitive.
-fn printable(n: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            b'!' + (x % 94) as u8
-        })
-        .collect()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
-
-/// The listeners of a running `coapws serve`, as announced on its stdout.
-struct Listeners(Vec<String>);
-
-impl Listeners {
-    /// The announced URL of `scheme` (e.g. `coap://127.0.0.1:40711`).
-    fn url(&self, scheme: &str) -> String {
-        self.0
-            .iter()
-            .find(|l| l.starts_with(&format!("{scheme}://")))
-            .unwrap_or_else(|| panic!("no {scheme} listener among {:?}", self.0))
-            .clone()
-    }
-}
-
-/// `coapws serve ARGS`, ready once it announced `expect` listeners (all with real ports).
-/// `Err` with the log if it exited before (e.g. a port taken), so callers can retry.
-fn try_coapws_serve(
-    dir: &Path,
-    args: &[&str],
-    expect: usize,
-) -> Result<(ChildGuard, Listeners), String> {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let name = format!("coapws-serve-{}", N.fetch_add(1, Ordering::Relaxed));
-    let log = dir.join(format!("{name}.log"));
-    let log_file = std::fs::File::create(&log).expect("create log file");
-    let child = Command::new(coapws_bin())
-        .arg("serve")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log_file))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start coapws serve: {e}"));
-    let mut guard = ChildGuard {
-        child,
-        name,
-        log: Some(log),
-    };
-    let stdout = guard.child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    // Keeps draining stdout after the announcements so the child never blocks on a full pipe.
-    thread::spawn(move || {
-        let mut seen = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(l) = line.trim().strip_prefix("listening on ") {
-                seen.push(l.to_owned());
-                if seen.len() == expect {
-                    let _ = tx.send(std::mem::take(&mut seen));
-                }
-            }
-        }
-    });
-    match rx.recv_timeout(READY_TIMEOUT) {
-        Ok(l) => Ok((guard, Listeners(l))),
-        Err(_) => {
-            let status = guard.exited();
-            let log = guard.log_text();
-            if status.is_none() {
-                panic!(
-                    "coapws serve {args:?} did not announce {expect} listeners within \
-                     {READY_TIMEOUT:?}\n{log}"
-                );
-            }
-            Err(format!("coapws serve {args:?} exited ({status:?})\n{log}"))
-        }
-    }
-}
-
-/// `coapws serve ARGS` (ports chosen by the system: it must start).
-fn coapws_serve(dir: &Path, args: &[&str], expect: usize) -> (ChildGuard, Listeners) {
-    try_coapws_serve(dir, args, expect).unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// `coapws [-v] serve [ROOT --write] --udp 127.0.0.1:0`; returns the guard and `coap://...`.
 fn coapws_serve_udp(dir: &Path, args: &[&str]) -> (ChildGuard, String) {
-    let mut all = args.to_vec();
-    all.extend(["--udp", "127.0.0.1:0"]);
-    let (guard, l) = coapws_serve(dir, &all, 1);
-    let url = l.url("coap");
-    assert!(
-        url.starts_with("coap://127.0.0.1:"),
-        "announced UDP listener {url:?}"
-    );
-    (guard, url)
-}
-
-/// `coapws METHOD ARGS...` with a 10 s response timeout.
-fn coapws_client(method: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new(coapws_bin());
-    cmd.arg(method).args(args).args(["--timeout", "10"]);
-    run(cmd, COMMAND_TIMEOUT)
-}
-
-/// aiocoap-client with `args` (the URI last).
-fn aiocoap_client(args: &[&str]) -> Output {
-    let mut cmd = Command::new(aiocoap("aiocoap-client"));
-    cmd.args(args);
-    run(cmd, COMMAND_TIMEOUT)
-}
-
-/// Whether TCP `port` (and UDP `port` too if `udp`) can be bound on 127.0.0.1 right now.
-fn port_free(port: u16, udp: bool) -> bool {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
-        && (!udp || UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok())
-}
-
-/// A port P such that, for every `(offset, udp)`, TCP P+offset (and UDP if `udp`) is free.
-fn free_port_set(offsets: &[(u16, bool)]) -> u16 {
-    let max = offsets.iter().map(|&(o, _)| o).max().unwrap_or(0);
-    for _ in 0..200 {
-        let l = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind UDP 127.0.0.1:0");
-        let p = l.local_addr().expect("local addr").port();
-        drop(l);
-        if p > 65535 - max {
-            continue;
-        }
-        if offsets.iter().all(|&(o, udp)| port_free(p + o, udp)) {
-            return p;
-        }
-    }
-    panic!("found no free port set {offsets:?} on 127.0.0.1");
-}
-
-/// Whether a CoAP endpoint answers on UDP `addr`: sends a CoAP ping (an empty Confirmable
-/// message, RFC 7252 §4.3) and waits up to 200 ms for the Reset with the same Message ID.
-fn udp_pong(addr: SocketAddr) -> bool {
-    static MID: AtomicU32 = AtomicU32::new(0x4242);
-    let Ok(sock) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
-        return false;
-    };
-    let mid = (MID.fetch_add(1, Ordering::Relaxed) as u16).to_be_bytes();
-    let ping = [0x40, 0x00, mid[0], mid[1]];
-    if sock.send_to(&ping, addr).is_err() {
-        return false;
-    }
-    let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut buf = [0u8; 1500];
-    let deadline = Instant::now() + Duration::from_millis(200);
-    while Instant::now() < deadline {
-        match sock.recv_from(&mut buf) {
-            Ok((n, from)) if from == addr && n >= 4 => {
-                // Version 1, type RST (3), same Message ID.
-                if buf[0] & 0xf0 == 0x70 && buf[2..4] == mid {
-                    return true;
-                }
-            }
-            Ok(_) => {}
-            Err(_) => return false,
-        }
-    }
-    false
-}
-
-/// Starts a server on a port set picked by `free_port_set(offsets)`: `make(P)` builds the
-/// command; ready when UDP P answers a CoAP ping. Retries when the server exits at start (a
-/// port found free can be taken by someone else before the server binds it).
-fn start_udp_server(
-    name: &str,
-    dir: &Path,
-    offsets: &[(u16, bool)],
-    make: impl Fn(u16) -> Command,
-) -> (ChildGuard, u16) {
-    let mut last_log = String::new();
-    for attempt in 0..3 {
-        let p = free_port_set(offsets);
-        let log = dir.join(format!("{name}-{attempt}.log"));
-        let log_file = std::fs::File::create(&log).expect("create log file");
-        let log_err = log_file.try_clone().expect("clone log file");
-        let mut cmd = make(p);
-        let what = format!("{cmd:?}");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log_file))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        let mut guard = ChildGuard {
-            child,
-            name: name.to_owned(),
-            log: Some(log),
-        };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, p));
-        while Instant::now() < deadline && guard.exited().is_none() {
-            if udp_pong(addr) {
-                return (guard, p);
-            }
-            thread::sleep(Duration::from_millis(30));
-        }
-        last_log = guard.log_text();
-        if guard.exited().is_none() {
-            panic!(
-                "{what} does not answer a CoAP ping on UDP {addr} after {READY_TIMEOUT:?}\n{last_log}"
-            );
-        }
-    }
-    panic!("{name} exited at start three times\n{last_log}");
-}
-
-/// `aiocoap-fileserver --bind 127.0.0.1:P --write ROOT`: UDP (and TCP) on P, WebSocket on
-/// P+3000. Returns the guard and P once UDP P answers a ping.
-fn aiocoap_fileserver(dir: &Path, root: &Path) -> (ChildGuard, u16) {
-    let bin = aiocoap("aiocoap-fileserver");
-    start_udp_server(
-        "aiocoap-fileserver",
-        dir,
-        &[(0, true), (3000, false)],
-        |p| {
-            let mut cmd = Command::new(&bin);
-            cmd.arg("--bind")
-                .arg(format!("127.0.0.1:{p}"))
-                .arg("--write")
-                .arg(root);
-            cmd
-        },
-    )
-}
-
-/// `coap-server-notls -A 127.0.0.1 -p P -v 7` (UDP and TCP on P; `-v 7` logs every PDU it
-/// sends and receives). Returns the guard and P.
-fn libcoap_server(dir: &Path) -> (ChildGuard, u16) {
-    let bin = libcoap("coap-server-notls");
-    start_udp_server("coap-server", dir, &[(0, true)], |p| {
-        let mut cmd = Command::new(&bin);
-        cmd.args(["-A", "127.0.0.1", "-p", &p.to_string(), "-v", "7"]);
-        cmd
-    })
-}
-
-/// What libcoap's coap-client did: the payload it received (written with `-o FILE`, exact:
-/// on stdout it appends a newline) and its output (codes other than 2.xx go to stderr, and it
-/// exits 0 either way).
-struct LibcoapAnswer {
-    payload: Vec<u8>,
-    output: Output,
-}
-
-/// `coap-client-notls -B 5 -o FILE ARGS...` (the URI last).
-fn libcoap_client(dir: &Path, args: &[&str]) -> LibcoapAnswer {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let out = dir.join(format!(
-        "coap-client-{}.out",
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let mut cmd = Command::new(libcoap("coap-client-notls"));
-    cmd.args(["-B", "5", "-o"]).arg(&out).args(args);
-    let output = run(cmd, COMMAND_TIMEOUT);
-    let payload = std::fs::read(&out).unwrap_or_default();
-    LibcoapAnswer { payload, output }
-}
-
-impl LibcoapAnswer {
-    fn assert_payload(&self, expected: &[u8], what: &str) {
-        assert!(
-            self.payload == expected,
-            "{what}: libcoap received {} bytes, expected {}: {:?}\n{}",
-            self.payload.len(),
-            expected.len(),
-            String::from_utf8_lossy(&self.payload[..self.payload.len().min(200)]),
-            describe(&self.output)
-        );
-        assert!(
-            self.output.status.success(),
-            "{what}: coap-client failed\n{}",
-            describe(&self.output)
-        );
-    }
-    /// libcoap's `-v 7` PDU log (`v:1 t:CON c:GET i:… {token} [ options ] :: payload`).
-    fn pdus(&self) -> String {
-        all_text(&self.output)
-    }
-}
-
-fn python(script_name: &str) -> Command {
-    let mut cmd = Command::new(aiocoap("python"));
-    cmd.arg(script(script_name));
-    cmd
+    coapws_serve_one(dir, args, "--udp", "coap")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -582,16 +55,10 @@ fn aiocoap_client_to_coapws_demo_over_udp() {
     assert_fails_with(&o, "4.04", "aiocoap GET coap:// /missing");
 
     let o = aiocoap_client(&["-v", &format!("{base}/.well-known/core")]);
-    assert!(
-        o.status.success(),
-        "GET /.well-known/core\n{}",
-        describe(&o)
-    );
-    let links = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        links.contains("</hello>") && links.contains("</echo>") && links.contains("</ask-back>"),
-        "GET /.well-known/core: the demo's links\n{}",
-        describe(&o)
+    assert_ok_containing(
+        &o,
+        &["</hello>", "</echo>", "</ask-back>"],
+        "GET /.well-known/core",
     );
     let log = stderr(&o);
     assert!(
@@ -689,7 +156,7 @@ fn coapws_client_to_aiocoap_fileserver_over_udp() {
     std::fs::write(root.join("small.txt"), "small file from aiocoap over UDP\n").unwrap();
     let big = printable(20 * 1024 + 5, 47);
     std::fs::write(root.join("big.txt"), &big).unwrap();
-    let (_server, p) = aiocoap_fileserver(tmp.path(), &root);
+    let (_server, p) = aiocoap_fileserver(tmp.path(), &root, false, &["--write"]);
     let base = format!("coap://127.0.0.1:{p}");
 
     let o = coapws_client("get", &[&format!("{base}/small.txt")]);
@@ -704,17 +171,7 @@ fn coapws_client_to_aiocoap_fileserver_over_udp() {
     );
 
     let o = coapws_client("get", &[&format!("{base}/.well-known/core")]);
-    assert!(
-        o.status.success(),
-        "GET /.well-known/core\n{}",
-        describe(&o)
-    );
-    let links = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        links.contains("</>") && links.contains("ct=40"),
-        "GET /.well-known/core: expected aiocoap's link </>;ct=40\n{}",
-        describe(&o)
-    );
+    assert_ok_containing(&o, &["</>", "ct=40"], "GET /.well-known/core");
 
     let o = coapws_client("get", &[&format!("{base}/no-such-file.txt")]);
     assert_fails_with(&o, "4.04", "GET missing from aiocoap-fileserver");
@@ -869,45 +326,20 @@ fn libcoap_client_to_coapws_file_server_over_udp() {
 #[test]
 fn coapws_client_to_libcoap_server_over_udp() {
     let tmp = TempDir::new("cw-lc");
-    let (server, p) = libcoap_server(tmp.path());
+    let (server, p) = libcoap_server(tmp.path(), "coap-server-notls", &["-v", "7"]);
     let base = format!("coap://127.0.0.1:{p}");
 
     let o = coapws_client("get", &[&format!("{base}/")]);
-    assert!(o.status.success(), "GET /\n{}", describe(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stdout).starts_with("This is a test server made with libcoap"),
-        "GET /: libcoap's description\n{}",
-        describe(&o)
-    );
+    assert_ok_starting(&o, LIBCOAP_DESCRIPTION, "GET /: libcoap's description");
 
     let o = coapws_client("get", &[&format!("{base}/time")]);
-    assert!(o.status.success(), "GET /time\n{}", describe(&o));
-    let time = String::from_utf8_lossy(&o.stdout).into_owned();
-    let b = time.as_bytes();
-    assert!(
-        b.len() == 15
-            && b[..3].iter().all(u8::is_ascii_alphabetic)
-            && b[3] == b' '
-            && b[9] == b':'
-            && b[12] == b':'
-            && b[13..].iter().all(u8::is_ascii_digit),
-        "GET /time: expected \"Mon DD HH:MM:SS\", got {time:?}\n{}",
-        describe(&o)
-    );
+    assert_libcoap_time(&o);
 
     let o = coapws_client("get", &[&format!("{base}/.well-known/core")]);
-    assert!(
-        o.status.success(),
-        "GET /.well-known/core\n{}",
-        describe(&o)
-    );
-    let links = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        links.contains("</time>")
-            && links.contains("</async>")
-            && links.contains(r#"title="General Info""#),
-        "GET /.well-known/core from libcoap\n{}",
-        describe(&o)
+    assert_ok_containing(
+        &o,
+        &["</time>", "</async>", r#"title="General Info""#],
+        "GET /.well-known/core from libcoap",
     );
 
     let o = coapws_client("get", &[&format!("{base}/no-such-resource")]);
@@ -1011,25 +443,6 @@ fn coapws_client_to_libcoap_server_over_udp() {
     );
 }
 
-/// The PDUs in a libcoap `-v 7` log, each with whether libcoap sent it (`true`) or received it:
-/// a PDU line (`v:1 t:…`) follows a line that says "sent N bytes" or "received N bytes".
-fn libcoap_pdus(log: &str) -> Vec<(bool, String)> {
-    let mut sent = None;
-    let mut pdus = Vec::new();
-    for line in log.lines() {
-        if line.contains(" sent ") && line.contains(" bytes") {
-            sent = Some(true);
-        } else if line.contains(" received ") && line.contains(" bytes") {
-            sent = Some(false);
-        } else if line.starts_with("v:1 ") {
-            if let Some(s) = sent.take() {
-                pdus.push((s, line.to_owned()));
-            }
-        }
-    }
-    pdus
-}
-
 // ---------------------------------------------------------------------------------------------
 // 5. Role reversal over UDP: aiocoap is the client and serves /whoami on its socket
 // ---------------------------------------------------------------------------------------------
@@ -1075,21 +488,13 @@ fn coapws_server_asks_back_an_aiocoap_client_over_udp() {
 #[test]
 fn peers_reach_coapws_serve_bind_over_udp() {
     let tmp = TempDir::new("bind");
-    let mut last = String::new();
-    let mut started = None;
-    for _ in 0..3 {
-        let p = free_port_set(&[(0, true), (3000, false)]);
-        match try_coapws_serve(tmp.path(), &["--bind", &format!("127.0.0.1:{p}")], 3) {
-            Ok((guard, l)) => {
-                started = Some((guard, l, p));
-                break;
-            }
-            Err(e) => last = e,
-        }
-    }
-    let Some((_server, l, p)) = started else {
-        panic!("coapws serve --bind failed three times\n{last}");
-    };
+    let (_server, l, p) = coapws_serve_bind(
+        tmp.path(),
+        &[],
+        &[(0, true), (3000, false)],
+        3,
+        READY_TIMEOUT,
+    );
     assert_eq!(
         l.url("coap"),
         format!("coap://127.0.0.1:{p}"),
@@ -1171,7 +576,7 @@ fn block1_post_with_a_block2_response_over_udp() {
 fn coapws_client_put_of_5_kib_over_udp() {
     let tmp = TempDir::new("cw-put-5k");
     let root = tmp.subdir("root");
-    let (_server, p) = aiocoap_fileserver(tmp.path(), &root);
+    let (_server, p) = aiocoap_fileserver(tmp.path(), &root, false, &["--write"]);
     let body = printable(5 * 1024, 71);
     let source = tmp.path().join("body.txt");
     std::fs::write(&source, &body).unwrap();
