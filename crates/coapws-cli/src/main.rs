@@ -1,6 +1,7 @@
 //! The `coapws` command: a thin shell over the `coapws` library. Parses arguments, runs the
 //! chosen command, maps the result to an exit code. `anyhow` lives here only.
 
+mod bench;
 mod client;
 mod serve;
 
@@ -36,6 +37,8 @@ enum Command {
     Patch(client::ClientArgs),
     /// iPATCH a resource (RFC 8132).
     Ipatch(client::ClientArgs),
+    /// Load a resource with requests for a while and print requests/s and latencies.
+    Bench(bench::BenchArgs),
 }
 
 fn init_logging(verbose: u8, default: &str) {
@@ -79,6 +82,10 @@ fn main() -> ExitCode {
             Command::Fetch(a) => client::run(Code::FETCH, a, cli.verbose).await,
             Command::Patch(a) => client::run(Code::PATCH, a, cli.verbose).await,
             Command::Ipatch(a) => client::run(Code::IPATCH, a, cli.verbose).await,
+            Command::Bench(a) => {
+                init_logging(cli.verbose, "warn");
+                bench::run(a).await
+            }
         }
     });
     match result {

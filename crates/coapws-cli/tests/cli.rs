@@ -270,3 +270,31 @@ fn tls_listeners_and_client_trust() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("private key"), "{}", stderr(&o));
 }
+
+#[test]
+fn bench_reports_rates_and_counts_errors() {
+    let tmp = TempDir::new("bench");
+    let (_server, s) = serve(&tmp, &["--ws", "127.0.0.1:0", "--udp", "127.0.0.1:0"], 2);
+    for scheme in ["coap+ws", "coap"] {
+        let url = format!("{}/hello", s.url(scheme));
+        let o = coapws(&["bench", &url, "-c", "2", "-n", "2", "-d", "0.5"]);
+        assert!(o.status.success(), "{scheme}: {}", describe(&o));
+        let out = stdout(&o);
+        let requests: u64 = out
+            .split(": ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no request count in {out}"));
+        assert!(requests > 0, "{out}");
+        assert!(
+            out.contains("req/s, 0 errors") && out.contains("p99"),
+            "{out}"
+        );
+    }
+    // a resource that fails: errors are counted and the exit status says so
+    let url = format!("{}/missing", s.url("coap+ws"));
+    let o = coapws(&["bench", &url, "-d", "0.2"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert!(!stdout(&o).contains(" 0 errors"), "{}", stdout(&o));
+}

@@ -1,0 +1,122 @@
+//! `coapws bench URI`: a closed-loop load generator. C client endpoints (so C connections, or
+//! C UDP sockets) each keep N requests in flight for a fixed time; prints requests per second
+//! and latency percentiles. Bounded in time and count: it stops by itself.
+
+use anyhow::{Result, bail};
+use clap::Args;
+use coapws::proto::Code;
+use coapws::{Endpoint, EndpointConfig, Request};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Arguments of `bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// The resource to request, e.g. coap+ws://127.0.0.1:8683/hello
+    uri: String,
+    /// Client connections (each a separate endpoint).
+    #[arg(long, short = 'c', default_value_t = 1)]
+    connections: usize,
+    /// Requests in flight per connection.
+    #[arg(long, short = 'n', default_value_t = 1)]
+    concurrency: usize,
+    /// Seconds to measure (after one second of warm-up).
+    #[arg(long, short = 'd', default_value_t = 5.0)]
+    duration: f64,
+    /// POST this payload instead of GET.
+    #[arg(long)]
+    payload: Option<String>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+pub async fn run(args: BenchArgs) -> Result<ExitCode> {
+    if !(args.duration > 0.0 && args.duration <= 600.0) {
+        bail!("--duration must be between 0 and 600 seconds");
+    }
+    if args.connections == 0
+        || args.connections > 10_000
+        || args.concurrency == 0
+        || args.concurrency > 10_000
+    {
+        bail!("--connections and --concurrency must be between 1 and 10000");
+    }
+    let template = match &args.payload {
+        Some(p) => Request::new(Code::POST, &args.uri)?.payload(p.clone().into_bytes()),
+        None => Request::get(&args.uri)?,
+    };
+    let warmup = Duration::from_secs(1);
+    let measure = Duration::from_secs_f64(args.duration);
+    let mut endpoints = Vec::new();
+    for _ in 0..args.connections {
+        let ep = Endpoint::builder()
+            .config(EndpointConfig::default())
+            .build();
+        // Open the connection before the clock starts.
+        ep.send(template.clone()).await?;
+        endpoints.push(ep);
+    }
+    let start = Instant::now();
+    let (measure_from, until) = (start + warmup, start + warmup + measure);
+    let mut tasks = Vec::new();
+    for ep in &endpoints {
+        for _ in 0..args.concurrency {
+            let (ep, req) = (ep.clone(), template.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0u64;
+                while Instant::now() < until {
+                    let t = Instant::now();
+                    let ok = matches!(ep.send(req.clone()).await, Ok(r) if r.code().is_success());
+                    if t >= measure_from {
+                        if ok {
+                            latencies.push(t.elapsed());
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                }
+                (latencies, errors)
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        all.extend(l);
+        errors += e;
+    }
+    for ep in &endpoints {
+        ep.shutdown().await;
+    }
+    all.sort();
+    let secs = measure.as_secs_f64();
+    println!(
+        "{} connections x {} in flight, {:.1} s: {} requests, {:.0} req/s, {} errors",
+        args.connections,
+        args.concurrency,
+        secs,
+        all.len(),
+        all.len() as f64 / secs,
+        errors
+    );
+    println!(
+        "latency p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
+        percentile(&all, 0.5),
+        percentile(&all, 0.9),
+        percentile(&all, 0.99),
+        all.last().copied().unwrap_or_default()
+    );
+    Ok(if errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
