@@ -34,6 +34,9 @@ use bytes::{Bytes, BytesMut};
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+/// Pings with Custody waiting at once; more are answered immediately (bounds memory).
+pub const MAX_CUSTODY_WAITS: usize = 8;
+
 /// Which RFC 8323 framing the connection uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
@@ -444,7 +447,8 @@ impl Connection {
             }
             Signal::Ping { custody } => {
                 let pong = Signal::Pong { custody: false }.to_message(m.token.clone());
-                if custody && !self.inbound.is_empty() {
+                // Custody waits are bounded: past a few, a Ping is answered at once.
+                if custody && !self.inbound.is_empty() && self.custody.len() < MAX_CUSTODY_WAITS {
                     self.custody.push((m.token, self.inbound.clone()));
                 } else {
                     self.queue(&pong);

@@ -341,3 +341,27 @@ fn signals_decode_with_pong_token() {
     let m = Signal::Pong { custody: false }.to_message(Token::new(vec![1]));
     assert_eq!(m.code, Code::PONG);
 }
+
+#[test]
+fn custody_waits_are_bounded() {
+    use coapws_proto::connection::MAX_CUSTODY_WAITS;
+    let mut p = established(Framing::WebSocket);
+    p.a.send_request(&Message::request(Code::GET, "/slow").with_token(Token::new(vec![1])))
+        .unwrap();
+    p.drive();
+    events(&mut p.b);
+    for i in 0..20u8 {
+        p.a.ping(Token::new(vec![0x80, i]), true);
+    }
+    p.drive();
+    let pongs = events(&mut p.a).len();
+    assert_eq!(
+        pongs,
+        20 - MAX_CUSTODY_WAITS,
+        "the rest are answered at once"
+    );
+    p.b.send_response(&Message::response(Code::CONTENT, "x").with_token(Token::new(vec![1])))
+        .unwrap();
+    p.drive();
+    assert_eq!(events(&mut p.a).len(), 1 + MAX_CUSTODY_WAITS);
+}

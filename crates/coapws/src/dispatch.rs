@@ -23,6 +23,7 @@ pub(crate) struct BlockwiseConfig {
     max_body_size: usize,
     max_uploads: usize,
     upload_timeout: Duration,
+    upload_memory: usize,
 }
 
 impl From<&EndpointConfig> for BlockwiseConfig {
@@ -31,6 +32,7 @@ impl From<&EndpointConfig> for BlockwiseConfig {
             max_body_size: c.max_body_size,
             max_uploads: c.max_uploads,
             upload_timeout: c.upload_timeout,
+            upload_memory: c.upload_memory,
         }
     }
 }
@@ -133,6 +135,16 @@ impl SiteDispatch {
                     last: now,
                 },
             );
+        }
+        // All uploads together are bounded too, not only each one.
+        let buffered: usize = uploads.values().map(|u| u.collector.received()).sum();
+        if buffered + req.message.payload.len() > self.config.upload_memory {
+            uploads.remove(&key);
+            return Err(text(
+                Code::SERVICE_UNAVAILABLE,
+                "too much upload data in progress",
+            )
+            .with_uint_option(OptionNumber::MAX_AGE, 5));
         }
         let Some(upload) = uploads.get_mut(&key) else {
             return Err(text(

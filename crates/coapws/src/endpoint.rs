@@ -55,8 +55,12 @@ pub struct EndpointConfig {
     pub max_body_size: usize,
     /// Block1 uploads in progress at once (server); more get 5.03.
     pub max_uploads: usize,
-    /// How long an unfinished Block1 upload is kept.
+    /// How long an unfinished Block1 upload (or a response being fetched in Block2 pieces) is
+    /// kept.
     pub upload_timeout: Duration,
+    /// Bytes held at once by all unfinished uploads together, and again by all responses kept
+    /// for their later Block2 pieces; beyond it, 5.03.
+    pub upload_memory: usize,
 }
 
 impl Default for EndpointConfig {
@@ -73,6 +77,7 @@ impl Default for EndpointConfig {
             max_body_size: 16 << 20,
             max_uploads: 256,
             upload_timeout: Duration::from_secs(60),
+            upload_memory: 64 << 20,
         }
     }
 }

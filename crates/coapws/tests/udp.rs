@@ -279,3 +279,35 @@ async fn dropping_an_endpoint_stops_its_listeners() {
         .await
         .expect("TCP port released");
 }
+
+#[tokio::test]
+async fn upload_memory_is_bounded() {
+    let mut config = fast();
+    config.upload_memory = 3000;
+    let (_s, addr) = udp_server(common::test_site(), config).await;
+    let client = Endpoint::builder().config(fast()).build();
+    let r = client
+        .send(
+            Request::new(Code::POST, &format!("coap://{addr}/echo"))
+                .unwrap()
+                .payload(vec![7u8; 5000]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.code(),
+        Code::SERVICE_UNAVAILABLE,
+        "{}",
+        r.message.payload_text()
+    );
+    // within the budget it works
+    let r = client
+        .send(
+            Request::new(Code::POST, &format!("coap://{addr}/echo"))
+                .unwrap()
+                .payload(vec![7u8; 2500]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.payload().len(), 2500);
+}
