@@ -365,3 +365,60 @@ fn custody_waits_are_bounded() {
     p.drive();
     assert_eq!(events(&mut p.a).len(), 1 + MAX_CUSTODY_WAITS);
 }
+
+mod garbage {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Arbitrary frames and stream bytes, after a valid CSM or not, never panic; whatever
+        /// happens, at most one Closed comes out and a closed connection sends nothing more.
+        #[test]
+        fn arbitrary_input_never_panics(
+            csm_first in any::<bool>(),
+            frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..20),
+            tcp in any::<bool>(),
+        ) {
+            let now = Instant::now();
+            let framing = if tcp { Framing::Tcp } else { Framing::WebSocket };
+            let mut c = Connection::new(framing, ConnectionConfig::default(), now);
+            while c.poll_transmit().is_some() {}
+            let feed = |c: &mut Connection, b: &[u8]| match framing {
+                Framing::Tcp => c.handle_bytes(b, now),
+                Framing::WebSocket => c.handle_frame(Bytes::copy_from_slice(b), now),
+            };
+            if csm_first {
+                // an empty CSM reads the same in both framings
+                feed(&mut c, &[0x00, 0xe1]);
+            }
+            let mut closed = 0;
+            for f in &frames {
+                feed(&mut c, f);
+                // answer every request so that nothing stays outstanding
+                while let Some(ev) = c.poll_event() {
+                    match ev {
+                        Event::Request(m) => {
+                            let _ = c.send_response(&Message::response(Code::CONTENT, "").with_token(m.token));
+                        }
+                        Event::Closed(_) => closed += 1,
+                        _ => {}
+                    }
+                }
+                let was_closed = c.state() == State::Closed;
+                while c.poll_transmit().is_some() {}
+                if was_closed {
+                    feed(&mut c, &[0x00, 0xe2]);
+                    prop_assert!(c.poll_transmit().is_none());
+                }
+            }
+            prop_assert!(closed <= 1);
+            c.handle_timeout(now + Duration::from_secs(3600));
+            while let Some(ev) = c.poll_event() {
+                if matches!(ev, Event::Closed(_)) { closed += 1; }
+            }
+            prop_assert!(closed <= 1);
+        }
+    }
+}
