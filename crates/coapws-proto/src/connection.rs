@@ -466,7 +466,9 @@ impl Connection {
                 if self.state != State::Releasing {
                     self.state = State::PeerReleasing;
                 }
-                self.deadline = Some(now + self.config.release_timeout);
+                // A deadline already running stays: repeated Releases cannot postpone it.
+                self.deadline
+                    .get_or_insert(now + self.config.release_timeout);
                 self.fail_held(SendError::Closing);
                 self.check_release_done();
             }
@@ -557,7 +559,8 @@ impl Connection {
         };
         self.queue(&release.to_message(Token::EMPTY));
         self.state = State::Releasing;
-        self.deadline = Some(now + self.config.release_timeout);
+        self.deadline
+            .get_or_insert(now + self.config.release_timeout);
         self.fail_held(SendError::Closing);
     }
 

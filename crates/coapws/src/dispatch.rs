@@ -190,19 +190,33 @@ impl SiteDispatch {
         responses.get(key).map(|(m, _)| m.clone())
     }
 
+    /// Keeps (or, with `None`, forgets) the whole response of an exchange whose later Block2
+    /// pieces will be asked for. Bounded by `max_uploads` entries and `upload_memory` bytes:
+    /// the oldest entries make room; their later blocks then get 4.08 (or are recomputed for
+    /// GET and FETCH).
     fn remember(&self, key: UploadKey, response: Option<Message>) {
         let mut responses = self.responses.lock().unwrap_or_else(|p| p.into_inner());
-        match response {
-            Some(m)
-                if responses.len() < self.config.max_uploads || responses.contains_key(&key) =>
-            {
-                responses.insert(key, (m, Instant::now()));
-            }
-            Some(_) => debug!("response cache full: later blocks will be computed again"),
-            None => {
-                responses.remove(&key);
+        responses.remove(&key);
+        let Some(m) = response else { return };
+        if m.payload.len() > self.config.upload_memory {
+            debug!("response too large to keep for its later blocks");
+            return;
+        }
+        let mut held: usize = responses.values().map(|(r, _)| r.payload.len()).sum();
+        while !responses.is_empty()
+            && (responses.len() >= self.config.max_uploads
+                || held + m.payload.len() > self.config.upload_memory)
+        {
+            let oldest = responses
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone());
+            if let Some((r, _)) = oldest.and_then(|k| responses.remove(&k)) {
+                held -= r.payload.len();
+                debug!("response cache full: dropped the oldest kept response");
             }
         }
+        responses.insert(key, (m, Instant::now()));
     }
 
     async fn handle(&self, mut req: IncomingRequest) -> Message {

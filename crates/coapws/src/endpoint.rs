@@ -45,8 +45,11 @@ pub struct EndpointConfig {
     pub no_response_wait: Duration,
     /// Time allowed for TCP connect plus handshake.
     pub connect_timeout: Duration,
-    /// Incoming requests handled at once per connection; beyond it, 5.03.
+    /// Incoming requests handled at once per connection (per peer address over UDP); beyond
+    /// it, 5.03.
     pub max_concurrent_requests: usize,
+    /// Incoming requests handled at once on one UDP socket, all peers together.
+    pub udp_max_concurrent_requests: usize,
     /// How long one write to a connection may take before the peer counts as gone.
     pub write_timeout: Duration,
     /// Origins allowed on the WebSocket server; `None` allows all.
@@ -72,6 +75,7 @@ impl Default for EndpointConfig {
             no_response_wait: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(10),
             max_concurrent_requests: 256,
+            udp_max_concurrent_requests: 4096,
             write_timeout: Duration::from_secs(30),
             allowed_origins: None,
             max_body_size: 16 << 20,
@@ -534,7 +538,10 @@ impl Endpoint {
             socket,
             c.udp.clone(),
             self.inner.dispatch.clone(),
-            c.max_concurrent_requests,
+            crate::transport::udp::RequestLimits {
+                per_peer: c.max_concurrent_requests,
+                total: c.udp_max_concurrent_requests,
+            },
         )
         .map_err(|e| listen_error(addr, e))?;
         lock(&self.inner.listeners).push(task);

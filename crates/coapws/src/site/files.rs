@@ -211,6 +211,12 @@ impl FileServer {
     }
 
     async fn delete(&self, path: &Path) -> Message {
+        // The directory the entry is in must be inside the root once symlinks are followed;
+        // a symlink as the last part is removed itself, not what it points to.
+        if !path.parent().is_some_and(|p| self.inside_root(p)) {
+            debug!(path = %path.display(), "DELETE outside the root refused");
+            return text(Code::NOT_FOUND, "no such file");
+        }
         match tokio::fs::symlink_metadata(path).await {
             Err(_) => text(Code::NOT_FOUND, "no such file"),
             Ok(m) if m.is_dir() => text(Code::METHOD_NOT_ALLOWED, "cannot DELETE a directory"),

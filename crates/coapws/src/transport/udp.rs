@@ -120,7 +120,7 @@ pub(crate) fn spawn(
     socket: UdpSocket,
     config: UdpConfig,
     dispatch: Option<Arc<dyn Dispatch>>,
-    max_concurrent_requests: usize,
+    limits: RequestLimits,
 ) -> std::io::Result<(SocketHandle, tokio::task::JoinHandle<()>)> {
     let local = socket.local_addr()?;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -142,8 +142,9 @@ pub(crate) fn spawn(
         dispatch,
         pending: HashMap::new(),
         ids: HashMap::new(),
-        running: 0,
-        max_concurrent_requests,
+        running: HashMap::new(),
+        running_total: 0,
+        limits,
         buf: vec![0u8; max_datagram + 1],
     };
     info!(%local, "coap (UDP) socket up");
@@ -163,9 +164,20 @@ struct SocketDriver {
     dispatch: Option<Arc<dyn Dispatch>>,
     pending: HashMap<(SocketAddr, Token), Pending>,
     ids: HashMap<u64, (SocketAddr, Token)>,
-    running: usize,
-    max_concurrent_requests: usize,
+    /// Requests being handled, per peer and in all.
+    running: HashMap<SocketAddr, usize>,
+    running_total: usize,
+    limits: RequestLimits,
     buf: Vec<u8>,
+}
+
+/// How many incoming requests a UDP socket handles at once.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RequestLimits {
+    /// Per peer address, like the per-connection limit of reliable transports.
+    pub per_peer: usize,
+    /// All peers of the socket together.
+    pub total: usize,
 }
 
 impl SocketDriver {
@@ -241,7 +253,13 @@ impl SocketDriver {
                 }
             }
             UdpCommand::Respond { to, key, message } => {
-                self.running = self.running.saturating_sub(1);
+                self.running_total = self.running_total.saturating_sub(1);
+                if let Some(n) = self.running.get_mut(&to) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.running.remove(&to);
+                    }
+                }
                 self.respond(to, &key, message, now);
             }
         }
@@ -303,12 +321,15 @@ impl SocketDriver {
             let r = Message::response(Code::NOT_IMPLEMENTED, "no resources served here");
             return self.respond(from, &key, Some(r), now);
         };
-        if self.running >= self.max_concurrent_requests {
+        let of_peer = self.running.get(&from).copied().unwrap_or(0);
+        if of_peer >= self.limits.per_peer || self.running_total >= self.limits.total {
+            debug!(%from, of_peer, total = self.running_total, "request limit reached: 5.03");
             let r = Message::response(Code::SERVICE_UNAVAILABLE, "too many concurrent requests")
                 .with_uint_option(coapws_proto::OptionNumber::MAX_AGE, 1);
             return self.respond(from, &key, Some(r), now);
         }
-        self.running += 1;
+        *self.running.entry(from).or_default() += 1;
+        self.running_total += 1;
         let local = self.handle.local;
         let request = IncomingRequest {
             message,
