@@ -1,4 +1,4 @@
-//! Audit findings in the sans-IO core, each a failing test naming the defect it shows.
+//! Regression tests for defects an audit found in the sans-IO core, one per defect.
 
 use bytes::Bytes;
 use coapws_proto::codec::ws;

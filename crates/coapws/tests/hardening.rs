@@ -1,4 +1,4 @@
-//! Audit findings in the runtime, each a failing test naming the defect it shows. Loopback only,
+//! Regression tests for defects an audit found in the runtime, one per defect. Loopback only,
 //! every wait bounded.
 
 mod common;
