@@ -387,7 +387,12 @@ impl Connection {
 
     fn handle_message(&mut self, m: Message, now: Instant) {
         let kind = m.code.kind();
-        if self.state == State::AwaitingCsm && kind != CodeKind::Empty && m.code != Code::CSM {
+        // An Abort may come instead of a CSM: it is the peer's ending, not a missing CSM.
+        if self.state == State::AwaitingCsm
+            && kind != CodeKind::Empty
+            && m.code != Code::CSM
+            && m.code != Code::ABORT
+        {
             return self.abort(AbortReason::MissingCsm);
         }
         match kind {

@@ -81,3 +81,18 @@ fn repeated_peer_release_cannot_postpone_the_release_deadline() {
         c.state()
     );
 }
+
+#[test]
+fn abort_instead_of_csm_is_the_peers_ending() {
+    use coapws_proto::connection::{ConnectionError, Event};
+    let now = std::time::Instant::now();
+    let mut c = Connection::new(Framing::WebSocket, ConnectionConfig::default(), now);
+    while c.poll_transmit().is_some() {}
+    c.handle_frame(Bytes::from_static(&[0x00, 0xe5, 0xff, b'n', b'o']), now);
+    assert_eq!(c.poll_transmit(), None, "no Abort answered to an Abort");
+    assert_eq!(
+        c.poll_event(),
+        Some(Event::Closed(ConnectionError::PeerAborted("no".into())))
+    );
+    let _ = ws::encode;
+}

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -76,6 +76,8 @@ pub struct ConnectionHandle {
     tx: mpsc::UnboundedSender<Command>,
     ids: Arc<AtomicU64>,
     id: u64,
+    /// Cleared once either side sent Release: no new requests should start here.
+    accepting: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for ConnectionHandle {
@@ -88,6 +90,10 @@ impl ConnectionHandle {
     /// True while the connection's task runs and takes commands.
     pub fn is_alive(&self) -> bool {
         !self.tx.is_closed()
+    }
+    /// True while new requests may start on the connection (up, and not being released).
+    pub fn accepts_requests(&self) -> bool {
+        self.is_alive() && self.accepting.load(Ordering::Relaxed)
     }
     /// Process-unique number of the connection.
     pub fn id(&self) -> u64 {
@@ -189,6 +195,7 @@ pub(crate) fn spawn<T: FrameIo>(
         tx,
         ids: Arc::new(AtomicU64::new(1)),
         id: CONNECTION_IDS.fetch_add(1, Ordering::Relaxed),
+        accepting: Arc::new(AtomicBool::new(true)),
     };
     let remote = make_remote(handle.clone());
     info!(remote = %remote, conn = handle.id, "connection up");
@@ -324,7 +331,10 @@ impl<T: FrameIo> Driver<T> {
                 debug!(target: "coapws::wire", remote = %self.remote, %token, "response suppressed (No-Response)");
                 self.core.drop_response(&token);
             }
-            Command::Release => self.core.release(Instant::now()),
+            Command::Release => {
+                self.handle.accepting.store(false, Ordering::Relaxed);
+                self.core.release(Instant::now());
+            }
         }
     }
 
@@ -385,6 +395,7 @@ impl<T: FrameIo> Driver<T> {
                 }
                 Event::Pong(token) => debug!(remote = %self.remote, %token, "pong"),
                 Event::PeerReleasing { hold_off, .. } => {
+                    self.handle.accepting.store(false, Ordering::Relaxed);
                     info!(remote = %self.remote, ?hold_off, "peer sent Release")
                 }
                 Event::Closed(why) => {

@@ -87,7 +87,11 @@ pub(crate) struct SiteDispatch {
 }
 
 /// RFC 7967 §2: is a response of `code` suppressed by No-Response `bits`?
+/// A 2.31 Continue is part of a Block1 upload, not the response: never suppressed.
 fn suppressed(bits: u8, code: Code) -> bool {
+    if code == Code::CONTINUE {
+        return false;
+    }
     match code.class() {
         2 => bits & 2 != 0,
         4 => bits & 8 != 0,

@@ -76,7 +76,8 @@ impl Pool {
         let seen = slot.finished.load(Ordering::SeqCst);
         let mut state = slot.state.lock().await;
         match &*state {
-            SlotState::Ready(r) if r.is_connected() => return Ok(r.clone()),
+            // A connection being released takes no new requests: open a new one.
+            SlotState::Ready(r) if r.accepts_requests() => return Ok(r.clone()),
             SlotState::Failed { attempt, error } if *attempt > seen => return Err(error.clone()),
             _ => {}
         }

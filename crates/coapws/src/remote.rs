@@ -117,6 +117,14 @@ impl Remote {
             Link::Datagram(..) => None,
         }
     }
+    /// True while new requests can start towards this remote: the connection is up and
+    /// neither side has sent Release (for UDP: the socket is up).
+    pub fn accepts_requests(&self) -> bool {
+        match &self.link {
+            Link::Stream(c) => c.accepts_requests(),
+            Link::Datagram(s, _) => s.is_alive(),
+        }
+    }
     /// True while the connection (or the UDP socket) is up.
     pub fn is_connected(&self) -> bool {
         match &self.link {

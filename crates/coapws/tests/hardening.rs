@@ -195,3 +195,90 @@ async fn one_udp_peer_cannot_starve_the_others() {
         r.code()
     );
 }
+
+#[tokio::test]
+async fn a_released_connection_takes_no_new_requests_from_the_pool() {
+    use coapws::{IncomingRequest, Resource, Site};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let site = common::test_site().resource(
+        "/register",
+        Resource::new().post(move |req: IncomingRequest| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(req.remote.clone());
+                Message::new(Code::CHANGED)
+            }
+        }),
+    );
+    let server = Endpoint::builder().site(site).build();
+    let addr = server
+        .listen_ws("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = Endpoint::client();
+    let u = |p: &str| format!("coap+ws://{addr}{p}");
+    client
+        .send(coapws::Request::new(Code::POST, &u("/register")).unwrap())
+        .await
+        .unwrap();
+    let remote = rx.recv().await.unwrap();
+    // keep the first connection busy, then release it from the server side
+    let slow = tokio::spawn({
+        let client = client.clone();
+        let u = u("/slow");
+        async move { client.get(&u).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    remote.connection().expect("a stream remote").release();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // a new request opens a new connection instead of failing on the released one
+    let r = client.get(&u("/hello")).await.unwrap();
+    assert_eq!(r.code(), Code::CONTENT);
+    assert_eq!(slow.await.unwrap().unwrap().message.payload_text(), "slow");
+}
+
+#[tokio::test]
+async fn no_response_does_not_stall_a_block1_upload() {
+    use coapws::proto::udp::UdpConfig;
+    use coapws::{IncomingRequest, Resource, Site};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let site = Site::new().resource(
+        "/sink",
+        Resource::new().post(move |req: IncomingRequest| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(req.message.payload.len());
+                Message::new(Code::CHANGED)
+            }
+        }),
+    );
+    let config = EndpointConfig {
+        udp: UdpConfig {
+            ack_timeout: Duration::from_millis(100),
+            ..UdpConfig::default()
+        },
+        ..EndpointConfig::default()
+    };
+    let server = Endpoint::builder()
+        .config(config.clone())
+        .site(site)
+        .build();
+    let addr = server
+        .listen_udp("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = Endpoint::builder().config(config).build();
+    let r = client
+        .send(
+            coapws::Request::new(Code::POST, &format!("coap://{addr}/sink"))
+                .unwrap()
+                .payload(vec![1u8; 5000])
+                .no_response(2),
+        )
+        .await;
+    assert!(matches!(r, Err(coapws::Error::NoResponse)), "{r:?}");
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(got, Some(5000), "the whole body arrived");
+}

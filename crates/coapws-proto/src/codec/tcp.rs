@@ -135,7 +135,8 @@ pub fn decode_from(
             decode(&frame, limits).map(Some)
         }
         Some(size) => {
-            buf.reserve(size - buf.len());
+            // Grow with the data that arrives, not with what a header announces.
+            buf.reserve((size - buf.len()).min(16 * 1024));
             Ok(None)
         }
         None => Ok(None),
