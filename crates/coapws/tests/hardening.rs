@@ -198,7 +198,7 @@ async fn one_udp_peer_cannot_starve_the_others() {
 
 #[tokio::test]
 async fn a_released_connection_takes_no_new_requests_from_the_pool() {
-    use coapws::{IncomingRequest, Resource, Site};
+    use coapws::{IncomingRequest, Resource};
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let site = common::test_site().resource(
         "/register",
