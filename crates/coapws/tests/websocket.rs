@@ -351,22 +351,8 @@ async fn peer_killed_mid_request_fails_the_request() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        let (s, _) = listener.accept().await.unwrap();
-        #[allow(clippy::result_large_err)] // the callback type is tungstenite's
-        let cb =
-            |_req: &tokio_tungstenite::tungstenite::handshake::server::Request,
-             mut resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
-                resp.headers_mut()
-                    .insert("Sec-WebSocket-Protocol", "coap".parse().unwrap());
-                Ok(resp)
-            };
-        let mut ws = tokio_tungstenite::accept_hdr_async(s, cb).await.unwrap();
-        use futures_util::{SinkExt, StreamExt};
-        ws.send(tokio_tungstenite::tungstenite::Message::Binary(
-            vec![0x00, 0xe1].into(),
-        ))
-        .await
-        .unwrap();
+        let mut ws = raw_server(&listener).await;
+        use futures_util::StreamExt;
         // client CSM, then the request
         let _ = ws.next().await;
         let _ = ws.next().await;
@@ -721,21 +707,7 @@ async fn our_own_abort_fails_pending_requests() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         use futures_util::{SinkExt, StreamExt};
-        let (s, _) = listener.accept().await.unwrap();
-        #[allow(clippy::result_large_err)] // the callback type is tungstenite's
-        let cb =
-            |_req: &tokio_tungstenite::tungstenite::handshake::server::Request,
-             mut resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
-                resp.headers_mut()
-                    .insert("Sec-WebSocket-Protocol", "coap".parse().unwrap());
-                Ok(resp)
-            };
-        let mut ws = tokio_tungstenite::accept_hdr_async(s, cb).await.unwrap();
-        ws.send(tokio_tungstenite::tungstenite::Message::Binary(
-            vec![0x00, 0xe1].into(),
-        ))
-        .await
-        .unwrap();
+        let mut ws = raw_server(&listener).await;
         let _ = ws.next().await; // CSM
         let _ = ws.next().await; // the request
         ws.send(tokio_tungstenite::tungstenite::Message::Text("oops".into()))

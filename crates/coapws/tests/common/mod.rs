@@ -80,6 +80,24 @@ pub async fn raw(addr: SocketAddr) -> RawWs {
     ws
 }
 
+/// Accepts one client on `listener` as a raw WebSocket server (selecting subprotocol `coap`)
+/// and sends it an empty CSM: a peer under the test's full control.
+pub async fn raw_server(listener: &tokio::net::TcpListener) -> RawWs {
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    let (s, _) = listener.accept().await.unwrap();
+    #[allow(clippy::result_large_err)] // the callback type is tungstenite's
+    let select_coap = |_req: &Request, mut resp: Response| {
+        resp.headers_mut()
+            .insert("Sec-WebSocket-Protocol", "coap".parse().unwrap());
+        Ok(resp)
+    };
+    let mut ws = tokio_tungstenite::accept_hdr_async(s, select_coap)
+        .await
+        .unwrap();
+    send_bytes(&mut ws, &[0x00, 0xe1]).await;
+    ws
+}
+
 /// A TCP connection that has sent a valid CoAP WebSocket upgrade request (response unread),
 /// for tests that speak raw WebSocket frames.
 pub async fn raw_upgrade_request(addr: SocketAddr) -> TcpStream {
