@@ -224,6 +224,17 @@ impl SiteDispatch {
     }
 
     async fn handle(&self, mut req: IncomingRequest) -> Message {
+        // RFC 8323 §6: SZX 7 (BERT) only with a peer whose CSM allows it; otherwise 4.00.
+        let bert_asked = [req.message.options.block1(), req.message.options.block2()]
+            .into_iter()
+            .flatten()
+            .any(|b| b.is_bert());
+        if bert_asked && !req.peer_limits.bert {
+            return text(
+                Code::BAD_REQUEST,
+                "BERT (SZX 7) is not allowed on this transport",
+            );
+        }
         let key = UploadKey::of(&req);
         let mut echo_block1 = None;
         if let Some(block1) = req.message.options.block1() {

@@ -282,3 +282,87 @@ async fn no_response_does_not_stall_a_block1_upload() {
         .unwrap();
     assert_eq!(got, Some(5000), "the whole body arrived");
 }
+
+#[tokio::test]
+async fn bert_only_where_the_peer_allows_it() {
+    use coapws::proto::OptionNumber;
+    use coapws::proto::option::BlockValue;
+    let bert = BlockValue {
+        num: 0,
+        more: false,
+        szx: 7,
+    }
+    .encode();
+    // UDP: no CSM, no BERT: 4.00 (RFC 8323 §6)
+    let server = Endpoint::builder().site(common::test_site()).build();
+    let udp = server
+        .listen_udp("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let ws = server
+        .listen_ws("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = Endpoint::client();
+    let r = client
+        .send(
+            coapws::Request::get(&format!("coap://{udp}/big"))
+                .unwrap()
+                .option(OptionNumber::BLOCK2, bert.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::BAD_REQUEST);
+    // WebSocket with our CSM (Block-Wise-Transfer, 1 MiB): BERT blocks of several KiB
+    let r = client
+        .send(
+            coapws::Request::get(&format!("coap+ws://{ws}/big"))
+                .unwrap()
+                .option(OptionNumber::BLOCK2, bert),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::CONTENT);
+    assert_eq!(
+        r.payload().len(),
+        100 * 1024,
+        "reassembled from BERT blocks"
+    );
+}
+
+#[tokio::test]
+async fn file_server_does_not_read_fifos() {
+    use coapws::site::files::FileServer;
+    use coapws::{IncomingRequest, Site};
+    let root = std::env::temp_dir().join(format!("coapws-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(root.join("pipe"))
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo");
+    let files = FileServer::new(&root).unwrap();
+    let site = Site::new().subtree(
+        "/",
+        move |req: IncomingRequest| {
+            let files = files.clone();
+            async move { files.handle(req).await }
+        },
+        vec![],
+    );
+    let server = Endpoint::builder().site(site).build();
+    let addr = server
+        .listen_ws("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        Endpoint::client().get(&format!("coap+ws://{addr}/pipe")),
+    )
+    .await
+    .expect("no hang")
+    .unwrap();
+    assert_eq!(r.code(), Code::NOT_FOUND);
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -254,6 +254,11 @@ async fn http_refusals_are_real_http_answers() {
     )
     .await;
     assert!(r.starts_with("HTTP/1.1 426"), "{r}");
+    let bad_key = "GET /.well-known/coap HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+                   Connection: Upgrade\r\nSec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Protocol: coap\r\n\r\n";
+    let r = ask(addr, bad_key.into()).await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
 
     // Origin policy: 403 for an origin not on the list
     let config = EndpointConfig {

@@ -95,6 +95,10 @@ impl FileServer {
         if meta.is_dir() {
             return self.listing(path, segments).await;
         }
+        // Devices, FIFOs and sockets are not files to serve (a FIFO would block the read).
+        if !meta.is_file() {
+            return text(Code::NOT_FOUND, "no such file");
+        }
         if want_dir {
             return text(Code::NOT_FOUND, "not a directory");
         }

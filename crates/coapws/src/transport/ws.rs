@@ -229,6 +229,12 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
     })
 }
 
+/// RFC 6455 §4.2.1: the key is 16 bytes in base64, i.e. 22 base64 characters and `==`.
+fn is_websocket_key(key: &[u8]) -> bool {
+    let b64 = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+    key.len() == 24 && key[..22].iter().all(b64) && &key[22..] == b"=="
+}
+
 /// Checks an HTTP request against RFC 6455 §4.2.1 and RFC 8323 §4.3; `Err` is the refusal.
 fn check_upgrade(
     req: &Request<Incoming>,
@@ -274,6 +280,9 @@ fn check_upgrade(
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
         return Err(refuse(StatusCode::BAD_REQUEST, "Missing Sec-WebSocket-Key"));
     };
+    if !is_websocket_key(key.as_bytes()) {
+        return Err(refuse(StatusCode::BAD_REQUEST, "Bad Sec-WebSocket-Key"));
+    }
     if !header_has_token(req, header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL) {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
