@@ -52,6 +52,9 @@ pub struct EndpointConfig {
     pub udp_max_concurrent_requests: usize,
     /// How long one write to a connection may take before the peer counts as gone.
     pub write_timeout: Duration,
+    /// Connections (both directions) up at once; listeners refuse more (HTTP 503 for
+    /// WebSocket).
+    pub max_connections: usize,
     /// Origins allowed on the WebSocket server; `None` allows all.
     pub allowed_origins: Option<Vec<String>>,
     /// Largest body reassembled from blocks: responses (client) and requests (server).
@@ -77,6 +80,7 @@ impl Default for EndpointConfig {
             max_concurrent_requests: 256,
             udp_max_concurrent_requests: 4096,
             write_timeout: Duration::from_secs(30),
+            max_connections: 100_000,
             allowed_origins: None,
             max_body_size: 16 << 20,
             max_uploads: 256,
@@ -746,6 +750,17 @@ fn server_remote(
     }
 }
 
+/// Turns a connection away at the connection limit: plain WebSocket clients get an HTTP 503,
+/// others a closed socket (nothing else can be said before a TLS handshake or a CSM).
+async fn refuse_at_capacity(mut tcp: tokio::net::TcpStream, http: bool) {
+    use tokio::io::AsyncWriteExt;
+    if http {
+        let answer = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(answer)).await;
+    }
+    let _ = tcp.shutdown().await;
+}
+
 /// One listening socket of any reliable scheme.
 struct Listener {
     scheme: Scheme,
@@ -772,6 +787,14 @@ impl Listener {
         peer: SocketAddr,
         local: SocketAddr,
     ) {
+        if let Some(inner) = self.inner.upgrade() {
+            let live = lock(&inner.live).len();
+            if live >= inner.config.max_connections {
+                warn!(%peer, live, "connection limit reached: refusing");
+                refuse_at_capacity(tcp, self.scheme == Scheme::CoapWs).await;
+                return;
+            }
+        }
         let Some(acceptor) = self.tls.clone() else {
             return self.serve_stream(tcp, peer, local, None);
         };

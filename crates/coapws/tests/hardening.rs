@@ -366,3 +366,37 @@ async fn file_server_does_not_read_fifos() {
     assert_eq!(r.code(), Code::NOT_FOUND);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[tokio::test]
+async fn listeners_refuse_connections_beyond_the_limit() {
+    let config = EndpointConfig {
+        max_connections: 2,
+        ..EndpointConfig::default()
+    };
+    let (server, addr) = common::server_with(config, Some(common::test_site())).await;
+    let (a, b) = (Endpoint::client(), Endpoint::client());
+    a.get(&format!("coap+ws://{addr}/hello")).await.unwrap();
+    b.get(&format!("coap+ws://{addr}/hello")).await.unwrap();
+    assert_eq!(server.connection_count(), 2);
+    let err = Endpoint::client()
+        .get(&format!("coap+ws://{addr}/hello"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, coapws::Error::Handshake { reason, .. } if reason.contains("503")),
+        "{err:?}"
+    );
+    // when one leaves, there is room again
+    a.shutdown().await;
+    for _ in 0..100 {
+        if server.connection_count() < 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = Endpoint::client()
+        .get(&format!("coap+ws://{addr}/hello"))
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::CONTENT);
+}
