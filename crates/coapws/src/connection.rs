@@ -384,6 +384,11 @@ impl<T: FrameIo> Driver<T> {
                     debug!(target: "coapws::wire", remote = %self.remote, message = ?m, "received response");
                     if let Some(p) = self.pending.remove(&m.token) {
                         self.ids.remove(&p.id);
+                        // Observations are not delivered beyond the first response yet:
+                        // forget the token rather than keep it open with nobody listening.
+                        if self.core.is_outstanding(&m.token) {
+                            self.core.cancel_request(&m.token);
+                        }
                         let _ = p.reply.send(Ok(m));
                     }
                 }

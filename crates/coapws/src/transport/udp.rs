@@ -294,6 +294,11 @@ impl SocketDriver {
                 debug!(target: "coapws::wire", %from, ?message, "received response");
                 if let Some(p) = self.pending.remove(&(from, message.token.clone())) {
                     self.ids.remove(&p.id);
+                    // Only the first response of an observation is delivered yet: forget the
+                    // token, so later notifications are answered with RST (RFC 7641 §3.6).
+                    if self.layer.is_outstanding(from, &message.token) {
+                        self.layer.cancel_request(from, &message.token);
+                    }
                     let _ = p.reply.send(Ok(message));
                 }
             }
