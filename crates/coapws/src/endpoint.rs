@@ -9,13 +9,14 @@
 use crate::connection::{self, ConnectionHandle, Dispatch, DriverConfig};
 use crate::dispatch::{BlockwiseConfig, SiteDispatch};
 use crate::error::Error;
+use crate::listener::listen_error;
 use crate::pool::{Pool, PoolKey};
 use crate::remote::{Link, Remote, Side};
 use crate::site::Site;
-use crate::tls::{TlsClientConfig, TlsIdentity};
+use crate::tls::TlsClientConfig;
 use crate::transport::tcp::StreamIo;
 use crate::transport::udp::SocketHandle;
-use crate::transport::ws::{self, WsServerPolicy};
+use crate::transport::ws;
 use bytes::Bytes;
 use coapws_proto::blockwise::{Block2Collector, Collected, fitting_szx};
 use coapws_proto::code::Code;
@@ -23,14 +24,13 @@ use coapws_proto::connection::{Connection, ConnectionConfig, Framing, SendError}
 use coapws_proto::message::Message;
 use coapws_proto::option::{BlockValue, OptionNumber, Options};
 use coapws_proto::udp::{UdpConfig, UdpSendError};
-use coapws_proto::uri::{Host, Scheme, Uri};
+use coapws_proto::uri::{Scheme, Uri};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::warn;
 
 /// Settings of an endpoint. Every limit is here.
 #[derive(Clone, Debug)]
@@ -221,18 +221,18 @@ impl Response {
 /// ```
 #[derive(Clone)]
 pub struct Endpoint {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: EndpointConfig,
+pub(crate) struct Inner {
+    pub(crate) config: EndpointConfig,
     udp_v4: tokio::sync::OnceCell<SocketHandle>,
     udp_v6: tokio::sync::OnceCell<SocketHandle>,
-    tls_client: std::sync::OnceLock<TlsClientConfig>,
-    dispatch: Option<Arc<dyn Dispatch>>,
-    pool: Pool,
-    live: Mutex<HashMap<u64, ConnectionHandle>>,
-    listeners: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) tls_client: std::sync::OnceLock<TlsClientConfig>,
+    pub(crate) dispatch: Option<Arc<dyn Dispatch>>,
+    pub(crate) pool: Pool,
+    pub(crate) live: Mutex<HashMap<u64, ConnectionHandle>>,
+    pub(crate) listeners: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
@@ -293,7 +293,7 @@ impl EndpointBuilder {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -533,7 +533,7 @@ impl Endpoint {
         })
     }
 
-    async fn open_udp(&self, addr: SocketAddr) -> Result<SocketHandle, Error> {
+    pub(crate) async fn open_udp(&self, addr: SocketAddr) -> Result<SocketHandle, Error> {
         let socket = tokio::net::UdpSocket::bind(addr)
             .await
             .map_err(|e| listen_error(addr, e))?;
@@ -550,14 +550,6 @@ impl Endpoint {
         .map_err(|e| listen_error(addr, e))?;
         lock(&self.inner.listeners).push(task);
         Ok(handle)
-    }
-
-    /// Listens for CoAP over UDP on `addr` (port 0 picks one); returns the bound address.
-    pub async fn listen_udp(&self, addr: SocketAddr) -> Result<SocketAddr, Error> {
-        let handle = self.open_udp(addr).await?;
-        let bound = handle.local_addr();
-        info!(%bound, "listening on coap (UDP)");
-        Ok(bound)
     }
 
     async fn tls_connect(
@@ -581,64 +573,6 @@ impl Endpoint {
                 reason: "TLS handshake timed out".into(),
             }),
         }
-    }
-
-    /// Listens for CoAP over WebSockets on `addr` (port 0 picks one); returns the bound address.
-    pub async fn listen_ws(&self, addr: SocketAddr) -> Result<SocketAddr, Error> {
-        self.listen(addr, Scheme::CoapWs, None).await
-    }
-
-    /// Listens for CoAP over secure WebSockets (`coaps+ws`) on `addr` with `identity`.
-    pub async fn listen_wss(
-        &self,
-        addr: SocketAddr,
-        identity: &TlsIdentity,
-    ) -> Result<SocketAddr, Error> {
-        let tls = identity.server_config(crate::tls::ALPN_HTTP_1_1)?;
-        self.listen(addr, Scheme::CoapsWs, Some(tls)).await
-    }
-
-    /// Listens for CoAP over TCP on `addr` (port 0 picks one); returns the bound address.
-    pub async fn listen_tcp(&self, addr: SocketAddr) -> Result<SocketAddr, Error> {
-        self.listen(addr, Scheme::CoapTcp, None).await
-    }
-
-    /// Listens for CoAP over TLS (`coaps+tcp`) on `addr` with `identity`. Clients must offer
-    /// ALPN `coap`, except on the default port 5684 where its absence is tolerated (RFC 8323
-    /// §8.2).
-    pub async fn listen_tls(
-        &self,
-        addr: SocketAddr,
-        identity: &TlsIdentity,
-    ) -> Result<SocketAddr, Error> {
-        let tls = identity.server_config(crate::tls::ALPN_COAP)?;
-        self.listen(addr, Scheme::CoapsTcp, Some(tls)).await
-    }
-
-    async fn listen(
-        &self,
-        addr: SocketAddr,
-        scheme: Scheme,
-        tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> Result<SocketAddr, Error> {
-        let listener = bind(addr).await?;
-        let bound = listener.local_addr().map_err(|e| listen_error(addr, e))?;
-        let c = &self.inner.config;
-        let policy = Arc::new(WsServerPolicy {
-            allowed_origins: c.allowed_origins.clone(),
-            max_message_size: c.connection.max_message_size as usize,
-            header_timeout: c.connect_timeout,
-        });
-        let server = Arc::new(Listener {
-            scheme,
-            tls: tls.map(tokio_rustls::TlsAcceptor::from),
-            policy,
-            inner: Arc::downgrade(&self.inner),
-        });
-        let task = tokio::spawn(server.run(listener));
-        lock(&self.inner.listeners).push(task);
-        info!(%bound, %scheme, "listening");
-        Ok(bound)
     }
 
     /// Number of connections up (both directions).
@@ -669,7 +603,7 @@ impl Endpoint {
     }
 }
 
-fn start_connection<T: connection::FrameIo>(
+pub(crate) fn start_connection<T: connection::FrameIo>(
     inner: &Arc<Inner>,
     io: T,
     core: Connection,
@@ -698,180 +632,4 @@ fn start_connection<T: connection::FrameIo>(
     );
     lock(&inner.live).insert(handle.id(), handle.clone());
     (handle, remote)
-}
-
-fn listen_error(addr: SocketAddr, e: std::io::Error) -> Error {
-    Error::Listen {
-        addr: addr.to_string(),
-        source: Arc::new(e),
-    }
-}
-
-async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| listen_error(addr, e))
-}
-
-/// Accepts one TCP connection, backing off on errors such as running out of descriptors.
-async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr, SocketAddr) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                match stream.local_addr() {
-                    Ok(local) => return (stream, peer, local),
-                    Err(e) => warn!(error = %e, "accepted socket has no local address"),
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-fn server_remote(
-    scheme: Scheme,
-    peer_addr: SocketAddr,
-    local_addr: SocketAddr,
-    host: Host,
-    port: u16,
-) -> impl FnOnce(ConnectionHandle) -> Remote {
-    move |connection| Remote {
-        scheme,
-        peer_addr,
-        local_addr,
-        host,
-        port,
-        side: Side::Server,
-        link: Link::Stream(connection),
-    }
-}
-
-/// Turns a connection away at the connection limit: plain WebSocket clients get an HTTP 503,
-/// others a closed socket (nothing else can be said before a TLS handshake or a CSM).
-async fn refuse_at_capacity(mut tcp: tokio::net::TcpStream, http: bool) {
-    use tokio::io::AsyncWriteExt;
-    if http {
-        let answer = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-        let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(answer)).await;
-    }
-    let _ = tcp.shutdown().await;
-}
-
-/// One listening socket of any reliable scheme.
-struct Listener {
-    scheme: Scheme,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    policy: Arc<WsServerPolicy>,
-    inner: Weak<Inner>,
-}
-
-impl Listener {
-    async fn run(self: Arc<Self>, listener: TcpListener) {
-        loop {
-            let (stream, peer, local) = accept(&listener).await;
-            if self.inner.strong_count() == 0 {
-                return;
-            }
-            // Handshakes run in their own task: a slow client never holds up the accept loop.
-            tokio::spawn(self.clone().serve(stream, peer, local));
-        }
-    }
-
-    async fn serve(
-        self: Arc<Self>,
-        tcp: tokio::net::TcpStream,
-        peer: SocketAddr,
-        local: SocketAddr,
-    ) {
-        if let Some(inner) = self.inner.upgrade() {
-            let live = lock(&inner.live).len();
-            if live >= inner.config.max_connections {
-                warn!(%peer, live, "connection limit reached: refusing");
-                refuse_at_capacity(tcp, self.scheme == Scheme::CoapWs).await;
-                return;
-            }
-        }
-        let Some(acceptor) = self.tls.clone() else {
-            return self.serve_stream(tcp, peer, local, None);
-        };
-        let accepted = tokio::time::timeout(self.policy.header_timeout, acceptor.accept(tcp)).await;
-        let tls = match accepted {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                info!(%peer, error = %crate::tls::describe_handshake_error(&e), "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                info!(%peer, "TLS handshake timed out");
-                return;
-            }
-        };
-        let (_, session) = tls.get_ref();
-        let sni = session.server_name().map(str::to_owned);
-        // RFC 8323 §8.2: ALPN `coap` is required except on the default port 5684.
-        if self.scheme == Scheme::CoapsTcp
-            && session.alpn_protocol().is_none()
-            && local.port() != self.scheme.default_port()
-        {
-            info!(%peer, "TLS client did not offer ALPN coap: closing");
-            let mut tls = tls;
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
-            return;
-        }
-        self.serve_stream(tls, peer, local, sni);
-    }
-
-    fn serve_stream<S>(&self, stream: S, peer: SocketAddr, local: SocketAddr, sni: Option<String>)
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let Some(inner) = self.inner.upgrade() else {
-            return;
-        };
-        let scheme = self.scheme;
-        if !scheme.is_websocket() {
-            let core = Connection::new(
-                Framing::Tcp,
-                inner.config.connection.clone(),
-                Instant::now(),
-            );
-            // RFC 8323 §8.1/§8.2: the default Uri-Host is the SNI name under TLS, else the
-            // destination IP literal.
-            let host = sni
-                .and_then(|n| Host::from_option_value(&n).ok())
-                .unwrap_or_else(|| Host::from(local.ip()));
-            let remote = server_remote(scheme, peer, local, host, local.port());
-            start_connection(
-                &inner,
-                StreamIo::new(stream),
-                core,
-                remote,
-                None,
-                self.inner.clone(),
-            );
-            return;
-        }
-        let weak = self.inner.clone();
-        let on_upgrade: ws::OnUpgrade<ws::Upgraded> = Arc::new(move |io, host, port| {
-            let Some(inner) = weak.upgrade() else { return };
-            let core = Connection::new(
-                Framing::WebSocket,
-                inner.config.connection.clone(),
-                Instant::now(),
-            );
-            let remote = server_remote(scheme, peer, local, host, port);
-            start_connection(&inner, io, core, remote, None, weak.clone());
-        });
-        tokio::spawn(ws::serve_http(
-            stream,
-            self.policy.clone(),
-            scheme,
-            peer,
-            on_upgrade,
-        ));
-    }
 }

@@ -1,7 +1,8 @@
 //! The tokio runtime layer of coapws: transports, connection pool, token layer, endpoint and
 //! server site, around the sans-IO core in [`coapws_proto`] (re-exported as [`proto`]).
 //!
-//! - [`endpoint`]: [`Endpoint`], client and server at once; [`Request`], [`Response`].
+//! - [`endpoint`]: [`Endpoint`], client and server at once; [`Request`], [`Response`]. Its
+//!   listening side (accept loops, TLS handshakes, connection limit) is in `listener.rs`.
 //! - [`site`]: [`Site`] and [`Resource`], the server side; the file server and demo site.
 //! - [`remote`]: [`Remote`], the other end, with role reversal over its connection.
 //! - [`connection`]: the per-connection task (token layer, driver of the RFC 8323 machine).
@@ -19,6 +20,7 @@ pub mod connection;
 mod dispatch;
 pub mod endpoint;
 pub mod error;
+mod listener;
 mod net;
 pub mod pool;
 pub mod remote;
