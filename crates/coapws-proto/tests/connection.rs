@@ -5,7 +5,6 @@ use coapws_proto::codec::ws;
 use coapws_proto::connection::{
     AbortReason, Connection, ConnectionConfig, ConnectionError, Event, Framing, SendError, State,
 };
-use coapws_proto::signaling::Signal;
 use coapws_proto::{Code, Message, Token};
 use std::time::{Duration, Instant};
 
@@ -334,12 +333,6 @@ fn never_larger_than_peer_max_message_size() {
         matches!(&ev[1], Event::Request(m) if m.payload.len() == 5000),
         "{ev:?}"
     );
-}
-
-#[test]
-fn signals_decode_with_pong_token() {
-    let m = Signal::Pong { custody: false }.to_message(Token::new(vec![1]));
-    assert_eq!(m.code, Code::PONG);
 }
 
 #[test]

@@ -94,5 +94,4 @@ fn abort_instead_of_csm_is_the_peers_ending() {
         c.poll_event(),
         Some(Event::Closed(ConnectionError::PeerAborted("no".into())))
     );
-    let _ = ws::encode;
 }

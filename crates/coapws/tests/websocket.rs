@@ -659,7 +659,6 @@ async fn server_side_remote_has_no_uri_but_request_to_works() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Connection(_)), "{err:?}");
-    let _ = Token::EMPTY;
 }
 
 #[tokio::test]
