@@ -521,8 +521,8 @@ async fn no_response_suppresses_on_the_wire() {
     );
 }
 
-#[tokio::test]
-async fn too_large_for_peer_goes_block_wise() {
+/// A server that accepts messages of at most 1152 bytes (the RFC 8323 base value).
+async fn small_server() -> (Endpoint, std::net::SocketAddr) {
     let small = EndpointConfig {
         connection: coapws::proto::connection::ConnectionConfig {
             max_message_size: 1152,
@@ -530,7 +530,12 @@ async fn too_large_for_peer_goes_block_wise() {
         },
         ..Default::default()
     };
-    let (_server, addr) = server_with(small, Some(test_site())).await;
+    server_with(small, Some(test_site())).await
+}
+
+#[tokio::test]
+async fn too_large_for_peer_goes_block_wise() {
+    let (_server, addr) = small_server().await;
     let client = Endpoint::client();
     client.get(&uri(addr, "/hello")).await.unwrap();
     // too large for the peer's 1152 bytes: sent in Block1 pieces (the server would abort on a
@@ -557,14 +562,7 @@ async fn too_large_for_peer_goes_block_wise() {
 
 #[tokio::test]
 async fn oversize_websocket_message_aborts() {
-    let small = EndpointConfig {
-        connection: coapws::proto::connection::ConnectionConfig {
-            max_message_size: 1152,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let (_server, addr) = server_with(small, Some(test_site())).await;
+    let (_server, addr) = small_server().await;
     let mut ws = raw(addr).await;
     handshake_csm(&mut ws).await;
     let big = Message::request(Code::POST, "/echo")
