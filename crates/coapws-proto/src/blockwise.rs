@@ -204,6 +204,24 @@ impl Block1Collector {
     }
 }
 
+/// Payload bytes left in a `max_message_size`-byte message for one block of `template`'s
+/// body, once header, an 8-byte token, `template`'s options and the block options (Block1,
+/// Block2, Size1, Size2 at their largest) are counted, in any framing. At least 16.
+pub fn block_room(template: &Message, max_message_size: usize) -> usize {
+    let mut head = Message::new(template.code).with_token(crate::Token::new(vec![0u8; 8]));
+    head.options = template.options.clone();
+    for n in [OptionNumber::BLOCK1, OptionNumber::BLOCK2] {
+        head.options.set_uint(n, 0xff_ffff);
+    }
+    for n in [OptionNumber::SIZE1, OptionNumber::SIZE2] {
+        head.options.set_uint(n, u32::MAX);
+    }
+    // TCP framing has the largest header of the three for a body this size; the payload
+    // marker and up to 4 more length bytes come on top.
+    let overhead = crate::codec::tcp::encoded_len(&head).unwrap_or(usize::MAX / 2) + 1 + 4;
+    max_message_size.saturating_sub(overhead).max(16)
+}
+
 /// Largest SZX (≤ 6) whose block fits `max_payload` bytes; 0 (16 bytes) at the least.
 pub fn fitting_szx(max_payload: usize) -> u8 {
     (0..=6u8)
@@ -422,6 +440,28 @@ mod tests {
             slice_block2(full, Some(past), 1100, false),
             Err(BlockError::OutOfRange { num: 100 })
         );
+    }
+
+    #[test]
+    fn room_counts_header_and_options() {
+        let m = Message::request(Code::POST, "/a/b");
+        let room = block_room(&m, 1152);
+        assert!(room < 1152 - 20 && room > 1024, "{room}");
+        let mut full = m.clone().with_payload(vec![0u8; room]);
+        full.token = crate::Token::new(vec![1; 8]);
+        full.options.set(
+            OptionNumber::BLOCK1,
+            BlockValue {
+                num: 0xfffff,
+                more: true,
+                szx: 6,
+            }
+            .encode(),
+        );
+        full.options.set_uint(OptionNumber::SIZE1, u32::MAX);
+        assert!(crate::codec::tcp::encoded_len(&full).unwrap() <= 1152);
+        assert!(crate::codec::udp::encoded_len(&full).unwrap() <= 1152);
+        assert_eq!(block_room(&m, 10), 16);
     }
 
     #[test]

@@ -4,12 +4,12 @@
 
 use crate::connection::{BoxFuture, Dispatch};
 use crate::endpoint::EndpointConfig;
-use crate::site::{IncomingRequest, Site};
+use crate::site::{IncomingRequest, PeerLimits, Site};
 use bytes::Bytes;
-use coapws_proto::blockwise::{Block1Collector, Block1Step, BlockError, slice_block2};
+use coapws_proto::blockwise::{Block1Collector, Block1Step, BlockError, block_room, slice_block2};
 use coapws_proto::code::Code;
 use coapws_proto::codec::tcp;
-use coapws_proto::message::{Message, Token};
+use coapws_proto::message::Message;
 use coapws_proto::option::{BlockValue, OptionNumber};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -235,9 +235,22 @@ impl SiteDispatch {
                 "BERT (SZX 7) is not allowed on this transport",
             );
         }
+        let block1 = req.message.options.block1();
+        let block2 = req.message.options.block2();
         let key = UploadKey::of(&req);
+        if block1.is_none() && block2.is_none() {
+            // The common case: no block-wise state to look up, nothing to keep if it fits.
+            let peer = req.peer_limits;
+            let response = self.site.handle(req).await;
+            // 8 token bytes, and 2 more for the UDP header being longer than TCP's for small bodies.
+            let fits = tcp::encoded_len(&response).is_ok_and(|n| n + 10 <= peer.max_message_size);
+            if fits {
+                return response;
+            }
+            return self.cut(response, None, peer, None, key);
+        }
         let mut echo_block1 = None;
-        if let Some(block1) = req.message.options.block1() {
+        if let Some(block1) = block1 {
             match self.upload(&req, block1) {
                 Ok((body, last)) => {
                     req.message.payload = body;
@@ -247,7 +260,6 @@ impl SiteDispatch {
                 Err(answer) => return answer,
             }
         }
-        let block2 = req.message.options.block2();
         req.message.options.remove(OptionNumber::BLOCK2);
         let peer = req.peer_limits;
         let later_block = block2.is_some_and(|b| b.num > 0);
@@ -260,15 +272,21 @@ impl SiteDispatch {
             }
             None => self.site.handle(req).await,
         };
-        // Room for the payload once header, token, options, Block2 and Size2 are counted.
-        let mut head = Message::new(response.code).with_token(Token::new(vec![0u8; 8]));
-        head.options = response.options.clone();
-        head.options.set_uint(OptionNumber::BLOCK1, 0xff_ffff);
-        head.options.set_uint(OptionNumber::BLOCK2, 0xff_ffff);
-        head.options.set_uint(OptionNumber::SIZE2, u32::MAX);
-        let overhead = tcp::encoded_len(&head).unwrap_or(usize::MAX / 2) + 1 + 4;
-        let max_payload = peer.max_message_size.saturating_sub(overhead).max(16);
-        match slice_block2(response.clone(), block2, max_payload, peer.bert) {
+        self.cut(response, block2, peer, echo_block1, key)
+    }
+
+    /// Cuts `response` into the Block2 piece asked for (or the first, if it does not fit the
+    /// peer), keeping the whole for the later pieces under `key`.
+    fn cut(
+        &self,
+        response: Message,
+        block2: Option<BlockValue>,
+        peer: PeerLimits,
+        echo_block1: Option<BlockValue>,
+        key: UploadKey,
+    ) -> Message {
+        let room = block_room(&response, peer.max_message_size);
+        match slice_block2(response.clone(), block2, room, peer.bert) {
             Ok(mut m) => {
                 let more = m.options.block2().is_some_and(|b| b.more);
                 self.remember(key, more.then_some(response));

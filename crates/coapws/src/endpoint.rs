@@ -18,7 +18,7 @@ use crate::transport::tcp::StreamIo;
 use crate::transport::udp::SocketHandle;
 use crate::transport::ws;
 use bytes::Bytes;
-use coapws_proto::blockwise::{Block2Collector, Collected, fitting_szx};
+use coapws_proto::blockwise::{Block2Collector, Collected, block_room, fitting_szx};
 use coapws_proto::code::Code;
 use coapws_proto::connection::{Connection, ConnectionConfig, Framing, SendError};
 use coapws_proto::message::Message;
@@ -374,14 +374,7 @@ impl Endpoint {
         confirmable: bool,
     ) -> Result<Response, Error> {
         let body = message.payload.clone();
-        let mut head = message.clone();
-        head.payload = Bytes::new();
-        head.token = coapws_proto::Token::new(vec![0u8; 8]);
-        head.options.set_uint(OptionNumber::BLOCK1, 0xff_ffff);
-        head.options.set_uint(OptionNumber::SIZE1, u32::MAX);
-        let overhead =
-            coapws_proto::codec::tcp::encoded_len(&head).unwrap_or(usize::MAX / 2) + 1 + 4;
-        let mut szx = fitting_szx(limit.saturating_sub(overhead));
+        let mut szx = fitting_szx(block_room(message, limit));
         let mut offset = 0;
         loop {
             let size = 16usize << szx;
