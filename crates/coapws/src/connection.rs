@@ -8,19 +8,19 @@
 //! pending on it with a typed error. Other tasks talk to it through a [`ConnectionHandle`].
 
 use crate::error::Error;
+use crate::exchange::{Reply, SendOnDrop, Waiting, call};
 use crate::remote::Remote;
 use crate::site::IncomingRequest;
 use bytes::Bytes;
 use coapws_proto::code::Code;
 use coapws_proto::connection::{Connection, ConnectionError, Event, SendError};
 use coapws_proto::message::{Message, Token};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 /// A boxed future, as handlers return them.
@@ -60,7 +60,7 @@ pub(crate) enum Command {
     Request {
         message: Message,
         id: u64,
-        reply: oneshot::Sender<Result<Message, Error>>,
+        reply: Reply,
     },
     Cancel {
         id: u64,
@@ -103,48 +103,21 @@ impl ConnectionHandle {
     /// here; dropping the future cancels the request.
     pub(crate) async fn request(&self, message: Message) -> Result<Message, Error> {
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Request { message, id, reply })
-            .map_err(|_| Error::Connection(ConnectionError::TransportClosed))?;
-        let mut guard = CancelOnDrop {
-            handle: self,
-            id,
-            armed: true,
-        };
-        let r = rx
-            .await
-            .unwrap_or(Err(Error::Connection(ConnectionError::TransportClosed)));
-        guard.armed = false;
-        r
+        call(
+            &self.tx,
+            |reply| Command::Request { message, id, reply },
+            Command::Cancel { id },
+            || Error::Connection(ConnectionError::TransportClosed),
+        )
+        .await
     }
     /// Starts a graceful shutdown of the connection (Release).
     pub fn release(&self) {
         let _ = self.tx.send(Command::Release);
     }
-    pub(crate) fn respond(&self, m: Option<Message>, token: Token) {
-        let _ = self.tx.send(match m {
-            Some(m) => Command::Respond(m),
-            None => Command::Suppress(token),
-        });
-    }
     /// Resolves when the connection's task has ended.
     pub async fn closed(&self) {
         self.tx.closed().await
-    }
-}
-
-struct CancelOnDrop<'a> {
-    handle: &'a ConnectionHandle,
-    id: u64,
-    armed: bool,
-}
-
-impl Drop for CancelOnDrop<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = self.handle.tx.send(Command::Cancel { id: self.id });
-        }
     }
 }
 
@@ -158,27 +131,6 @@ pub(crate) struct DriverConfig {
 }
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
-
-struct Pending {
-    id: u64,
-    reply: oneshot::Sender<Result<Message, Error>>,
-}
-
-/// Sends 5.00 if a handler task ends without answering (it panicked or was cancelled).
-struct ResponseGuard {
-    handle: ConnectionHandle,
-    token: Option<Token>,
-}
-
-impl Drop for ResponseGuard {
-    fn drop(&mut self) {
-        if let Some(token) = self.token.take() {
-            let m =
-                Message::response(Code::INTERNAL_SERVER_ERROR, "handler failed").with_token(token);
-            let _ = self.handle.tx.send(Command::Respond(m));
-        }
-    }
-}
 
 /// Starts the task for a connection whose transport is up. `remote` is filled in with the
 /// new handle; `on_close` runs once when the connection ends (e.g. leaving the pool).
@@ -207,8 +159,7 @@ pub(crate) fn spawn<T: FrameIo>(
         remote: remote.clone(),
         dispatch,
         config,
-        pending: HashMap::new(),
-        ids: HashMap::new(),
+        waiting: Waiting::new(),
         next_token: 1,
         inbound_running: 0,
         broken: false,
@@ -226,8 +177,7 @@ struct Driver<T> {
     remote: Remote,
     dispatch: Option<Arc<dyn Dispatch>>,
     config: DriverConfig,
-    pending: HashMap<Token, Pending>,
-    ids: HashMap<u64, Token>,
+    waiting: Waiting<Token>,
     next_token: u64,
     inbound_running: usize,
     /// The transport failed under a write: nothing more is written.
@@ -307,18 +257,14 @@ impl<T: FrameIo> Driver<T> {
                 message.token = self.fresh_token();
                 debug!(target: "coapws::wire", remote = %self.remote, ?message, "send request");
                 match self.core.send_request(&message) {
-                    Ok(()) => {
-                        self.ids.insert(id, message.token.clone());
-                        self.pending.insert(message.token, Pending { id, reply });
-                    }
+                    Ok(()) => self.waiting.insert(message.token, id, reply),
                     Err(e) => {
                         let _ = reply.send(Err(e.into()));
                     }
                 }
             }
             Command::Cancel { id } => {
-                if let Some(token) = self.ids.remove(&id) {
-                    self.pending.remove(&token);
+                if let Some(token) = self.waiting.cancel(id) {
                     self.core.cancel_request(&token);
                 }
             }
@@ -382,21 +328,16 @@ impl<T: FrameIo> Driver<T> {
                 Event::Request(m) => self.incoming_request(m),
                 Event::Response(m) => {
                     debug!(target: "coapws::wire", remote = %self.remote, message = ?m, "received response");
-                    if let Some(p) = self.pending.remove(&m.token) {
-                        self.ids.remove(&p.id);
-                        // Observations are not delivered beyond the first response yet:
-                        // forget the token rather than keep it open with nobody listening.
-                        if self.core.is_outstanding(&m.token) {
-                            self.core.cancel_request(&m.token);
-                        }
-                        let _ = p.reply.send(Ok(m));
+                    // Observations are not delivered beyond the first response yet: forget
+                    // the token rather than keep it open with nobody listening.
+                    if self.core.is_outstanding(&m.token) {
+                        self.core.cancel_request(&m.token);
                     }
+                    let token = m.token.clone();
+                    self.waiting.finish(&token, Ok(m));
                 }
                 Event::SendFailed { token, error } => {
-                    if let Some(p) = self.pending.remove(&token) {
-                        self.ids.remove(&p.id);
-                        let _ = p.reply.send(Err(error.into()));
-                    }
+                    self.waiting.finish(&token, Err(error.into()));
                 }
                 Event::Pong(token) => debug!(remote = %self.remote, %token, "pong"),
                 Event::PeerReleasing { hold_off, .. } => {
@@ -447,25 +388,24 @@ impl<T: FrameIo> Driver<T> {
                 bert: peer.bert(),
             },
         };
-        let mut guard = ResponseGuard {
-            handle: self.handle.clone(),
-            token: Some(token.clone()),
-        };
+        // A handler that panics or is cancelled still gets its request answered.
+        let failed = Message::response(Code::INTERNAL_SERVER_ERROR, "handler failed");
+        let guard = SendOnDrop::new(
+            self.handle.tx.clone(),
+            Command::Respond(failed.with_token(token.clone())),
+        );
         tokio::spawn(async move {
-            let response = dispatch.dispatch(request).await;
-            guard.token = None;
-            guard
-                .handle
-                .respond(response.map(|r| r.with_token(token.clone())), token);
+            let answer = match dispatch.dispatch(request).await {
+                Some(m) => Command::Respond(m.with_token(token)),
+                None => Command::Suppress(token),
+            };
+            guard.send_instead(answer);
         });
     }
 
     fn fail_all(&mut self, why: &ConnectionError) {
         self.rx.close();
-        for (_, p) in self.pending.drain() {
-            let _ = p.reply.send(Err(Error::Connection(why.clone())));
-        }
-        self.ids.clear();
+        self.waiting.fail_all(&Error::Connection(why.clone()));
         // Requests queued but not yet seen by the loop fail too.
         while let Ok(cmd) = self.rx.try_recv() {
             if let Command::Request { reply, .. } = cmd {

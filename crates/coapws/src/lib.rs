@@ -20,6 +20,7 @@ pub mod connection;
 mod dispatch;
 pub mod endpoint;
 pub mod error;
+mod exchange;
 mod listener;
 mod net;
 pub mod pool;

@@ -8,6 +8,7 @@
 
 use crate::connection::Dispatch;
 use crate::error::Error;
+use crate::exchange::{Reply, SendOnDrop, Waiting, call};
 use crate::remote::{Link, Remote, Side};
 use crate::site::{IncomingRequest, PeerLimits};
 use coapws_proto::code::Code;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 pub(crate) enum UdpCommand {
@@ -30,7 +31,7 @@ pub(crate) enum UdpCommand {
         message: Message,
         confirmable: bool,
         id: u64,
-        reply: oneshot::Sender<Result<Message, Error>>,
+        reply: Reply,
     },
     Cancel {
         id: u64,
@@ -78,38 +79,19 @@ impl SocketHandle {
         confirmable: bool,
     ) -> Result<Message, Error> {
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(UdpCommand::Request {
+        call(
+            &self.tx,
+            |reply| UdpCommand::Request {
                 to,
                 message,
                 confirmable,
                 id,
                 reply,
-            })
-            .map_err(|_| Error::Shutdown)?;
-        let mut guard = CancelOnDrop {
-            tx: &self.tx,
-            id,
-            armed: true,
-        };
-        let r = rx.await.unwrap_or(Err(Error::Shutdown));
-        guard.armed = false;
-        r
-    }
-}
-
-struct CancelOnDrop<'a> {
-    tx: &'a mpsc::UnboundedSender<UdpCommand>,
-    id: u64,
-    armed: bool,
-}
-
-impl Drop for CancelOnDrop<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = self.tx.send(UdpCommand::Cancel { id: self.id });
-        }
+            },
+            UdpCommand::Cancel { id },
+            || Error::Shutdown,
+        )
+        .await
     }
 }
 
@@ -140,8 +122,7 @@ pub(crate) fn spawn(
         rx,
         handle: handle.clone(),
         dispatch,
-        pending: HashMap::new(),
-        ids: HashMap::new(),
+        waiting: Waiting::new(),
         running: HashMap::new(),
         running_total: 0,
         limits,
@@ -151,19 +132,13 @@ pub(crate) fn spawn(
     Ok((handle.clone(), tokio::spawn(driver.run())))
 }
 
-struct Pending {
-    id: u64,
-    reply: oneshot::Sender<Result<Message, Error>>,
-}
-
 struct SocketDriver {
     socket: UdpSocket,
     layer: MessageLayer<SocketAddr>,
     rx: mpsc::UnboundedReceiver<UdpCommand>,
     handle: SocketHandle,
     dispatch: Option<Arc<dyn Dispatch>>,
-    pending: HashMap<(SocketAddr, Token), Pending>,
-    ids: HashMap<u64, (SocketAddr, Token)>,
+    waiting: Waiting<(SocketAddr, Token)>,
     /// Requests being handled, per peer and in all.
     running: HashMap<SocketAddr, usize>,
     running_total: usize,
@@ -237,18 +212,14 @@ impl SocketDriver {
                 }
                 debug!(target: "coapws::wire", %to, ?message, confirmable, "send request");
                 match self.layer.send_request(to, message, confirmable, now) {
-                    Ok(token) => {
-                        self.ids.insert(id, (to, token.clone()));
-                        self.pending.insert((to, token), Pending { id, reply });
-                    }
+                    Ok(token) => self.waiting.insert((to, token), id, reply),
                     Err(e) => {
                         let _ = reply.send(Err(Error::Datagram(e)));
                     }
                 }
             }
             UdpCommand::Cancel { id } => {
-                if let Some((to, token)) = self.ids.remove(&id) {
-                    self.pending.remove(&(to, token.clone()));
+                if let Some((to, token)) = self.waiting.cancel(id) {
                     self.layer.cancel_request(to, &token);
                 }
             }
@@ -292,24 +263,20 @@ impl SocketDriver {
             UdpEvent::Request { from, key, message } => self.incoming(from, key, message),
             UdpEvent::Response { from, message } => {
                 debug!(target: "coapws::wire", %from, ?message, "received response");
-                if let Some(p) = self.pending.remove(&(from, message.token.clone())) {
-                    self.ids.remove(&p.id);
-                    // Only the first response of an observation is delivered yet: forget the
-                    // token, so later notifications are answered with RST (RFC 7641 §3.6).
-                    if self.layer.is_outstanding(from, &message.token) {
-                        self.layer.cancel_request(from, &message.token);
-                    }
-                    let _ = p.reply.send(Ok(message));
+                // Only the first response of an observation is delivered yet: forget the
+                // token, so later notifications are answered with RST (RFC 7641 §3.6).
+                if self.layer.is_outstanding(from, &message.token) {
+                    self.layer.cancel_request(from, &message.token);
                 }
+                let key = (from, message.token.clone());
+                self.waiting.finish(&key, Ok(message));
             }
             UdpEvent::RequestFailed { to, token, error } => {
-                if let Some(p) = self.pending.remove(&(to, token)) {
-                    self.ids.remove(&p.id);
-                    let _ = p.reply.send(Err(match error {
-                        UdpRequestError::Timeout => Error::Timeout,
-                        UdpRequestError::Reset => Error::Reset,
-                    }));
-                }
+                let error = match error {
+                    UdpRequestError::Timeout => Error::Timeout,
+                    UdpRequestError::Reset => Error::Reset,
+                };
+                self.waiting.finish(&(to, token), Err(error));
             }
             UdpEvent::ResponseFailed { to, token, error } => {
                 debug!(%to, %token, %error, "separate response not acknowledged")
@@ -352,49 +319,17 @@ impl SocketDriver {
                 bert: false,
             },
         };
-        let tx = self.handle.tx.clone();
-        let guard = UdpResponseGuard {
-            tx: tx.clone(),
+        // A handler that panics or is cancelled still gets its request answered.
+        let failed = Message::response(Code::INTERNAL_SERVER_ERROR, "handler failed");
+        let respond = move |message| UdpCommand::Respond {
             to: from,
-            key: Some(key),
+            key: key.clone(),
+            message,
         };
+        let guard = SendOnDrop::new(self.handle.tx.clone(), respond(Some(failed)));
         tokio::spawn(async move {
-            let response = dispatch.dispatch(request).await;
-            guard.answer(response);
+            let answer = dispatch.dispatch(request).await;
+            guard.send_instead(respond(answer));
         });
-    }
-}
-
-/// Sends 5.00 if a handler ends without answering (panic, cancellation).
-struct UdpResponseGuard {
-    tx: mpsc::UnboundedSender<UdpCommand>,
-    to: SocketAddr,
-    key: Option<RequestKey>,
-}
-
-impl UdpResponseGuard {
-    fn answer(mut self, message: Option<Message>) {
-        if let Some(key) = self.key.take() {
-            let _ = self.tx.send(UdpCommand::Respond {
-                to: self.to,
-                key,
-                message,
-            });
-        }
-    }
-}
-
-impl Drop for UdpResponseGuard {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            let _ = self.tx.send(UdpCommand::Respond {
-                to: self.to,
-                key,
-                message: Some(Message::response(
-                    Code::INTERNAL_SERVER_ERROR,
-                    "handler failed",
-                )),
-            });
-        }
     }
 }
