@@ -198,18 +198,7 @@ async fn one_udp_peer_cannot_starve_the_others() {
 
 #[tokio::test]
 async fn a_released_connection_takes_no_new_requests_from_the_pool() {
-    use coapws::{IncomingRequest, Resource};
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let site = common::test_site().resource(
-        "/register",
-        Resource::new().post(move |req: IncomingRequest| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(req.remote.clone());
-                Message::new(Code::CHANGED)
-            }
-        }),
-    );
+    let (site, mut rx) = common::with_register(common::test_site());
     let server = Endpoint::builder().site(site).build();
     let addr = server
         .listen_ws("127.0.0.1:0".parse().unwrap())

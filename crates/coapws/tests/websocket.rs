@@ -606,17 +606,7 @@ async fn role_reversal_both_ways() {
 
 #[tokio::test]
 async fn server_side_remote_has_no_uri_but_request_to_works() {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let site = Site::new().resource(
-        "/register",
-        Resource::new().post(move |req: IncomingRequest| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(req.remote.clone());
-                Message::new(Code::CHANGED)
-            }
-        }),
-    );
+    let (site, mut rx) = with_register(Site::new());
     let server = Endpoint::builder().site(site).build();
     let addr = server
         .listen_ws("127.0.0.1:0".parse().unwrap())

@@ -47,6 +47,23 @@ pub fn test_site() -> Site {
         )
 }
 
+/// Adds POST `/register` to `site`: each request's remote goes to the returned receiver, so a
+/// test can reach that client later (role reversal, releasing its connection).
+pub fn with_register(site: Site) -> (Site, tokio::sync::mpsc::UnboundedReceiver<coapws::Remote>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let site = site.resource(
+        "/register",
+        Resource::new().post(move |req: IncomingRequest| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(req.remote.clone());
+                Message::new(Code::CHANGED)
+            }
+        }),
+    );
+    (site, rx)
+}
+
 pub async fn server_with(config: EndpointConfig, site: Option<Site>) -> (Endpoint, SocketAddr) {
     let mut b = Endpoint::builder().config(config);
     if let Some(site) = site {
