@@ -98,7 +98,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     }
     all.sort();
     let secs = measure.as_secs_f64();
-    println!(
+    crate::say(&format!(
         "{} connections x {} in flight, {:.1} s: {} requests, {:.0} req/s, {} errors",
         args.connections,
         args.concurrency,
@@ -106,14 +106,14 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         all.len(),
         all.len() as f64 / secs,
         errors
-    );
-    println!(
+    ));
+    crate::say(&format!(
         "latency p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
         percentile(&all, 0.5),
         percentile(&all, 0.9),
         percentile(&all, 0.99),
         all.last().copied().unwrap_or_default()
-    );
+    ));
     Ok(if errors == 0 {
         ExitCode::SUCCESS
     } else {

@@ -41,6 +41,14 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// Writes one line to stdout. A closed stdout (a pipe whose reader went away) is not worth
+/// dying for: a server keeps serving, a benchmark still ends with its exit status.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
 fn init_logging(verbose: u8, default: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = match verbose {

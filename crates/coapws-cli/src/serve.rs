@@ -162,23 +162,20 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         }
     }
     for a in l.ws {
-        println!("{}", display("coap+ws", endpoint.listen_ws(a).await?));
+        crate::say(&display("coap+ws", endpoint.listen_ws(a).await?));
     }
     for a in l.tcp {
-        println!("{}", display("coap+tcp", endpoint.listen_tcp(a).await?));
+        crate::say(&display("coap+tcp", endpoint.listen_tcp(a).await?));
     }
     for a in l.udp {
-        println!("{}", display("coap", endpoint.listen_udp(a).await?));
+        crate::say(&display("coap", endpoint.listen_udp(a).await?));
     }
     if let Some(id) = &identity {
         for a in l.wss {
-            println!("{}", display("coaps+ws", endpoint.listen_wss(a, id).await?));
+            crate::say(&display("coaps+ws", endpoint.listen_wss(a, id).await?));
         }
         for a in l.tls {
-            println!(
-                "{}",
-                display("coaps+tcp", endpoint.listen_tls(a, id).await?)
-            );
+            crate::say(&display("coaps+tcp", endpoint.listen_tls(a, id).await?));
         }
     }
     wait_for_signal().await;

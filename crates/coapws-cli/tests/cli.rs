@@ -298,3 +298,20 @@ fn bench_reports_rates_and_counts_errors() {
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
     assert!(!stdout(&o).contains(" 0 errors"), "{}", stdout(&o));
 }
+
+#[test]
+fn a_closed_stdout_is_not_a_crash() {
+    use std::process::{Command, Stdio};
+    // serve whose stdout reader is gone still serves; bench still finishes cleanly
+    let mut child = Command::new(coapws_bin())
+        .args(["serve", "--ws", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "serve died when stdout closed");
+    let _ = child.kill();
+    let _ = child.wait();
+}
