@@ -302,7 +302,7 @@ fn bench_reports_rates_and_counts_errors() {
 #[test]
 fn a_closed_stdout_is_not_a_crash() {
     use std::process::{Command, Stdio};
-    // serve whose stdout reader is gone still serves; bench still finishes cleanly
+    // serve whose stdout reader is gone keeps serving
     let mut child = Command::new(coapws_bin())
         .args(["serve", "--ws", "127.0.0.1:0"])
         .stdout(Stdio::piped())
