@@ -311,7 +311,10 @@ fn a_closed_stdout_is_not_a_crash() {
         .unwrap();
     drop(child.stdout.take());
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert!(child.try_wait().unwrap().is_none(), "serve died when stdout closed");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "serve died when stdout closed"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

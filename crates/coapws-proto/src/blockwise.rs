@@ -59,11 +59,59 @@ pub enum BlockError {
     },
 }
 
+/// A body being reassembled from blocks, in order, up to a limit: what Block1 and Block2
+/// reassembly have in common.
+#[derive(Debug)]
+struct Body {
+    limit: usize,
+    bytes: BytesMut,
+}
+
+impl Body {
+    fn new(limit: usize) -> Body {
+        Body {
+            limit,
+            bytes: BytesMut::new(),
+        }
+    }
+
+    /// Appends the block `block` carries; it must start where the body ends, and a block with
+    /// more to follow must be whole (one block, or whole 1024-byte units for BERT).
+    fn append(&mut self, block: BlockValue, payload: &[u8]) -> Result<(), BlockError> {
+        let offset = block.num as usize * block.size();
+        if offset != self.bytes.len() {
+            return Err(BlockError::OutOfOrder {
+                expected: self.bytes.len(),
+                got: offset,
+            });
+        }
+        let whole_units = if block.is_bert() {
+            payload.len() % block.size() == 0 && !payload.is_empty()
+        } else {
+            payload.len() == block.size()
+        };
+        if block.more && !whole_units {
+            return Err(BlockError::BadBlockSize {
+                len: payload.len(),
+                szx: block.szx,
+            });
+        }
+        if self.bytes.len() + payload.len() > self.limit {
+            return Err(BlockError::TooLarge { limit: self.limit });
+        }
+        self.bytes.extend_from_slice(payload);
+        Ok(())
+    }
+
+    fn take(&mut self) -> Bytes {
+        std::mem::take(&mut self.bytes).freeze()
+    }
+}
+
 /// Reassembles a Block2 transfer.
 #[derive(Debug)]
 pub struct Block2Collector {
-    limit: usize,
-    body: BytesMut,
+    body: Body,
     etag: Option<Option<Bytes>>,
 }
 
@@ -71,15 +119,14 @@ impl Block2Collector {
     /// A collector accepting at most `limit` bytes in all.
     pub fn new(limit: usize) -> Block2Collector {
         Block2Collector {
-            limit,
-            body: BytesMut::new(),
+            body: Body::new(limit),
             etag: None,
         }
     }
 
     /// Bytes collected so far.
     pub fn received(&self) -> usize {
-        self.body.len()
+        self.body.bytes.len()
     }
 
     /// Feeds the next response. A response without Block2 completes the transfer as it is
@@ -95,39 +142,16 @@ impl Block2Collector {
             Some(first) if *first != etag => return Err(BlockError::EtagChanged),
             Some(_) => {}
         }
-        let unit = block.size();
-        let offset = block.num as usize * unit;
-        if offset != self.body.len() {
-            return Err(BlockError::OutOfOrder {
-                expected: self.body.len(),
-                got: offset,
-            });
-        }
-        let len = response.payload.len();
-        let whole_units = if block.is_bert() {
-            len % unit == 0 && len > 0
-        } else {
-            len == unit
-        };
-        if block.more && !whole_units {
-            return Err(BlockError::BadBlockSize {
-                len,
-                szx: block.szx,
-            });
-        }
-        if self.body.len() + len > self.limit {
-            return Err(BlockError::TooLarge { limit: self.limit });
-        }
-        self.body.extend_from_slice(&response.payload);
+        self.body.append(block, &response.payload)?;
         if block.more {
             return Ok(Collected::Next(BlockValue {
-                num: (self.body.len() / unit) as u32,
+                num: (self.received() / block.size()) as u32,
                 more: false,
                 szx: block.szx,
             }));
         }
         response.options.remove(OptionNumber::BLOCK2);
-        response.payload = std::mem::take(&mut self.body).freeze();
+        response.payload = self.body.take();
         Ok(Collected::Complete(response))
     }
 }
@@ -150,54 +174,30 @@ pub enum Block1Step {
 /// Reassembles a request body sent in Block1 pieces (RFC 7959 §2.3, BERT per RFC 8323 §6).
 #[derive(Debug)]
 pub struct Block1Collector {
-    limit: usize,
-    body: BytesMut,
+    body: Body,
 }
 
 impl Block1Collector {
     /// A collector accepting at most `limit` bytes in all.
     pub fn new(limit: usize) -> Block1Collector {
         Block1Collector {
-            limit,
-            body: BytesMut::new(),
+            body: Body::new(limit),
         }
     }
 
     /// Bytes collected so far.
     pub fn received(&self) -> usize {
-        self.body.len()
+        self.body.bytes.len()
     }
 
     /// Feeds the block carried by `block1` with `payload`.
     pub fn feed(&mut self, block1: BlockValue, payload: &[u8]) -> Result<Block1Step, BlockError> {
-        let unit = block1.size();
-        let offset = block1.num as usize * unit;
-        if offset != self.body.len() {
-            return Err(BlockError::OutOfOrder {
-                expected: self.body.len(),
-                got: offset,
-            });
-        }
-        let whole_units = if block1.is_bert() {
-            payload.len() % unit == 0 && !payload.is_empty()
-        } else {
-            payload.len() == unit
-        };
-        if block1.more && !whole_units {
-            return Err(BlockError::BadBlockSize {
-                len: payload.len(),
-                szx: block1.szx,
-            });
-        }
-        if self.body.len() + payload.len() > self.limit {
-            return Err(BlockError::TooLarge { limit: self.limit });
-        }
-        self.body.extend_from_slice(payload);
+        self.body.append(block1, payload)?;
         if block1.more {
             Ok(Block1Step::Continue(block1))
         } else {
             Ok(Block1Step::Complete {
-                body: std::mem::take(&mut self.body).freeze(),
+                body: self.body.take(),
                 block1,
             })
         }
