@@ -38,6 +38,10 @@ pub struct ClientArgs {
     /// Also trust the CA certificates in this PEM file (besides the system's roots).
     #[arg(long, value_name = "FILE")]
     ca_cert: Vec<PathBuf>,
+    /// Observe the resource (RFC 7641): print each notification's payload on its own line
+    /// until the observation ends or Ctrl-C, which deregisters.
+    #[arg(long)]
+    observe: bool,
 }
 
 fn content_format(arg: &str) -> Result<u16> {
@@ -86,6 +90,11 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
         builder = builder.tls_client(trust);
     }
     let endpoint = builder.build();
+    if args.observe {
+        let result = observe(&endpoint, request).await;
+        endpoint.shutdown().await;
+        return result;
+    }
     let result = endpoint.send(request).await;
     endpoint.shutdown().await;
     let response = match result {
@@ -107,4 +116,53 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
         }
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// `--observe`: one line per notification on stdout, until the end or Ctrl-C.
+async fn observe(endpoint: &Endpoint, request: Request) -> Result<ExitCode> {
+    use coapws::ObserveEnd;
+    let mut observation = endpoint.observe(request).await?;
+    let mut first = true;
+    loop {
+        let next = tokio::select! {
+            n = observation.next() => n,
+            _ = tokio::signal::ctrl_c() => {
+                // Deregister before leaving (RFC 7641 §3.6); the answer does not matter.
+                let _ = observation.cancel().await;
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        match next {
+            Ok(n) => {
+                first = false;
+                print_line(&n.message.payload)?;
+            }
+            Err(ObserveEnd::Deregistered(r)) => {
+                // A resource that is not observable answers once, without Observe.
+                if first {
+                    print_line(&r.message.payload)?;
+                    eprintln!("the resource is not observable: answered once");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(ObserveEnd::Ended(r)) => {
+                let m = &r.message;
+                if m.payload.is_empty() {
+                    eprintln!("{}", m.code);
+                } else {
+                    eprintln!("{}: {}", m.code, m.payload_text());
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+            Err(end) => anyhow::bail!("{end}"),
+        }
+    }
+}
+
+fn print_line(payload: &[u8]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(payload)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
 }

@@ -487,8 +487,8 @@ impl Connection {
     // ---- actions ----
 
     /// Sends a request. Tokens must be unique among this connection's outstanding requests.
-    /// A request with Observe 0 stays outstanding across its notifications until a final
-    /// response or [`Connection::cancel_request`].
+    /// A request with Observe 0 (or 1) stays outstanding across its notifications until a
+    /// final response or [`Connection::cancel_request`].
     pub fn send_request(&mut self, m: &Message) -> Result<(), SendError> {
         if !m.code.is_request() {
             return Err(SendError::WrongKind(m.code, "request"));
@@ -513,7 +513,9 @@ impl Connection {
             self.check_and_queue(m)?;
         }
         self.outbound.insert(m.token.clone());
-        if m.options.observe() == Some(0) {
+        // Registrations (0) and deregistrations (1) alike: notifications that arrive before
+        // the final response keep the token open (RFC 7641 §3.6).
+        if m.options.observe().is_some_and(|v| v <= 1) {
             self.observing.insert(m.token.clone());
         }
         Ok(())

@@ -11,6 +11,7 @@
 //! - [`connection`]: the RFC 8323 connection machine shared by TCP, TLS and WebSocket.
 //! - [`udp`]: the RFC 7252 message layer (retransmission, deduplication, NSTART) for UDP.
 //! - [`blockwise`]: block-wise transfer state (RFC 7959, BERT).
+//! - [`observe`]: Observe sequence numbers and the client's reordering check (RFC 7641).
 //! - [`uri`]: CoAP URIs of every scheme and their mapping to options.
 //! - [`content_format`], [`link_format`]: content-format registry and RFC 6690 links.
 
@@ -21,6 +22,7 @@ pub mod connection;
 pub mod content_format;
 pub mod link_format;
 pub mod message;
+pub mod observe;
 pub mod option;
 pub mod signaling;
 pub mod udp;

@@ -54,8 +54,11 @@ pub struct UdpConfig {
     /// How long a Confirmable request may wait for its piggybacked response before it is
     /// acknowledged with an empty ACK and the response goes separately (100 ms).
     pub empty_ack_delay: Duration,
-    /// Largest datagram accepted or sent (1152 bytes).
+    /// Largest datagram sent (1152 bytes, RFC 7252 §4.6); larger messages go block-wise.
     pub max_message_size: usize,
+    /// Largest datagram accepted (65 507 bytes, what IPv4 UDP can carry): peers may send up to
+    /// their path MTU. A larger Confirmable request gets 4.13 with Size1.
+    pub max_receive_size: usize,
     /// Bound on per-peer state; past it the least recently used idle peer is forgotten (1024).
     pub max_peers: usize,
     /// Bound on the duplicate-detection cache; past it the oldest entry goes (8192; at least 1).
@@ -76,6 +79,7 @@ impl Default for UdpConfig {
             max_latency: Duration::from_secs(100),
             empty_ack_delay: Duration::from_millis(100),
             max_message_size: 1152,
+            max_receive_size: 65_507,
             max_peers: 1024,
             max_dedup_entries: 8192,
             non_request_timeout: Duration::from_secs(145),
@@ -229,6 +233,14 @@ pub enum UdpEvent<A> {
         /// The ping's Message ID, as [`MessageLayer::ping`] returned it.
         message_id: u16,
     },
+    /// A datagram from `from` was not processed (too large, malformed, or not for us); the
+    /// layer above logs it. What the peer was answered, if anything, is already queued.
+    Dropped {
+        /// The peer.
+        from: A,
+        /// Why.
+        reason: DropReason,
+    },
     /// Our ping went unanswered through all retransmissions.
     PingTimeout {
         /// The peer.
@@ -236,6 +248,29 @@ pub enum UdpEvent<A> {
         /// The ping's Message ID.
         message_id: u16,
     },
+}
+
+/// Why a received datagram was dropped.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DropReason {
+    /// Larger than `max_receive_size` (a Confirmable or Non-confirmable request was answered
+    /// 4.13 with Size1).
+    #[error("datagram of {size} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// Bytes received (at least).
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// It could not be decoded (a Confirmable message was answered with Reset).
+    #[error("malformed: {0}")]
+    Malformed(DecodeError),
+    /// A code that has no meaning over UDP (signaling, reserved classes).
+    #[error("code {0} has no meaning over UDP")]
+    BadCode(Code),
+    /// A response that matches none of our requests (answered with Reset).
+    #[error("response with token {0} matches no request")]
+    Unmatched(Token),
 }
 
 /// Why a message was not sent.
@@ -258,6 +293,9 @@ pub enum UdpSendError {
     /// `send_response` was given something other than a response code.
     #[error("{0} is not a response")]
     NotAResponse(Code),
+    /// A request with this token to this peer is still outstanding.
+    #[error("token {0} already in use towards this peer")]
+    TokenInUse(Token),
 }
 
 /// Why a request (or a separate Confirmable response) failed.
@@ -415,13 +453,18 @@ pub struct MessageLayer<A> {
     seen: HashMap<(A, u16), Seen>,
     /// Insertion order of `seen`, for evicting the oldest.
     seen_order: BTreeMap<u64, (A, u16)>,
+    /// The Message ID of the latest Non-confirmable notification per observation, kept in
+    /// `sent` so that a Reset to it is recognised.
+    non_notifications: HashMap<(A, Token), u16>,
 }
 
 impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
     /// A message layer with `config`; `seed` drives Message IDs, tokens and jitter.
     pub fn new(config: UdpConfig, seed: u64) -> MessageLayer<A> {
         MessageLayer {
-            limits: DecodeLimits::with_max_message_size(config.max_message_size),
+            limits: DecodeLimits::with_max_message_size(
+                config.max_receive_size.max(config.max_message_size),
+            ),
             config,
             rng: Rng(seed),
             seq: 0,
@@ -434,6 +477,7 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
             sent: HashMap::new(),
             seen: HashMap::new(),
             seen_order: BTreeMap::new(),
+            non_notifications: HashMap::new(),
         }
     }
 
@@ -480,16 +524,21 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
         self.last_now = Some(now);
         let (header, message) = match udp::decode(&data, &self.limits) {
             Ok(decoded) => decoded,
-            Err(DecodeError::TooLarge { .. }) => return,
-            Err(_) => {
+            Err(DecodeError::TooLarge { size, limit }) => {
+                self.too_large(from, &data, limit);
+                let reason = DropReason::TooLarge { size, limit };
+                return self.events.push_back(UdpEvent::Dropped { from, reason });
+            }
+            Err(e) => {
                 // §4.2: a Confirmable message we cannot process is rejected with RST; anything
-                // else is dropped silently.
+                // else is dropped (and reported to the layer above, which logs it).
                 if data.len() >= 4 && data[0] >> 6 == 1 && (data[0] >> 4) & 3 == 0 {
                     let mid = u16::from_be_bytes([data[2], data[3]]);
                     self.transmit
                         .push_back((from, empty(MessageType::Reset, mid)));
                 }
-                return;
+                let reason = DropReason::Malformed(e);
+                return self.events.push_back(UdpEvent::Dropped { from, reason });
             }
         };
         let mid = header.message_id;
@@ -582,16 +631,18 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
                 if self.seen.contains_key(&(from, mid)) {
                     return self.duplicate(from, mid, con);
                 }
+                let token = message.token.clone();
                 let matched = self.deliver_response(from, message, now);
-                // §4.2 and §5.3.2: ACK a CON response we can use, reject one we cannot.
-                let reply = con.then(|| {
-                    let t = if matched {
-                        MessageType::Acknowledgement
-                    } else {
-                        MessageType::Reset
-                    };
-                    empty(t, mid)
-                });
+                // §4.2 and §5.3.2: ACK a CON response we can use, reject one we cannot. A NON
+                // one we cannot use is rejected too (§4.3 allows it): that is how a server
+                // learns that an observation we forgot is over (RFC 7641 §3.6).
+                let reply = if matched {
+                    con.then(|| empty(MessageType::Acknowledgement, mid))
+                } else {
+                    let reason = DropReason::Unmatched(token);
+                    self.events.push_back(UdpEvent::Dropped { from, reason });
+                    Some(empty(MessageType::Reset, mid))
+                };
                 if let Some(r) = &reply {
                     self.transmit.push_back((from, r.clone()));
                 }
@@ -603,6 +654,8 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
                     self.transmit
                         .push_back((from, empty(MessageType::Reset, mid)));
                 }
+                let reason = DropReason::BadCode(message.code);
+                self.events.push_back(UdpEvent::Dropped { from, reason });
             }
         }
     }
@@ -674,7 +727,8 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
     fn handle_reset(&mut self, from: A, mid: u16, message: &Message, now: Instant) {
         // §4.2: a Reset is empty; anything else is a format error.
         if message.code != Code::EMPTY {
-            return;
+            let reason = DropReason::BadCode(message.code);
+            return self.events.push_back(UdpEvent::Dropped { from, reason });
         }
         let Some(sent) = self.sent.get(&(from, mid)) else {
             return;
@@ -700,6 +754,10 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
             }
             Purpose::Response(token) => {
                 self.finish_sent(from, mid, now);
+                let key = (from, token.clone());
+                if self.non_notifications.get(&key) == Some(&mid) {
+                    self.non_notifications.remove(&key);
+                }
                 self.events.push_back(UdpEvent::ResponseFailed {
                     to: from,
                     token,
@@ -813,12 +871,30 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
         confirmable: bool,
         now: Instant,
     ) -> Result<Token, UdpSendError> {
+        let token = self.new_token(to);
+        message.token = token.clone();
+        self.send_request_with_token(to, message, confirmable, now)?;
+        Ok(token)
+    }
+
+    /// Sends a request with the token it carries, which must not be outstanding towards `to`
+    /// (re-registering or deregistering an observation reuses its token, RFC 7641 §3.3.1,
+    /// §3.6: cancel the observation's request first).
+    pub fn send_request_with_token(
+        &mut self,
+        to: A,
+        message: Message,
+        confirmable: bool,
+        now: Instant,
+    ) -> Result<(), UdpSendError> {
         self.last_now = Some(now);
         if !message.code.is_request() {
             return Err(UdpSendError::NotARequest(message.code));
         }
-        let token = self.new_token(to);
-        message.token = token.clone();
+        let token = message.token.clone();
+        if self.requests.contains_key(&(to, token.clone())) {
+            return Err(UdpSendError::TokenInUse(token));
+        }
         let datagram = self.encode(&message)?;
         let nstart = self.config.nstart.max(1);
         let peer = self.touch_peer(to);
@@ -830,15 +906,136 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
         self.requests.insert(
             (to, token.clone()),
             Outgoing {
-                observe: message.options.observe() == Some(0),
+                observe: message.options.observe().is_some_and(|v| v <= 1),
                 phase: Phase::Queued(datagram.clone()),
                 deadline: None,
             },
         );
         if !queued {
-            self.start_request(to, token.clone(), &datagram, confirmable, now);
+            self.start_request(to, token, &datagram, confirmable, now);
         }
-        Ok(token)
+        Ok(())
+    }
+
+    /// Sends a notification of the observation `token` to `to` (RFC 7641 §4.2): a separate
+    /// response, Confirmable or not. While an earlier Confirmable notification of the same
+    /// observation still awaits its ACK, the new one takes its place (§4.5.2): it is sent with
+    /// a new Message ID and inherits the retransmission count and deadline, and is
+    /// Confirmable whatever `confirmable` says. Its ending (ACK, Reset, timeout) is reported
+    /// like a separate response's: [`UdpEvent::ResponseFailed`] when it fails.
+    pub fn send_notification(
+        &mut self,
+        to: A,
+        token: &Token,
+        mut notification: Message,
+        confirmable: bool,
+        now: Instant,
+    ) -> Result<(), UdpSendError> {
+        self.last_now = Some(now);
+        if !notification.code.is_response() {
+            return Err(UdpSendError::NotAResponse(notification.code));
+        }
+        notification.token = token.clone();
+        let datagram = self.encode(&notification)?;
+        let outstanding = self.sent.iter().find_map(|(&(a, mid), sent)| {
+            let ours = a == to
+                && sent.retransmit.is_some()
+                && matches!(&sent.purpose, Purpose::Response(t) if t == token);
+            ours.then_some(mid)
+        });
+        let mid = self.next_mid(to);
+        if let Some(old) = outstanding {
+            let Some(mut sent) = self.sent.remove(&(to, old)) else {
+                return Ok(());
+            };
+            let d = restamp(&datagram, MessageType::Confirmable, mid);
+            if let Some(r) = &mut sent.retransmit {
+                self.timers.remove(&r.timer);
+                r.timer = self.set_timer(r.timer.0, Timer::Retransmit(to, mid));
+                r.datagram = d.clone();
+            }
+            self.sent.insert((to, mid), sent);
+            self.transmit.push_back((to, d));
+            return Ok(());
+        }
+        self.forget_non_notification(to, token);
+        if confirmable {
+            let d = restamp(&datagram, MessageType::Confirmable, mid);
+            self.transmit.push_back((to, d.clone()));
+            self.start_retransmit(to, mid, Purpose::Response(token.clone()), d, now);
+        } else {
+            // Remembered (the latest one per observation) so that a Reset to it ends the
+            // observation.
+            let d = restamp(&datagram, MessageType::NonConfirmable, mid);
+            self.transmit.push_back((to, d));
+            let purpose = Purpose::Response(token.clone());
+            self.sent.insert(
+                (to, mid),
+                Sent {
+                    purpose,
+                    retransmit: None,
+                },
+            );
+            self.non_notifications.insert((to, token.clone()), mid);
+        }
+        Ok(())
+    }
+
+    /// The observation `token` of `to` is over on our side: forget what a Reset to its last
+    /// Non-confirmable notification would have matched.
+    pub fn end_notifications(&mut self, to: A, token: &Token) {
+        self.forget_non_notification(to, token);
+    }
+
+    fn forget_non_notification(&mut self, to: A, token: &Token) {
+        if let Some(mid) = self.non_notifications.remove(&(to, token.clone())) {
+            if matches!(
+                self.sent.get(&(to, mid)),
+                Some(Sent {
+                    retransmit: None,
+                    ..
+                })
+            ) {
+                self.sent.remove(&(to, mid));
+            }
+        }
+    }
+
+    /// Answers a request that was too large to take (§5.9.2.9 4.13, with Size1 giving the
+    /// limit), from what its first bytes say; other messages are dropped.
+    fn too_large(&mut self, from: A, data: &[u8], limit: usize) {
+        let Some((mtype, mid, token)) = udp::peek_header(data) else {
+            return;
+        };
+        let is_request = Code(data[1]).is_request();
+        if !is_request || mtype == MessageType::Acknowledgement || mtype == MessageType::Reset {
+            if mtype == MessageType::Confirmable {
+                self.transmit
+                    .push_back((from, empty(MessageType::Reset, mid)));
+            }
+            return;
+        }
+        let size1 = u32::try_from(limit).unwrap_or(u32::MAX);
+        let mut answer = Message::response(Code::REQUEST_ENTITY_TOO_LARGE, Bytes::new())
+            .with_uint_option(OptionNumber::SIZE1, size1);
+        answer.token = token;
+        let t = if mtype == MessageType::Confirmable {
+            MessageType::Acknowledgement
+        } else {
+            MessageType::NonConfirmable
+        };
+        let mid = if t == MessageType::Acknowledgement {
+            mid
+        } else {
+            self.next_mid(from)
+        };
+        let header = UdpHeader {
+            mtype: t,
+            message_id: mid,
+        };
+        if let Ok(d) = udp::encode(&header, &answer) {
+            self.transmit.push_back((from, d));
+        }
     }
 
     /// Answers the request `request` from `to`. Piggybacked on the ACK if the request was

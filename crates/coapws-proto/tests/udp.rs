@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use coapws_proto::codec::udp::{self as wire, MessageType, UdpHeader};
 use coapws_proto::udp::{
-    MessageLayer, RequestKey, UdpConfig, UdpEvent, UdpRequestError, UdpSendError,
+    DropReason, MessageLayer, RequestKey, UdpConfig, UdpEvent, UdpRequestError, UdpSendError,
 };
 use coapws_proto::{Code, DecodeLimits, Message, OptionNumber, Token};
 use proptest::prelude::*;
@@ -486,7 +486,7 @@ fn reset_fails_non_request() {
 }
 
 #[test]
-fn unknown_token_response_is_reset_if_con() {
+fn unknown_token_response_is_reset() {
     let now = Instant::now();
     let mut c = MessageLayer::<Addr>::new(UdpConfig::default(), 9);
     let con = hex("44 45 12 34 de ad be ef ff 68 69");
@@ -495,15 +495,21 @@ fn unknown_token_response_is_reset_if_con() {
     // its duplicate gets the same answer
     c.handle_datagram(SERVER, con, now);
     assert_eq!(transmits(&mut c), [(SERVER, hex("70 00 12 34"))]);
-    // NON: ignored
+    // NON: rejected too (RFC 7252 §4.3 allows it; RFC 7641 §3.6 relies on it)
     c.handle_datagram(SERVER, hex("54 45 12 35 de ad be ef ff 68 69"), now);
-    assert!(transmits(&mut c).is_empty());
+    assert_eq!(transmits(&mut c), [(SERVER, hex("70 00 12 35"))]);
     // unexpected ACK and RST: ignored
     c.handle_datagram(SERVER, hex("60 00 55 55"), now);
     c.handle_datagram(SERVER, hex("70 00 55 55"), now);
     c.handle_datagram(SERVER, hex("64 45 55 55 de ad be ef"), now);
     assert!(transmits(&mut c).is_empty());
-    assert!(events(&mut c).is_empty());
+    // the two rejected responses are reported for the log, nothing else
+    let dead = Token::new(hex("de ad be ef"));
+    let unmatched = UdpEvent::Dropped {
+        from: SERVER,
+        reason: DropReason::Unmatched(dead),
+    };
+    assert_eq!(events(&mut c), [unmatched.clone(), unmatched]);
 }
 
 #[test]
@@ -536,19 +542,79 @@ fn format_errors_reject_con_and_drop_the_rest() {
         s.handle_datagram(CLIENT, hex(input), now);
         let expected: Vec<_> = answer.into_iter().map(|a| (CLIENT, hex(a))).collect();
         assert_eq!(transmits(&mut s), expected, "{input}");
+        // every malformed datagram is reported for the log; a ping and an empty NON are not
+        // malformed
+        let ev = events(&mut s);
+        let malformed = !matches!(input, "40 00 12 39" | "50 00 12 3b");
+        if malformed {
+            assert!(
+                matches!(
+                    &ev[..],
+                    [UdpEvent::Dropped {
+                        from: CLIENT,
+                        reason: DropReason::Malformed(_) | DropReason::BadCode(_)
+                    }]
+                ),
+                "{input}: {ev:?}"
+            );
+        } else {
+            assert!(ev.is_empty(), "{input}: {ev:?}");
+        }
     }
-    assert!(events(&mut s).is_empty());
     // a request with an unregistered method is delivered (the site answers 4.05)
     s.handle_datagram(CLIENT, hex("40 1f 12 40"), now);
     assert!(
         matches!(&events(&mut s)[..], [UdpEvent::Request { message, .. }] if message.code == Code(0x1f))
     );
-    // a datagram over max_message_size is dropped even if it is a CON
+}
+
+/// Regression: datagrams above 1152 bytes were dropped without a word, requests and responses
+/// alike, so a peer sending up to its path MTU timed out.
+#[test]
+fn datagrams_above_1152_bytes_are_taken_and_oversize_requests_get_4_13() {
+    let now = Instant::now();
+    let config = UdpConfig {
+        max_receive_size: 4000,
+        ..UdpConfig::default()
+    };
+    let mut s = MessageLayer::<Addr>::new(config, 10);
+    // 1153..=4000 bytes: delivered
     let mut big = hex("40 02 12 41 ff").to_vec();
-    big.resize(1153, b'x');
+    big.resize(3000, b'x');
     s.handle_datagram(CLIENT, Bytes::from(big), now);
-    assert!(transmits(&mut s).is_empty());
-    assert!(events(&mut s).is_empty());
+    assert!(
+        matches!(&events(&mut s)[..], [UdpEvent::Request { message, .. }] if message.payload.len() == 2995)
+    );
+    // above the limit: a CON request gets 4.13 piggybacked with Size1, token kept
+    let mut huge = hex("42 02 12 42 ab cd ff").to_vec();
+    huge.resize(4001, b'x');
+    s.handle_datagram(CLIENT, Bytes::from(huge), now);
+    let out = transmits(&mut s);
+    assert_eq!(out.len(), 1);
+    let (h, m) = decode(&out[0].1);
+    assert_eq!(
+        (h.mtype, h.message_id),
+        (MessageType::Acknowledgement, 0x1242)
+    );
+    assert_eq!(m.code, Code::REQUEST_ENTITY_TOO_LARGE);
+    assert_eq!(m.token, Token::new(hex("ab cd")));
+    assert_eq!(m.options.get_uint(OptionNumber::SIZE1), Some(4000));
+    assert_eq!(
+        events(&mut s),
+        [UdpEvent::Dropped {
+            from: CLIENT,
+            reason: DropReason::TooLarge {
+                size: 4001,
+                limit: 4000
+            }
+        }]
+    );
+    // an oversize CON response is rejected with Reset, and reported
+    let mut resp = hex("42 45 12 43 ab cd ff").to_vec();
+    resp.resize(4001, b'x');
+    s.handle_datagram(CLIENT, Bytes::from(resp), now);
+    assert_eq!(transmits(&mut s), [(CLIENT, hex("70 00 12 43"))]);
+    assert_eq!(events(&mut s).len(), 1);
 }
 
 #[test]
@@ -938,12 +1004,18 @@ fn nstart_slot_frees_on_timeout_and_cancel() {
             mtype: MessageType::Confirmable,
             message_id: 0x4242,
         },
-        &Message::response(Code::CONTENT, "").with_token(t2),
+        &Message::response(Code::CONTENT, "").with_token(t2.clone()),
     )
     .unwrap();
     c.handle_datagram(SERVER, late, now);
     assert_eq!(transmits(&mut c), [(SERVER, hex("70 00 42 42"))]);
-    assert!(events(&mut c).is_empty());
+    assert_eq!(
+        events(&mut c),
+        [UdpEvent::Dropped {
+            from: SERVER,
+            reason: DropReason::Unmatched(t2)
+        }]
+    );
     c.cancel_request(SERVER, &t3);
     assert!(c.is_idle());
     assert!(events(&mut c).is_empty(), "cancel has no event");
@@ -1003,7 +1075,12 @@ fn observation_stays_open_until_cancelled() {
     let n = Message::response(Code::CONTENT, "v").with_uint_option(OptionNumber::OBSERVE, 3);
     net.server.send_response(CLIENT, &key, n, now).unwrap();
     net.pump();
-    assert_eq!(net.client_events.len(), 2);
+    let responses = net
+        .client_events
+        .iter()
+        .filter(|e| matches!(e, UdpEvent::Response { .. }))
+        .count();
+    assert_eq!(responses, 2);
     assert!(matches!(
         &net.server_events[..],
         [UdpEvent::ResponseFailed { to: CLIENT, error: UdpRequestError::Reset, token: t }] if *t == token
@@ -1059,6 +1136,10 @@ fn lossy_run(seed: u64, faults: Faults, n: usize, nstart: usize) -> Result<(), T
                     }
                 }
                 UdpEvent::ResponseFailed { .. } => {}
+                UdpEvent::Dropped {
+                    reason: DropReason::Unmatched(_),
+                    ..
+                } => {}
                 e => prop_assert!(false, "server event {:?}", e),
             }
         }
@@ -1073,6 +1154,13 @@ fn lossy_run(seed: u64, faults: Faults, n: usize, nstart: usize) -> Result<(), T
                 UdpEvent::RequestFailed { to, token, .. } => {
                     prop_assert_eq!(to, SERVER);
                     endings[tokens[&token]] += 1;
+                }
+                // a duplicated response after the request ended
+                UdpEvent::Dropped {
+                    reason: DropReason::Unmatched(t),
+                    ..
+                } => {
+                    prop_assert!(tokens.contains_key(&t));
                 }
                 e => prop_assert!(false, "client event {:?}", e),
             }

@@ -8,7 +8,7 @@
 //! pending on it with a typed error. Other tasks talk to it through a [`ConnectionHandle`].
 
 use crate::error::Error;
-use crate::exchange::{Reply, SendOnDrop, Waiting, call};
+use crate::exchange::{Delivery, Feed, Reply, SendOnDrop, Waiting, call, feed};
 use crate::remote::Remote;
 use crate::site::IncomingRequest;
 use bytes::Bytes;
@@ -26,10 +26,31 @@ use tracing::{debug, info, warn};
 /// A boxed future, as handlers return them.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// What the dispatcher answers an incoming request with.
+pub(crate) struct Answer {
+    /// The response to send, or `None` when No-Response suppresses it.
+    pub message: Option<Message>,
+    /// For a registered observation: fired once the response is handed to the transport, so
+    /// that no notification overtakes it.
+    pub started: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Answer {
+    /// Sends `started` now that the response is on its way.
+    pub(crate) fn start_observer(started: Option<tokio::sync::oneshot::Sender<()>>) {
+        if let Some(s) = started {
+            let _ = s.send(());
+        }
+    }
+}
+
 /// What the connection hands incoming requests to: the endpoint's site and policies.
 pub(crate) trait Dispatch: Send + Sync + 'static {
-    /// The response to send, or `None` when No-Response suppresses it.
-    fn dispatch(self: Arc<Self>, request: IncomingRequest) -> BoxFuture<Option<Message>>;
+    /// The answer to one request.
+    fn dispatch(self: Arc<Self>, request: IncomingRequest) -> BoxFuture<Answer>;
+    /// A notification of the observation `token` on `link` could not be delivered (UDP: the
+    /// client answered with Reset, or never acknowledged it): the observer is gone.
+    fn observer_gone(&self, link: (u64, Option<std::net::SocketAddr>), token: &Token);
 }
 
 /// What the transport delivered.
@@ -57,16 +78,32 @@ pub(crate) trait FrameIo: Send + 'static {
 }
 
 pub(crate) enum Command {
+    /// Send a request (token chosen here); answers go to `reply`.
     Request {
         message: Message,
         id: u64,
         reply: Reply,
     },
-    Cancel {
+    /// Forget caller `id`'s request.
+    Cancel { id: u64 },
+    /// Send `message` under the token of caller `id`'s observation, which the core forgets
+    /// first (re-registration with Observe 0, deregistration with Observe 1); answers go to
+    /// `reply` from now on if given.
+    Resend {
         id: u64,
+        message: Message,
+        reply: Option<Reply>,
     },
+    /// Caller `id` stopped listening to its observation: deregister with `message` (a GET
+    /// with Observe 1) under its token, whose answer nobody awaits.
+    Deregister { id: u64, message: Message },
+    /// The response to an incoming request.
     Respond(Message),
+    /// A notification to an observer on this connection (not an answer to a running handler).
+    Notify(Message),
+    /// No response to an incoming request (No-Response).
     Suppress(Token),
+    /// Start a graceful shutdown.
     Release,
 }
 
@@ -78,6 +115,8 @@ pub struct ConnectionHandle {
     id: u64,
     /// Cleared once either side sent Release: no new requests should start here.
     accepting: Arc<AtomicBool>,
+    /// The peer's CSM allows BERT.
+    peer_bert: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for ConnectionHandle {
@@ -95,6 +134,10 @@ impl ConnectionHandle {
     pub fn accepts_requests(&self) -> bool {
         self.is_alive() && self.accepting.load(Ordering::Relaxed)
     }
+    /// True once the peer's CSM allowed BERT (RFC 8323 §6).
+    pub fn peer_bert(&self) -> bool {
+        self.peer_bert.load(Ordering::Relaxed)
+    }
     /// Process-unique number of the connection.
     pub fn id(&self) -> u64 {
         self.id
@@ -110,6 +153,23 @@ impl ConnectionHandle {
             || Error::Connection(ConnectionError::TransportClosed),
         )
         .await
+    }
+    /// Sends an observation request (Observe 0) on this connection; returns the caller id and
+    /// the feed its notifications arrive on.
+    pub(crate) fn observe(&self, message: Message) -> Result<(u64, Feed), Error> {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = feed();
+        self.tx
+            .send(Command::Request {
+                message,
+                id,
+                reply: Reply::Stream(tx),
+            })
+            .map_err(|_| Error::Connection(ConnectionError::TransportClosed))?;
+        Ok((id, rx))
+    }
+    pub(crate) fn command(&self, c: Command) {
+        let _ = self.tx.send(c);
     }
     /// Starts a graceful shutdown of the connection (Release).
     pub fn release(&self) {
@@ -148,6 +208,7 @@ pub(crate) fn spawn<T: FrameIo>(
         ids: Arc::new(AtomicU64::new(1)),
         id: CONNECTION_IDS.fetch_add(1, Ordering::Relaxed),
         accepting: Arc::new(AtomicBool::new(true)),
+        peer_bert: Arc::new(AtomicBool::new(false)),
     };
     let remote = make_remote(handle.clone());
     info!(remote = %remote, conn = handle.id, "connection up");
@@ -258,9 +319,7 @@ impl<T: FrameIo> Driver<T> {
                 debug!(target: "coapws::wire", remote = %self.remote, ?message, "send request");
                 match self.core.send_request(&message) {
                     Ok(()) => self.waiting.insert(message.token, id, reply),
-                    Err(e) => {
-                        let _ = reply.send(Err(e.into()));
-                    }
+                    Err(e) => reply.finish(Err(e.into())),
                 }
             }
             Command::Cancel { id } => {
@@ -268,6 +327,38 @@ impl<T: FrameIo> Driver<T> {
                     self.core.cancel_request(&token);
                 }
             }
+            Command::Resend {
+                id,
+                mut message,
+                reply,
+            } => {
+                let Some(token) = self.waiting.key_of(id).cloned() else {
+                    if let Some(r) = reply {
+                        r.finish(Err(Error::ObservationEnded));
+                    }
+                    return;
+                };
+                if let Some(r) = reply {
+                    self.waiting.replace(id, r);
+                }
+                self.core.cancel_request(&token);
+                message.token = token.clone();
+                debug!(target: "coapws::wire", remote = %self.remote, ?message, "send request (same token)");
+                if let Err(e) = self.core.send_request(&message) {
+                    self.waiting.finish(&token, Err(e.into()));
+                }
+            }
+            Command::Deregister { id, mut message } => {
+                let Some(token) = self.waiting.cancel(id) else {
+                    return;
+                };
+                self.core.cancel_request(&token);
+                message.token = token;
+                debug!(target: "coapws::wire", remote = %self.remote, ?message, "deregister");
+                // Nobody waits for the answer; the core forgets the token when it comes.
+                let _ = self.core.send_request(&message);
+            }
+            Command::Notify(m) => self.send_response(m),
             Command::Respond(m) => {
                 self.inbound_running = self.inbound_running.saturating_sub(1);
                 self.send_response(m);
@@ -320,21 +411,26 @@ impl<T: FrameIo> Driver<T> {
         while let Some(ev) = self.core.poll_event() {
             match ev {
                 Event::Established(s) => {
+                    self.handle.peer_bert.store(s.bert(), Ordering::Relaxed);
                     debug!(remote = %self.remote, max_message_size = s.max_message_size, bwt = s.block_wise_transfer, "peer CSM")
                 }
                 Event::SettingsChanged(s) => {
+                    self.handle.peer_bert.store(s.bert(), Ordering::Relaxed);
                     debug!(remote = %self.remote, max_message_size = s.max_message_size, "peer settings changed")
                 }
                 Event::Request(m) => self.incoming_request(m),
                 Event::Response(m) => {
                     debug!(target: "coapws::wire", remote = %self.remote, message = ?m, "received response");
-                    // Observations are not delivered beyond the first response yet: forget
-                    // the token rather than keep it open with nobody listening.
-                    if self.core.is_outstanding(&m.token) {
-                        self.core.cancel_request(&m.token);
-                    }
                     let token = m.token.clone();
-                    self.waiting.finish(&token, Ok(m));
+                    if self.core.is_outstanding(&token) {
+                        // A notification: the core keeps the token open. A one-shot request
+                        // (or nobody) takes no more, so the token is forgotten.
+                        if self.waiting.deliver(&token, m) != Delivery::Kept {
+                            self.core.cancel_request(&token);
+                        }
+                    } else {
+                        self.waiting.finish(&token, Ok(m));
+                    }
                 }
                 Event::SendFailed { token, error } => {
                     self.waiting.finish(&token, Err(error.into()));
@@ -387,6 +483,7 @@ impl<T: FrameIo> Driver<T> {
                 max_message_size: peer.max_message_size as usize,
                 bert: peer.bert(),
             },
+            observe: None,
         };
         // A handler that panics or is cancelled still gets its request answered.
         let failed = Message::response(Code::INTERNAL_SERVER_ERROR, "handler failed");
@@ -395,11 +492,13 @@ impl<T: FrameIo> Driver<T> {
             Command::Respond(failed.with_token(token.clone())),
         );
         tokio::spawn(async move {
-            let answer = match dispatch.dispatch(request).await {
+            let answer = dispatch.dispatch(request).await;
+            let command = match answer.message {
                 Some(m) => Command::Respond(m.with_token(token)),
                 None => Command::Suppress(token),
             };
-            guard.send_instead(answer);
+            guard.send_instead(command);
+            Answer::start_observer(answer.started);
         });
     }
 
@@ -408,8 +507,12 @@ impl<T: FrameIo> Driver<T> {
         self.waiting.fail_all(&Error::Connection(why.clone()));
         // Requests queued but not yet seen by the loop fail too.
         while let Ok(cmd) = self.rx.try_recv() {
-            if let Command::Request { reply, .. } = cmd {
-                let _ = reply.send(Err(Error::Connection(why.clone())));
+            match cmd {
+                Command::Request { reply, .. }
+                | Command::Resend {
+                    reply: Some(reply), ..
+                } => reply.finish(Err(Error::Connection(why.clone()))),
+                _ => {}
             }
         }
     }

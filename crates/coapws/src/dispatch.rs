@@ -1,17 +1,22 @@
 //! The server side of a request between a connection and the [`Site`]: block-wise transfers
 //! (reassembling Block1 uploads, cutting large responses into Block2 pieces that fit the
-//! peer) and No-Response (RFC 7967). Handlers see whole requests and return whole responses.
+//! peer, each with an ETag), observation registrations (RFC 7641, handed to
+//! [`crate::observe`]) and No-Response (RFC 7967). Handlers see whole requests and return
+//! whole responses.
 
-use crate::connection::{BoxFuture, Dispatch};
+use crate::connection::{Answer, BoxFuture, Dispatch};
 use crate::endpoint::EndpointConfig;
-use crate::site::{IncomingRequest, PeerLimits, Site};
+use crate::observe::{ObserveConfig, Observers, Render, log_refused};
+use crate::site::{IncomingRequest, ObserveSlot, PeerLimits, Site};
 use bytes::Bytes;
 use coapws_proto::blockwise::{Block1Collector, Block1Step, BlockError, block_room, slice_block2};
 use coapws_proto::code::Code;
 use coapws_proto::codec::tcp;
-use coapws_proto::message::Message;
+use coapws_proto::message::{Message, Token};
+use coapws_proto::observe::Registration;
 use coapws_proto::option::{BlockValue, OptionNumber};
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,39 +42,63 @@ impl From<&EndpointConfig> for BlockwiseConfig {
     }
 }
 
-/// Which exchange a block belongs to: same peer (connection or address), method, target and
-/// Request-Tag (RFC 9175 §3). Keys both Block1 uploads and Block2 responses in progress.
+/// Which exchange a block belongs to: same peer (connection or address), method, and every
+/// option that selects the resource or its representation (target, Accept, …; for a FETCH
+/// sent whole, its body too). Block-wise bookkeeping options are left out, and so is
+/// Request-Tag except for uploads (RFC 9175 §3: it tells concurrent Block1 uploads apart; the
+/// Block2 requests after them do not repeat it).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct UploadKey {
     link: (u64, Option<SocketAddr>),
     code: Code,
-    target: Vec<(u16, Bytes)>,
+    options: Vec<(u16, Bytes)>,
+    body: Option<u64>,
 }
 
 impl UploadKey {
-    fn of(req: &IncomingRequest) -> UploadKey {
-        let target = req
-            .message
+    fn of(req: &IncomingRequest, upload: bool) -> UploadKey {
+        let m = &req.message;
+        let options = m
             .options
             .iter()
             .filter(|(n, _)| {
-                matches!(
+                !matches!(
                     *n,
-                    OptionNumber::URI_HOST
-                        | OptionNumber::URI_PORT
-                        | OptionNumber::URI_PATH
-                        | OptionNumber::URI_QUERY
-                        | OptionNumber::REQUEST_TAG
-                )
+                    OptionNumber::BLOCK1
+                        | OptionNumber::BLOCK2
+                        | OptionNumber::SIZE1
+                        | OptionNumber::SIZE2
+                        | OptionNumber::OBSERVE
+                        | OptionNumber::NO_RESPONSE
+                ) && (upload || *n != OptionNumber::REQUEST_TAG)
             })
             .map(|(n, v)| (n.0, v.clone()))
             .collect();
+        let body = (m.code == Code::FETCH && m.options.block1().is_none()).then(|| {
+            let mut h = std::hash::DefaultHasher::new();
+            m.payload.hash(&mut h);
+            h.finish()
+        });
         UploadKey {
             link: req.remote.link_id(),
-            code: req.message.code,
-            target,
+            code: m.code,
+            options,
+            body,
         }
     }
+}
+
+/// Room that options added after cutting take in a block's header: an ETag (option header
+/// and 8 bytes) and an Observe value (up to 4).
+const ADDED_ROOM: usize = 14;
+
+/// An ETag for a representation cut into blocks that has none (RFC 7959 §2.4: the client
+/// checks it on every block): a hash of its payload and Content-Format.
+fn representation_etag(m: &Message) -> Bytes {
+    let mut h = std::hash::DefaultHasher::new();
+    m.payload.hash(&mut h);
+    m.options.content_format().hash(&mut h);
+    Bytes::copy_from_slice(&h.finish().to_be_bytes())
 }
 
 struct Upload {
@@ -77,18 +106,19 @@ struct Upload {
     last: Instant,
 }
 
-/// Serves a [`Site`] with block-wise transfers and No-Response.
+/// Serves a [`Site`] with block-wise transfers, observations and No-Response.
 pub(crate) struct SiteDispatch {
     site: Arc<Site>,
     config: BlockwiseConfig,
     uploads: Mutex<HashMap<UploadKey, Upload>>,
     /// Whole responses whose later Block2 pieces are still to be fetched.
     responses: Mutex<HashMap<UploadKey, (Message, Instant)>>,
+    observers: Arc<Observers>,
 }
 
 /// RFC 7967 §2: is a response of `code` suppressed by No-Response `bits`?
 /// A 2.31 Continue is part of a Block1 upload, not the response: never suppressed.
-fn suppressed(bits: u8, code: Code) -> bool {
+pub(crate) fn suppressed(bits: u8, code: Code) -> bool {
     if code == Code::CONTINUE {
         return false;
     }
@@ -105,12 +135,77 @@ fn text(code: Code, t: &str) -> Message {
 }
 
 impl SiteDispatch {
-    pub(crate) fn new(site: Site, config: BlockwiseConfig) -> SiteDispatch {
+    pub(crate) fn new(site: Site, config: BlockwiseConfig, observe: ObserveConfig) -> SiteDispatch {
         SiteDispatch {
             site: Arc::new(site),
             config,
             uploads: Mutex::new(HashMap::new()),
             responses: Mutex::new(HashMap::new()),
+            observers: Arc::new(Observers::new(observe)),
+        }
+    }
+
+    /// Number of observers registered.
+    pub(crate) fn observer_count(&self) -> usize {
+        self.observers.len()
+    }
+
+    /// Handles one request, taking observation registrations and deregistrations (GET and
+    /// FETCH with Observe 0 or 1) on the way.
+    async fn answer(self: &Arc<Self>, mut req: IncomingRequest) -> (Message, Option<Started>) {
+        let registration = match (req.message.code, req.message.options.observe()) {
+            (Code::GET | Code::FETCH, Some(v)) => Registration::of(v),
+            _ => return (self.handle(req).await, None),
+        };
+        let link = req.remote.link_id();
+        let token = req.message.token.clone();
+        match registration {
+            Registration::Deregister => {
+                self.observers.remove(link, &token, None);
+                req.message.options.remove(OptionNumber::OBSERVE);
+                (self.handle(req).await, None)
+            }
+            Registration::Other(_) => {
+                req.message.options.remove(OptionNumber::OBSERVE);
+                (self.handle(req).await, None)
+            }
+            Registration::Register => self.register(req, link, token).await,
+        }
+    }
+
+    async fn register(
+        self: &Arc<Self>,
+        mut req: IncomingRequest,
+        link: (u64, Option<SocketAddr>),
+        token: Token,
+    ) -> (Message, Option<Started>) {
+        let stored = req.clone();
+        let slot = ObserveSlot::default();
+        req.observe = Some(slot.clone());
+        let mut response = self.handle(req).await;
+        let observable = slot.take();
+        let Some(observable) = observable.filter(|_| response.code.is_success()) else {
+            // Not observable, or not 2.xx: no observation, and one with this token ends.
+            self.observers.remove(link, &token, None);
+            response.options.remove(OptionNumber::OBSERVE);
+            return (response, None);
+        };
+        match self.observers.register(link, &token) {
+            Ok(registered) => {
+                response
+                    .options
+                    .set_uint(OptionNumber::OBSERVE, registered.first_value());
+                let (started, start) = tokio::sync::oneshot::channel();
+                let render: Arc<dyn Render> = self.clone();
+                self.observers
+                    .spawn(registered, &observable, stored, render, start);
+                (response, Some(started))
+            }
+            Err(why) => {
+                log_refused(&stored.remote, &why);
+                response.options.remove(OptionNumber::OBSERVE);
+                (response, None)
+            }
         }
     }
 
@@ -120,13 +215,23 @@ impl SiteDispatch {
         req: &IncomingRequest,
         block1: BlockValue,
     ) -> Result<(Bytes, BlockValue), Message> {
-        let key = UploadKey::of(req);
+        let key = UploadKey::of(req, true);
         let now = Instant::now();
         let mut uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
         let timeout = self.config.upload_timeout;
         uploads.retain(|_, u| now.duration_since(u.last) < timeout);
         if block1.num == 0 {
-            if !uploads.contains_key(&key) && uploads.len() >= self.config.max_uploads {
+            // Another upload of this client to this resource under the same Request-Tag (or
+            // none) is in progress: its blocks and these could not be told apart. The newcomer
+            // is refused, so no body is ever mixed from two uploads (RFC 9175 §3.4).
+            if uploads.contains_key(&key) {
+                debug!(remote = %req.remote, "second concurrent upload without its own Request-Tag refused");
+                return Err(text(
+                    Code::REQUEST_ENTITY_INCOMPLETE,
+                    "another upload to this resource is in progress; tag concurrent uploads with Request-Tag (RFC 9175)",
+                ));
+            }
+            if uploads.len() >= self.config.max_uploads {
                 return Err(
                     text(Code::SERVICE_UNAVAILABLE, "too many uploads in progress")
                         .with_uint_option(OptionNumber::MAX_AGE, 5),
@@ -237,7 +342,7 @@ impl SiteDispatch {
         }
         let block1 = req.message.options.block1();
         let block2 = req.message.options.block2();
-        let key = UploadKey::of(&req);
+        let key = UploadKey::of(&req, false);
         if block1.is_none() && block2.is_none() {
             // The common case: no block-wise state to look up, nothing to keep if it fits.
             let peer = req.peer_limits;
@@ -285,9 +390,19 @@ impl SiteDispatch {
         echo_block1: Option<BlockValue>,
         key: UploadKey,
     ) -> Message {
-        let room = block_room(&response, peer.max_message_size);
+        let mut response = response;
+        let room = block_room(&response, peer.max_message_size)
+            .saturating_sub(ADDED_ROOM)
+            .max(16);
         match slice_block2(response.clone(), block2, room, peer.bert) {
             Ok(mut m) => {
+                if m.options.contains(OptionNumber::BLOCK2)
+                    && !response.options.contains(OptionNumber::ETAG)
+                {
+                    let etag = representation_etag(&response);
+                    m.options.set(OptionNumber::ETAG, etag.clone());
+                    response.options.set(OptionNumber::ETAG, etag);
+                }
                 let more = m.options.block2().is_some_and(|b| b.more);
                 self.remember(key, more.then_some(response));
                 if let Some(b) = echo_block1 {
@@ -301,12 +416,29 @@ impl SiteDispatch {
     }
 }
 
+/// Fired once a registration's response is handed to the transport.
+type Started = tokio::sync::oneshot::Sender<()>;
+
 impl Dispatch for SiteDispatch {
-    fn dispatch(self: Arc<Self>, request: IncomingRequest) -> BoxFuture<Option<Message>> {
+    fn dispatch(self: Arc<Self>, request: IncomingRequest) -> BoxFuture<Answer> {
         Box::pin(async move {
             let bits = request.message.options.no_response();
-            let response = self.handle(request).await;
-            (!suppressed(bits, response.code)).then_some(response)
+            let (response, started) = self.answer(request).await;
+            Answer {
+                message: (!suppressed(bits, response.code)).then_some(response),
+                started,
+            }
         })
+    }
+    fn observer_gone(&self, link: (u64, Option<SocketAddr>), token: &Token) {
+        if self.observers.remove(link, token, None) {
+            debug!(%token, "observer gone (Reset or unacknowledged notification)");
+        }
+    }
+}
+
+impl Render for SiteDispatch {
+    fn render(self: Arc<Self>, request: IncomingRequest) -> BoxFuture<Message> {
+        Box::pin(async move { self.handle(request).await })
     }
 }

@@ -10,6 +10,7 @@ use crate::connection::{self, ConnectionHandle, Dispatch, DriverConfig};
 use crate::dispatch::{BlockwiseConfig, SiteDispatch};
 use crate::error::Error;
 use crate::listener::listen_error;
+use crate::observe::ObserveConfig;
 use crate::pool::{Pool, PoolKey};
 use crate::remote::{Link, Remote, Side};
 use crate::site::Site;
@@ -67,6 +68,21 @@ pub struct EndpointConfig {
     /// Bytes held at once by all unfinished uploads together, and again by all responses kept
     /// for their later Block2 pieces; beyond it, 5.03.
     pub upload_memory: usize,
+    /// Longest a whole block-wise transfer may take (client), besides each request's own
+    /// timeout.
+    pub transfer_timeout: Duration,
+    /// Observers registered with this endpoint's site at once, in all; registrations beyond
+    /// it are answered without Observe (RFC 7641 §4.1) and logged.
+    pub max_observers: usize,
+    /// Observers at once per connection (per peer address over UDP); beyond it, likewise.
+    pub max_observers_per_connection: usize,
+    /// Over UDP, every this many notifications to an observer one is Confirmable, so that a
+    /// client that went away is noticed (RFC 7641 §4.5); 0 sends Confirmable ones only when a
+    /// notification ends the observation.
+    pub observe_con_every: u32,
+    /// Client: when a notification's Max-Age has lapsed by this much without a newer one, the
+    /// observation re-registers (RFC 7641 §3.3.1).
+    pub observe_max_age_grace: Duration,
 }
 
 impl Default for EndpointConfig {
@@ -86,6 +102,11 @@ impl Default for EndpointConfig {
             max_uploads: 256,
             upload_timeout: Duration::from_secs(60),
             upload_memory: 64 << 20,
+            transfer_timeout: Duration::from_secs(300),
+            max_observers: 10_000,
+            max_observers_per_connection: 64,
+            observe_con_every: 10,
+            observe_max_age_grace: Duration::from_secs(5),
         }
     }
 }
@@ -230,6 +251,7 @@ pub(crate) struct Inner {
     udp_v6: tokio::sync::OnceCell<SocketHandle>,
     pub(crate) tls_client: std::sync::OnceLock<TlsClientConfig>,
     pub(crate) dispatch: Option<Arc<dyn Dispatch>>,
+    site: Option<Arc<SiteDispatch>>,
     pub(crate) pool: Pool,
     pub(crate) live: Mutex<HashMap<u64, ConnectionHandle>>,
     pub(crate) listeners: Mutex<Vec<JoinHandle<()>>>,
@@ -270,10 +292,19 @@ impl EndpointBuilder {
     }
     /// The endpoint.
     pub fn build(self) -> Endpoint {
-        let dispatch = self.site.map(|site| {
-            Arc::new(SiteDispatch::new(site, BlockwiseConfig::from(&self.config)))
-                as Arc<dyn Dispatch>
+        let observe = ObserveConfig {
+            max_observers: self.config.max_observers,
+            max_per_link: self.config.max_observers_per_connection,
+            con_every: self.config.observe_con_every,
+        };
+        let site = self.site.map(|site| {
+            Arc::new(SiteDispatch::new(
+                site,
+                BlockwiseConfig::from(&self.config),
+                observe,
+            ))
         });
+        let dispatch = site.clone().map(|s| s as Arc<dyn Dispatch>);
         let tls_client = std::sync::OnceLock::new();
         if let Some(t) = self.tls_client {
             let _ = tls_client.set(t);
@@ -285,6 +316,7 @@ impl EndpointBuilder {
                 config: self.config,
                 tls_client,
                 dispatch,
+                site,
                 pool: Pool::default(),
                 live: Mutex::new(HashMap::new()),
                 listeners: Mutex::new(Vec::new()),
@@ -311,37 +343,72 @@ impl Endpoint {
         &self.inner.config
     }
 
-    /// Sends `request` and waits for its response.
+    /// Sends `request` and waits for its response. Bodies too large for one message go up in
+    /// Block1 pieces (BERT where the peer allows it), responses too large come down in Block2
+    /// pieces; the whole transfer is bounded by [`EndpointConfig::transfer_timeout`].
     pub async fn send(&self, request: Request) -> Result<Response, Error> {
-        let remote = match request.uri.scheme {
-            Scheme::Coap => self.udp_remote(&request.uri).await?,
+        let per_request = request.timeout.unwrap_or(self.inner.config.request_timeout);
+        let limit = self.inner.config.transfer_timeout.max(per_request);
+        match tokio::time::timeout(limit, self.transfer(request)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    /// The remote for `uri`: a pooled connection, or this endpoint's UDP socket.
+    pub(crate) async fn remote_for(&self, uri: &Uri) -> Result<Remote, Error> {
+        match uri.scheme {
+            Scheme::Coap => self.udp_remote(uri).await,
             _ => {
-                let key = PoolKey::of(&request.uri);
+                let key = PoolKey::of(uri);
                 self.inner
                     .pool
-                    .get(&key, || self.connect(&request.uri, key.clone()))
-                    .await?
+                    .get(&key, || self.connect(uri, key.clone()))
+                    .await
             }
-        };
+        }
+    }
+
+    async fn transfer(&self, request: Request) -> Result<Response, Error> {
+        let remote = self.remote_for(&request.uri).await?;
         let message = request.to_message();
         let (t, con) = (request.timeout, request.confirmable);
+        let mut uploaded = false;
         let first = match self.request_on(&remote, message.clone(), t, con).await {
             // Too large for one message to this peer: upload in Block1 pieces (RFC 7959 §2.5).
             Err(Error::Datagram(UdpSendError::TooLarge { limit, .. })) => {
+                uploaded = true;
                 self.upload(&remote, &message, limit, t, con).await?
             }
             Err(Error::Send(SendError::TooLarge { limit, .. })) => {
+                uploaded = true;
                 self.upload(&remote, &message, limit as usize, t, con)
                     .await?
             }
             other => other?,
         };
-        // Follow Block2 until the representation is whole (RFC 7959 §2.4); the body, if any,
-        // has been delivered already and is not sent again.
+        // Follow Block2 until the representation is whole (RFC 7959 §2.4). A body uploaded in
+        // blocks is not sent again, nor is a POST's or PUT's; a FETCH's selects the
+        // representation and goes with every block request.
         let mut next = message;
-        next.payload = Bytes::new();
+        if uploaded || next.code != Code::FETCH {
+            next.payload = Bytes::new();
+        }
         next.options.remove(OptionNumber::BLOCK1);
         next.options.remove(OptionNumber::SIZE1);
+        self.follow_block2(&remote, next, first, t, con).await
+    }
+
+    /// Given the first response to `next` (a request without body-wise options), fetches the
+    /// later Block2 pieces, if any, and returns the whole representation.
+    pub(crate) async fn follow_block2(
+        &self,
+        remote: &Remote,
+        mut next: Message,
+        first: Response,
+        t: Option<Duration>,
+        con: bool,
+    ) -> Result<Response, Error> {
         let mut blocks = Block2Collector::new(self.inner.config.max_body_size);
         let mut response = first;
         loop {
@@ -357,7 +424,7 @@ impl Endpoint {
                 }
                 Collected::Next(block) => {
                     next.options.set(OptionNumber::BLOCK2, block.encode());
-                    response = self.request_on(&remote, next.clone(), t, con).await?;
+                    response = self.request_on(remote, next.clone(), t, con).await?;
                 }
             }
         }
@@ -374,14 +441,30 @@ impl Endpoint {
         confirmable: bool,
     ) -> Result<Response, Error> {
         let body = message.payload.clone();
-        let mut szx = fitting_szx(block_room(message, limit));
+        // RFC 9175 §3: a Request-Tag of its own keeps this upload apart from any other one
+        // to the same resource.
+        let mut message = message.clone();
+        message
+            .options
+            .set(OptionNumber::REQUEST_TAG, request_tag());
+        let message = &message;
+        let room = block_room(message, limit);
+        // RFC 8323 §6: BERT (SZX 7, several 1024-byte units per message) where the peer's
+        // CSM allows it and a message holds more than one unit.
+        let bert = remote.connection().is_some_and(|c| c.peer_bert()) && room >= 2048;
+        let mut szx = if bert { 7 } else { fitting_szx(room) };
         let mut offset = 0;
         loop {
-            let size = 16usize << szx;
+            let size = if szx == 7 {
+                room / 1024 * 1024
+            } else {
+                16usize << szx
+            };
+            let unit = if szx == 7 { 1024 } else { size };
             let end = (offset + size).min(body.len());
             let more = end < body.len();
             let mut piece = message.clone();
-            let num = (offset / size) as u32;
+            let num = (offset / unit) as u32;
             piece
                 .options
                 .set(OptionNumber::BLOCK1, BlockValue { num, more, szx }.encode());
@@ -568,6 +651,11 @@ impl Endpoint {
         }
     }
 
+    /// Number of observers registered with this endpoint's site.
+    pub fn observer_count(&self) -> usize {
+        self.inner.site.as_ref().map_or(0, |s| s.observer_count())
+    }
+
     /// Number of connections up (both directions).
     pub fn connection_count(&self) -> usize {
         lock(&self.inner.live).len()
@@ -594,6 +682,16 @@ impl Endpoint {
             warn!("some connections did not close in time");
         }
     }
+}
+
+/// A Request-Tag value not used by this process before (RFC 9175 §3.4 asks for fresh ones).
+fn request_tag() -> Bytes {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let start = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8);
+    let v = start.wrapping_add(n) as u32;
+    Bytes::copy_from_slice(&v.to_be_bytes())
 }
 
 pub(crate) fn start_connection<T: connection::FrameIo>(

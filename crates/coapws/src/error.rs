@@ -64,6 +64,9 @@ pub enum Error {
     /// The endpoint was shut down.
     #[error("endpoint shut down")]
     Shutdown,
+    /// The observation has ended already (its ending was reported before).
+    #[error("the observation has ended")]
+    ObservationEnded,
     /// A listener could not be opened.
     #[error("cannot listen on {addr}: {source}")]
     Listen {

@@ -1,16 +1,53 @@
 //! What the connection task and the UDP socket task share about exchanges in flight: callers'
-//! requests waiting for their responses ([`Waiting`]), the caller's side of handing a request
-//! to a task ([`call`]), and a message sent on drop ([`SendOnDrop`]) so that a dropped request
-//! is cancelled and a handler that fails still gets its request answered.
+//! requests waiting for their responses ([`Waiting`]), where the answers go ([`Reply`]: one
+//! final answer, or a [`Feed`] of notifications for an observation), the caller's side of
+//! handing a request to a task ([`call`]), and a message sent on drop ([`SendOnDrop`]) so that
+//! a dropped request is cancelled and a handler that fails still gets its request answered.
 
 use crate::error::Error;
 use coapws_proto::message::Message;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, mpsc, oneshot};
 
-/// Where a request's response (or failure) goes.
-pub(crate) type Reply = oneshot::Sender<Result<Message, Error>>;
+/// Where a request's answers go.
+pub(crate) enum Reply {
+    /// One final answer (or failure).
+    Once(oneshot::Sender<Result<Message, Error>>),
+    /// An observation: notifications, then one final answer (or failure).
+    Stream(FeedSender),
+}
+
+impl Reply {
+    /// True when nobody listens any more.
+    pub(crate) fn is_closed(&self) -> bool {
+        match self {
+            Reply::Once(tx) => tx.is_closed(),
+            Reply::Stream(feed) => feed.is_closed(),
+        }
+    }
+    /// Hands over the final answer.
+    pub(crate) fn finish(self, result: Result<Message, Error>) {
+        match self {
+            Reply::Once(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Stream(feed) => feed.end(result),
+        }
+    }
+}
+
+/// What [`Waiting::deliver`] did with a response that keeps its token open.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Handed to an observation, which goes on.
+    Kept,
+    /// Handed to a one-shot request, which is over: the transport should forget the token.
+    Finished,
+    /// Nobody waits under that key.
+    Nobody,
+}
 
 /// Requests waiting for their response, by the transport's key (the token, or peer and token)
 /// and by the caller's id (for cancellation).
@@ -31,12 +68,44 @@ impl<K: Eq + Hash + Clone> Waiting<K> {
         self.by_id.insert(id, key.clone());
         self.by_key.insert(key, (id, reply));
     }
-    /// Hands `result` to whoever waits on `key`; false if nobody does.
+    /// Hands the final `result` to whoever waits on `key`; false if nobody does.
     pub(crate) fn finish(&mut self, key: &K, result: Result<Message, Error>) -> bool {
         match self.by_key.remove(key) {
             Some((id, reply)) => {
                 self.by_id.remove(&id);
-                let _ = reply.send(result);
+                reply.finish(result);
+                true
+            }
+            None => false,
+        }
+    }
+    /// Hands a notification (a response after which the transport keeps the token open) to
+    /// whoever waits on `key`.
+    pub(crate) fn deliver(&mut self, key: &K, message: Message) -> Delivery {
+        match self.by_key.get(key) {
+            None => Delivery::Nobody,
+            Some((_, Reply::Stream(feed))) => {
+                feed.push(message);
+                Delivery::Kept
+            }
+            Some((_, Reply::Once(_))) => {
+                self.finish(key, Ok(message));
+                Delivery::Finished
+            }
+        }
+    }
+    /// The key of caller `id`'s request.
+    pub(crate) fn key_of(&self, id: u64) -> Option<&K> {
+        self.by_id.get(&id)
+    }
+    /// Replaces where caller `id`'s answers go; false if it waits no more.
+    pub(crate) fn replace(&mut self, id: u64, reply: Reply) -> bool {
+        let Some(key) = self.by_id.get(&id) else {
+            return false;
+        };
+        match self.by_key.get_mut(key) {
+            Some(entry) => {
+                entry.1 = reply;
                 true
             }
             None => false,
@@ -52,8 +121,138 @@ impl<K: Eq + Hash + Clone> Waiting<K> {
     pub(crate) fn fail_all(&mut self, error: &Error) {
         self.by_id.clear();
         for (_, (_, reply)) in self.by_key.drain() {
-            let _ = reply.send(Err(error.clone()));
+            reply.finish(Err(error.clone()));
         }
+    }
+}
+
+/// Notifications queued for one observation before its reader takes them. A reader that
+/// falls behind loses the oldest ones, never the newest: an observer wants the current state
+/// (RFC 7641 §3.3: eventual consistency), and the queue stays bounded.
+pub(crate) const FEED_CAPACITY: usize = 32;
+
+struct FeedState {
+    queue: VecDeque<Message>,
+    end: Option<Result<Message, Error>>,
+    reader_gone: bool,
+    /// Notifications dropped because the reader fell behind.
+    dropped: u64,
+}
+
+struct FeedShared {
+    state: Mutex<FeedState>,
+    wake: Notify,
+}
+
+fn lock(s: &FeedShared) -> std::sync::MutexGuard<'_, FeedState> {
+    s.state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The transport's end of an observation's feed.
+pub(crate) struct FeedSender {
+    shared: Arc<FeedShared>,
+}
+
+/// The observer's end of a feed.
+pub(crate) struct Feed {
+    shared: Arc<FeedShared>,
+}
+
+/// What a feed yields.
+pub(crate) enum FeedItem {
+    /// A notification; the observation goes on.
+    Notification(Message),
+    /// The final answer (or failure); nothing follows.
+    End(Result<Message, Error>),
+}
+
+/// A new feed.
+pub(crate) fn feed() -> (FeedSender, Feed) {
+    let shared = Arc::new(FeedShared {
+        state: Mutex::new(FeedState {
+            queue: VecDeque::new(),
+            end: None,
+            reader_gone: false,
+            dropped: 0,
+        }),
+        wake: Notify::new(),
+    });
+    (
+        FeedSender {
+            shared: shared.clone(),
+        },
+        Feed { shared },
+    )
+}
+
+impl FeedSender {
+    fn is_closed(&self) -> bool {
+        lock(&self.shared).reader_gone
+    }
+    fn push(&self, m: Message) {
+        let mut s = lock(&self.shared);
+        if s.end.is_some() {
+            return;
+        }
+        if s.queue.len() >= FEED_CAPACITY {
+            s.queue.pop_front();
+            s.dropped += 1;
+        }
+        s.queue.push_back(m);
+        drop(s);
+        self.shared.wake.notify_one();
+    }
+    fn end(&self, result: Result<Message, Error>) {
+        let mut s = lock(&self.shared);
+        if s.end.is_none() {
+            s.end = Some(result);
+        }
+        drop(s);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Drop for FeedSender {
+    /// A transport task that goes away without a final answer ends the feed all the same.
+    fn drop(&mut self) {
+        let mut s = lock(&self.shared);
+        if s.end.is_none() {
+            s.end = Some(Err(Error::Connection(
+                coapws_proto::connection::ConnectionError::TransportClosed,
+            )));
+        }
+        drop(s);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Feed {
+    /// The next notification, or the end once every notification before it was taken.
+    pub(crate) async fn next(&mut self) -> FeedItem {
+        loop {
+            {
+                let mut s = lock(&self.shared);
+                if let Some(m) = s.queue.pop_front() {
+                    return FeedItem::Notification(m);
+                }
+                if let Some(end) = s.end.take() {
+                    // Later calls see the end again as a closed feed.
+                    s.end = Some(Err(Error::ObservationEnded));
+                    return FeedItem::End(end);
+                }
+            }
+            self.shared.wake.notified().await;
+        }
+    }
+    /// Notifications dropped so far because the reader fell behind.
+    pub(crate) fn dropped(&self) -> u64 {
+        lock(&self.shared).dropped
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        lock(&self.shared).reader_gone = true;
     }
 }
 
@@ -99,7 +298,7 @@ pub(crate) async fn call<C>(
     gone: impl Fn() -> Error,
 ) -> Result<Message, Error> {
     let (reply, rx) = oneshot::channel();
-    tx.send(make(reply)).map_err(|_| gone())?;
+    tx.send(make(Reply::Once(reply))).map_err(|_| gone())?;
     let guard = SendOnDrop::new(tx.clone(), cancel);
     let result = rx.await.unwrap_or_else(|_| Err(gone()));
     guard.disarm();

@@ -4,6 +4,7 @@
 //! - [`endpoint`]: [`Endpoint`], client and server at once; [`Request`], [`Response`]. Its
 //!   listening side (accept loops, TLS handshakes, connection limit) is in `listener.rs`.
 //! - [`site`]: [`Site`] and [`Resource`], the server side; the file server and demo site.
+//! - [`observe`]: [`Observation`] (client) and [`Observable`] (server), RFC 7641.
 //! - [`remote`]: [`Remote`], the other end, with role reversal over its connection.
 //! - [`connection`]: the per-connection task (token layer, driver of the RFC 8323 machine).
 //! - [`pool`]: connections by origin. [`transport`]: WebSocket and TCP; [`tls`]: TLS for both.
@@ -23,6 +24,7 @@ pub mod error;
 mod exchange;
 mod listener;
 mod net;
+pub mod observe;
 pub mod pool;
 pub mod remote;
 pub mod site;
@@ -32,5 +34,6 @@ pub mod transport;
 pub use coapws_proto as proto;
 pub use endpoint::{Endpoint, EndpointBuilder, EndpointConfig, Request, Response};
 pub use error::Error;
+pub use observe::{Observable, Observation, ObserveEnd};
 pub use remote::{Remote, Side};
 pub use site::{IncomingRequest, Resource, Site};

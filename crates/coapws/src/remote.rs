@@ -4,10 +4,10 @@
 //! transports, the connection it lives on, so a server can send requests back to a client that
 //! connected to it (role reversal) without that client having any URI.
 
-use crate::connection::ConnectionHandle;
+use crate::connection::{Command, ConnectionHandle};
 use crate::error::Error;
-use crate::transport::udp::SocketHandle;
-use coapws_proto::message::Message;
+use crate::transport::udp::{SocketHandle, UdpCommand};
+use coapws_proto::message::{Message, Token};
 use coapws_proto::uri::{Host, Scheme, Uri};
 use std::fmt;
 use std::net::SocketAddr;
@@ -101,6 +101,82 @@ impl Remote {
         match &self.link {
             Link::Stream(c) => c.request(message).await,
             Link::Datagram(s, addr) => s.request(*addr, message, confirmable).await,
+        }
+    }
+    /// Starts an observation (the request carries Observe 0) over the link.
+    pub(crate) fn observe(
+        &self,
+        message: Message,
+        confirmable: bool,
+    ) -> Result<(u64, crate::exchange::Feed), Error> {
+        match &self.link {
+            Link::Stream(c) => c.observe(message),
+            Link::Datagram(s, addr) => s.observe(*addr, message, confirmable),
+        }
+    }
+    /// Sends `message` under the token of observation `id` (re-registration or explicit
+    /// deregistration); its answers go to `reply` if given.
+    pub(crate) fn resend(
+        &self,
+        id: u64,
+        message: Message,
+        confirmable: bool,
+        reply: Option<crate::exchange::Reply>,
+    ) {
+        match &self.link {
+            Link::Stream(c) => c.command(Command::Resend { id, message, reply }),
+            Link::Datagram(s, _) => s.command(UdpCommand::Resend {
+                id,
+                message,
+                confirmable,
+                reply,
+            }),
+        }
+    }
+    /// Observation `id` is no longer listened to: deregister with `message` (reliable
+    /// transports), or forget it so the next notification gets Reset (UDP).
+    pub(crate) fn deregister(&self, id: u64, message: Message) {
+        match &self.link {
+            Link::Stream(c) => c.command(Command::Deregister { id, message }),
+            Link::Datagram(s, _) => s.command(UdpCommand::Deregister { id }),
+        }
+    }
+    /// Forgets request (or observation) `id` without a word to the peer.
+    pub(crate) fn cancel(&self, id: u64) {
+        match &self.link {
+            Link::Stream(c) => c.command(Command::Cancel { id }),
+            Link::Datagram(s, _) => s.command(UdpCommand::Cancel { id }),
+        }
+    }
+    /// Sends a notification of the observation `token` that this remote registered with us.
+    pub(crate) fn notify(&self, token: Token, mut message: Message, confirmable: bool) {
+        match &self.link {
+            Link::Stream(c) => {
+                message.token = token;
+                c.command(Command::Notify(message))
+            }
+            Link::Datagram(s, addr) => s.command(UdpCommand::Notify {
+                to: *addr,
+                token,
+                message,
+                confirmable,
+            }),
+        }
+    }
+    /// The observation `token` this remote registered with us is over.
+    pub(crate) fn end_notifications(&self, token: &Token) {
+        if let Link::Datagram(s, addr) = &self.link {
+            s.command(UdpCommand::EndNotifications {
+                to: *addr,
+                token: token.clone(),
+            });
+        }
+    }
+    /// Resolves when the connection (or the UDP socket) is gone.
+    pub(crate) async fn closed(&self) {
+        match &self.link {
+            Link::Stream(c) => c.closed().await,
+            Link::Datagram(s, _) => s.closed().await,
         }
     }
     /// Identifies the link to this remote: the connection, plus the address for datagrams.

@@ -41,6 +41,23 @@ pub struct UdpHeader {
     pub message_id: u16,
 }
 
+/// The type, Message ID and token of a datagram from its first bytes, without decoding the
+/// rest: enough to answer a datagram too large to take. `None` for a bad version or a token
+/// longer than 8 bytes (or cut short).
+pub fn peek_header(buf: &[u8]) -> Option<(MessageType, u16, crate::message::Token)> {
+    let b0 = *buf.first()?;
+    if b0 >> 6 != 1 {
+        return None;
+    }
+    let tkl = usize::from(b0 & 0x0f);
+    if tkl > 8 || buf.len() < 4 + tkl {
+        return None;
+    }
+    let mid = u16::from_be_bytes([buf[2], buf[3]]);
+    let token = crate::message::Token::new(Bytes::copy_from_slice(&buf[4..4 + tkl]));
+    Some((MessageType::from_bits(b0 >> 4), mid, token))
+}
+
 /// Decodes one datagram.
 pub fn decode(buf: &Bytes, limits: &DecodeLimits) -> Result<(UdpHeader, Message), DecodeError> {
     if buf.len() > limits.max_message_size {

@@ -1,9 +1,12 @@
-//! The built-in demo site of `coapws serve` without a ROOT: `/hello`, `/echo`, `/time`, and
+//! The built-in demo site of `coapws serve` without a ROOT: `/hello`, `/echo`, `/time`
+//! (observable, a notification every second; call [`site`] inside a tokio runtime for the
+//! clock to tick), and
 //! `/ask-back`, which shows role reversal: it GETs a path (Uri-Query `path=…`, default
 //! `/whoami`) from the very client that asked, over the same connection, and returns the
 //! client's answer.
 
 use super::{IncomingRequest, Resource, Site};
+use crate::observe::Observable;
 use coapws_proto::code::Code;
 use coapws_proto::content_format::ContentFormat;
 use coapws_proto::message::Message;
@@ -53,7 +56,11 @@ pub fn site() -> Site {
                         .with_content_format(ContentFormat::TEXT_PLAIN.0)
                         .with_uint_option(coapws_proto::OptionNumber::MAX_AGE, 1)
                 })
-                .attr("title", "Current UTC time")
+                .observable(&Observable::every(Duration::from_secs(1)))
+                .attr(
+                    "title",
+                    "Current UTC time, observable: a notification every second",
+                )
                 .attr("ct", "0"),
         )
 }

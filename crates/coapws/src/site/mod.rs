@@ -9,6 +9,7 @@ pub mod demo;
 pub mod files;
 
 use crate::connection::BoxFuture;
+use crate::observe::Observable;
 use crate::remote::Remote;
 use coapws_proto::code::Code;
 use coapws_proto::content_format::ContentFormat;
@@ -17,7 +18,7 @@ use coapws_proto::message::Message;
 use coapws_proto::option::OptionNumber;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A request as a handler sees it.
 #[derive(Clone, Debug)]
@@ -29,6 +30,22 @@ pub struct IncomingRequest {
     pub remote: Remote,
     /// What the sender can take back, as its transport says.
     pub peer_limits: PeerLimits,
+    /// Set when the request registers an observation: where a handler says what to observe.
+    pub(crate) observe: Option<ObserveSlot>,
+}
+
+/// Where the handler of an observation registration leaves the [`Observable`] its response
+/// follows.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ObserveSlot(Arc<Mutex<Option<Observable>>>);
+
+impl ObserveSlot {
+    fn set(&self, o: &Observable) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(o.clone());
+    }
+    pub(crate) fn take(&self) -> Option<Observable> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// What the sender of a request can receive (from its CSM over reliable transports; the
@@ -54,6 +71,20 @@ impl IncomingRequest {
     pub fn query(&self) -> Vec<String> {
         self.message.options.uri_query()
     }
+    /// True when the request asks to observe (GET or FETCH with Observe 0).
+    pub fn is_observe_registration(&self) -> bool {
+        self.observe.is_some()
+    }
+    /// Makes the response to this request an observation of `observable` (if the request
+    /// asks to observe and the response is 2.xx): every [`Observable::notify`] renders a
+    /// fresh response for it with the same handler. Resources built with
+    /// [`Resource::observable`] need not call this; handlers of subtrees (file servers,
+    /// proxies) can.
+    pub fn observe_with(&self, observable: &Observable) {
+        if let Some(slot) = &self.observe {
+            slot.set(observable);
+        }
+    }
 }
 
 /// Something that answers requests. Implemented for every `Fn(IncomingRequest) -> Future`.
@@ -78,6 +109,7 @@ pub struct Resource {
     methods: Vec<(Code, Arc<dyn Handler>)>,
     attrs: Vec<(String, Option<String>)>,
     hidden: bool,
+    observable: Option<Observable>,
 }
 
 impl Resource {
@@ -110,6 +142,16 @@ impl Resource {
     /// Adds a link attribute shown in `/.well-known/core` (e.g. `rt`, `ct`, `title`).
     pub fn attr(mut self, name: &str, value: impl Into<String>) -> Resource {
         self.attrs.push((name.to_owned(), Some(value.into())));
+        self
+    }
+    /// Makes GET (and FETCH) of the resource observable (RFC 7641): observers get a
+    /// notification, rendered by the same handler for their own request, on every
+    /// [`Observable::notify`]. Shown as `obs` in `/.well-known/core`.
+    pub fn observable(mut self, observable: &Observable) -> Resource {
+        self.observable = Some(observable.clone());
+        if !self.attrs.iter().any(|(k, _)| k == "obs") {
+            self.attrs.push(("obs".to_owned(), None));
+        }
         self
     }
     /// Leaves the resource out of `/.well-known/core`.
@@ -223,6 +265,9 @@ impl Site {
                 .with_content_format(ContentFormat::LINK_FORMAT.0);
         }
         if let Some(resource) = self.exact.get(&path) {
+            if let Some(o) = &resource.observable {
+                request.observe_with(o);
+            }
             return match resource.methods.iter().find(|(c, _)| *c == m.code) {
                 Some((_, h)) => h.call(request).await,
                 None => Message::new(Code::METHOD_NOT_ALLOWED),

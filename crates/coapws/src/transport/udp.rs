@@ -6,9 +6,9 @@
 //! A socket serves both roles: the server's socket sends requests back to clients (role
 //! reversal), and a client's socket answers requests with the endpoint's site.
 
-use crate::connection::Dispatch;
+use crate::connection::{Answer, Dispatch};
 use crate::error::Error;
-use crate::exchange::{Reply, SendOnDrop, Waiting, call};
+use crate::exchange::{Delivery, Feed, Reply, SendOnDrop, Waiting, call, feed};
 use crate::remote::{Link, Remote, Side};
 use crate::site::{IncomingRequest, PeerLimits};
 use coapws_proto::code::Code;
@@ -36,10 +36,35 @@ pub(crate) enum UdpCommand {
     Cancel {
         id: u64,
     },
+    /// Send `message` under the token of caller `id`'s observation, forgotten first
+    /// (re-registration, explicit deregistration); answers go to `reply` if given.
+    Resend {
+        id: u64,
+        message: Message,
+        confirmable: bool,
+        reply: Option<Reply>,
+    },
+    /// Caller `id` stopped listening to its observation: forget it, so that the next
+    /// notification is answered with Reset (RFC 7641 §3.6).
+    Deregister {
+        id: u64,
+    },
     Respond {
         to: SocketAddr,
         key: RequestKey,
         message: Option<Message>,
+    },
+    /// A notification to the observer `to` of the observation `token`.
+    Notify {
+        to: SocketAddr,
+        token: Token,
+        message: Message,
+        confirmable: bool,
+    },
+    /// The observation `token` of `to` ended on our side.
+    EndNotifications {
+        to: SocketAddr,
+        token: Token,
     },
 }
 
@@ -70,6 +95,34 @@ impl SocketHandle {
     /// The socket's local address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+    /// Sends an observation request to `to`; returns the caller id and the feed its
+    /// notifications arrive on.
+    pub(crate) fn observe(
+        &self,
+        to: SocketAddr,
+        message: Message,
+        confirmable: bool,
+    ) -> Result<(u64, Feed), Error> {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = feed();
+        self.tx
+            .send(UdpCommand::Request {
+                to,
+                message,
+                confirmable,
+                id,
+                reply: Reply::Stream(tx),
+            })
+            .map_err(|_| Error::Shutdown)?;
+        Ok((id, rx))
+    }
+    pub(crate) fn command(&self, c: UdpCommand) {
+        let _ = self.tx.send(c);
+    }
+    /// Resolves when the socket task has ended.
+    pub async fn closed(&self) {
+        self.tx.closed().await
     }
     /// Sends a request to `to` and waits for the response; dropping the future cancels it.
     pub(crate) async fn request(
@@ -115,7 +168,9 @@ pub(crate) fn spawn(
     // The layer's randomness (Message IDs, tokens, jitter) is seeded from the OS here, in the
     // runtime; the sans-IO core only takes the seed.
     let seed = RandomState::new().hash_one((local, handle.id));
-    let max_datagram = config.max_message_size;
+    // Peers may send datagrams up to their path MTU: receive what the layer accepts, and one
+    // byte more to tell a datagram that was too large.
+    let max_datagram = config.max_receive_size.max(config.max_message_size);
     let driver = SocketDriver {
         socket,
         layer: MessageLayer::new(config, seed),
@@ -213,15 +268,55 @@ impl SocketDriver {
                 debug!(target: "coapws::wire", %to, ?message, confirmable, "send request");
                 match self.layer.send_request(to, message, confirmable, now) {
                     Ok(token) => self.waiting.insert((to, token), id, reply),
-                    Err(e) => {
-                        let _ = reply.send(Err(Error::Datagram(e)));
-                    }
+                    Err(e) => reply.finish(Err(Error::Datagram(e))),
                 }
             }
-            UdpCommand::Cancel { id } => {
+            UdpCommand::Cancel { id } | UdpCommand::Deregister { id } => {
                 if let Some((to, token)) = self.waiting.cancel(id) {
                     self.layer.cancel_request(to, &token);
                 }
+            }
+            UdpCommand::Resend {
+                id,
+                mut message,
+                confirmable,
+                reply,
+            } => {
+                let Some((to, token)) = self.waiting.key_of(id).cloned() else {
+                    if let Some(r) = reply {
+                        r.finish(Err(Error::ObservationEnded));
+                    }
+                    return;
+                };
+                if let Some(r) = reply {
+                    self.waiting.replace(id, r);
+                }
+                self.layer.cancel_request(to, &token);
+                message.token = token.clone();
+                debug!(target: "coapws::wire", %to, ?message, confirmable, "send request (same token)");
+                if let Err(e) = self
+                    .layer
+                    .send_request_with_token(to, message, confirmable, now)
+                {
+                    self.waiting.finish(&(to, token), Err(Error::Datagram(e)));
+                }
+            }
+            UdpCommand::Notify {
+                to,
+                token,
+                message,
+                confirmable,
+            } => {
+                debug!(target: "coapws::wire", %to, ?message, confirmable, "send notification");
+                if let Err(e) = self
+                    .layer
+                    .send_notification(to, &token, message, confirmable, now)
+                {
+                    warn!(%to, error = %e, "notification not sendable");
+                }
+            }
+            UdpCommand::EndNotifications { to, token } => {
+                self.layer.end_notifications(to, &token);
             }
             UdpCommand::Respond { to, key, message } => {
                 self.running_total = self.running_total.saturating_sub(1);
@@ -263,13 +358,19 @@ impl SocketDriver {
             UdpEvent::Request { from, key, message } => self.incoming(from, key, message),
             UdpEvent::Response { from, message } => {
                 debug!(target: "coapws::wire", %from, ?message, "received response");
-                // Only the first response of an observation is delivered yet: forget the
-                // token, so later notifications are answered with RST (RFC 7641 §3.6).
-                if self.layer.is_outstanding(from, &message.token) {
-                    self.layer.cancel_request(from, &message.token);
-                }
                 let key = (from, message.token.clone());
-                self.waiting.finish(&key, Ok(message));
+                if self.layer.is_outstanding(from, &message.token) {
+                    // A notification. A one-shot request (or nobody) takes no more: forget
+                    // the token, so later notifications get Reset (RFC 7641 §3.6).
+                    if self.waiting.deliver(&key, message) != Delivery::Kept {
+                        self.layer.cancel_request(from, &key.1);
+                    }
+                } else {
+                    self.waiting.finish(&key, Ok(message));
+                }
+            }
+            UdpEvent::Dropped { from, reason } => {
+                debug!(%from, %reason, "datagram dropped")
             }
             UdpEvent::RequestFailed { to, token, error } => {
                 let error = match error {
@@ -279,7 +380,10 @@ impl SocketDriver {
                 self.waiting.finish(&(to, token), Err(error));
             }
             UdpEvent::ResponseFailed { to, token, error } => {
-                debug!(%to, %token, %error, "separate response not acknowledged")
+                debug!(%to, %token, %error, "separate response not acknowledged");
+                if let Some(d) = &self.dispatch {
+                    d.observer_gone((self.handle.id, Some(to)), &token);
+                }
             }
             UdpEvent::Pong { from, .. } => debug!(%from, "pong"),
             UdpEvent::PingTimeout { to, .. } => debug!(%to, "ping unanswered"),
@@ -318,6 +422,7 @@ impl SocketDriver {
                 max_message_size: self.layer.config().max_message_size,
                 bert: false,
             },
+            observe: None,
         };
         // A handler that panics or is cancelled still gets its request answered.
         let failed = Message::response(Code::INTERNAL_SERVER_ERROR, "handler failed");
@@ -329,7 +434,8 @@ impl SocketDriver {
         let guard = SendOnDrop::new(self.handle.tx.clone(), respond(Some(failed)));
         tokio::spawn(async move {
             let answer = dispatch.dispatch(request).await;
-            guard.send_instead(respond(answer));
+            guard.send_instead(respond(answer.message));
+            Answer::start_observer(answer.started);
         });
     }
 }
