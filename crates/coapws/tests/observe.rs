@@ -524,12 +524,12 @@ async fn re_registration_with_the_same_token_does_not_duplicate_notifications() 
     assert!(n.options.observe().is_some());
     let dereg = common::get("/obs", 7).with_uint_option(OptionNumber::OBSERVE, 1);
     send_udp(&peer, f.udp, MessageType::Confirmable, 3, &dereg).await;
-    loop {
-        let (h, m) = recv_udp(&peer).await;
-        if h.mtype == MessageType::Acknowledgement && h.message_id == 3 {
-            assert!(m.options.observe().is_none());
-            break;
-        }
+    let (h, m) = recv_udp(&peer).await;
+    assert!(
+        h.mtype == MessageType::Acknowledgement && h.message_id == 3,
+        "a second notification came: {m:?}"
+    );
+    assert!(m.options.observe().is_none());
         panic!("a second notification came: {m:?}");
     }
     f.observers_become(0).await;
