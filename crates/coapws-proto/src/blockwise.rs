@@ -230,20 +230,31 @@ pub fn fitting_szx(max_payload: usize) -> u8 {
         .unwrap_or(0)
 }
 
-/// Cuts `response` into the Block2 piece a request asked for (`requested`), or — when the
-/// request asked for none — into the first piece if the whole payload is larger than
-/// `max_payload`. `bert` allows SZX 7 (the peer sent Block-Wise-Transfer and a
-/// Max-Message-Size above 1152). A response that needs no cutting comes back unchanged.
-/// Size2 carries the total size on the first block.
-pub fn slice_block2(
-    mut response: Message,
+/// Where one Block2 piece lies in a representation: bytes `offset..offset + len`, sent with
+/// `block` as its Block2 option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block2Window {
+    /// First byte of the piece.
+    pub offset: usize,
+    /// Bytes in the piece.
+    pub len: usize,
+    /// The Block2 value to send with it.
+    pub block: BlockValue,
+}
+
+/// The Block2 piece of a representation of `total` bytes that a request asked for
+/// (`requested`), or — when it asked for none — the first piece if `total` is larger than
+/// `max_payload`; `None` when the whole fits and no block was asked for. `bert` allows SZX 7
+/// (the peer sent Block-Wise-Transfer and a Max-Message-Size above 1152). A handler that
+/// reads a large body piecewise (from disk) uses this to read only the piece.
+pub fn block2_window(
+    total: usize,
     requested: Option<BlockValue>,
     max_payload: usize,
     bert: bool,
-) -> Result<Message, BlockError> {
-    let total = response.payload.len();
+) -> Result<Option<Block2Window>, BlockError> {
     if requested.is_none() && total <= max_payload {
-        return Ok(response);
+        return Ok(None);
     }
     let (num, szx) = match requested {
         Some(b) => {
@@ -276,18 +287,34 @@ pub fn slice_block2(
         return Err(BlockError::OutOfRange { num: num as u32 });
     }
     let end = (offset + len).min(total);
-    let more = end < total;
-    response.payload = response.payload.slice(offset..end);
-    response.options.set(
-        OptionNumber::BLOCK2,
-        BlockValue {
+    Ok(Some(Block2Window {
+        offset,
+        len: end - offset,
+        block: BlockValue {
             num: num as u32,
-            more,
+            more: end < total,
             szx,
-        }
-        .encode(),
-    );
-    if num == 0 {
+        },
+    }))
+}
+
+/// Cuts `response` into the Block2 piece a request asked for (`requested`), or — when the
+/// request asked for none — into the first piece if the whole payload is larger than
+/// `max_payload` (see [`block2_window`]). A response that needs no cutting comes back
+/// unchanged. Size2 carries the total size on the first block.
+pub fn slice_block2(
+    mut response: Message,
+    requested: Option<BlockValue>,
+    max_payload: usize,
+    bert: bool,
+) -> Result<Message, BlockError> {
+    let total = response.payload.len();
+    let Some(w) = block2_window(total, requested, max_payload, bert)? else {
+        return Ok(response);
+    };
+    response.payload = response.payload.slice(w.offset..w.offset + w.len);
+    response.options.set(OptionNumber::BLOCK2, w.block.encode());
+    if w.block.num == 0 {
         response.options.set_uint(
             OptionNumber::SIZE2,
             u32::try_from(total).unwrap_or(u32::MAX),

@@ -484,6 +484,7 @@ impl<T: FrameIo> Driver<T> {
                 bert: peer.bert(),
             },
             observe: None,
+            block2: None,
         };
         // A handler that panics or is cancelled still gets its request answered.
         let failed = Message::response(Code::INTERNAL_SERVER_ERROR, "handler failed");

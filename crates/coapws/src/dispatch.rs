@@ -9,7 +9,7 @@ use crate::endpoint::EndpointConfig;
 use crate::observe::{ObserveConfig, Observers, Render, log_refused};
 use crate::site::{IncomingRequest, ObserveSlot, PeerLimits, Site};
 use bytes::Bytes;
-use coapws_proto::blockwise::{Block1Collector, Block1Step, BlockError, block_room, slice_block2};
+use coapws_proto::blockwise::{Block1Collector, Block1Step, BlockError, slice_block2};
 use coapws_proto::code::Code;
 use coapws_proto::codec::tcp;
 use coapws_proto::message::{Message, Token};
@@ -87,10 +87,6 @@ impl UploadKey {
         }
     }
 }
-
-/// Room that options added after cutting take in a block's header: an ETag (option header
-/// and 8 bytes) and an Observe value (up to 4).
-const ADDED_ROOM: usize = 14;
 
 /// An ETag for a representation cut into blocks that has none (RFC 7959 §2.4: the client
 /// checks it on every block): a hash of its payload and Content-Format.
@@ -366,6 +362,7 @@ impl SiteDispatch {
             }
         }
         req.message.options.remove(OptionNumber::BLOCK2);
+        req.block2 = block2;
         let peer = req.peer_limits;
         let later_block = block2.is_some_and(|b| b.num > 0);
         // Later blocks come from the response already produced: the representation must not
@@ -391,9 +388,15 @@ impl SiteDispatch {
         key: UploadKey,
     ) -> Message {
         let mut response = response;
-        let room = block_room(&response, peer.max_message_size)
-            .saturating_sub(ADDED_ROOM)
-            .max(16);
+        // A handler that cut its response itself (reading a file piecewise) is taken at its word.
+        if response.options.contains(OptionNumber::BLOCK2) {
+            let mut m = response;
+            if let Some(b) = echo_block1 {
+                m.options.set(OptionNumber::BLOCK1, b.encode());
+            }
+            return m;
+        }
+        let room = peer.payload_room(&response);
         match slice_block2(response.clone(), block2, room, peer.bert) {
             Ok(mut m) => {
                 if m.options.contains(OptionNumber::BLOCK2)

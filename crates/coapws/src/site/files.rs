@@ -1,7 +1,8 @@
 //! A file server resource, as `coapws serve ROOT` uses it: GET of files and of directory
 //! listings (link-format, directories with a trailing slash), and with writing allowed, PUT
 //! and DELETE. Paths cannot leave the root: dot-segments, hidden names and symlinks that point
-//! outside are refused.
+//! outside are refused. A large file is served block by block straight from disk (each
+//! Block2 request reads only its piece), with an ETag from the file's identity and mtime.
 
 use super::IncomingRequest;
 use coapws_proto::code::Code;
@@ -27,7 +28,8 @@ fn text(code: Code, t: impl Into<String>) -> Message {
 }
 
 impl FileServer {
-    /// Serves `root` read-only. Files larger than 16 MiB are refused.
+    /// Serves `root` read-only. Files of any size are served (block by block when large);
+    /// uploads above 16 MiB are refused (see [`FileServer::max_file_size`]).
     pub fn new(root: impl Into<PathBuf>) -> std::io::Result<FileServer> {
         let root = std::fs::canonicalize(root.into())?;
         Ok(FileServer {
@@ -41,7 +43,7 @@ impl FileServer {
         self.writable = writable;
         self
     }
-    /// Largest file served or accepted, in bytes.
+    /// Largest file a PUT may upload, in bytes (4.13 beyond it).
     pub fn max_file_size(mut self, bytes: u64) -> FileServer {
         self.max_file_size = bytes;
         self
@@ -78,14 +80,20 @@ impl FileServer {
             return text(Code::NOT_FOUND, "no such file");
         };
         match req.method() {
-            Code::GET => self.get(&path, want_dir, &segments).await,
+            Code::GET => self.get(&req, &path, want_dir, &segments).await,
             Code::PUT if self.writable => self.put(&path, want_dir, &req.message).await,
             Code::DELETE if self.writable => self.delete(&path).await,
             _ => Message::new(Code::METHOD_NOT_ALLOWED),
         }
     }
 
-    async fn get(&self, path: &Path, want_dir: bool, segments: &[String]) -> Message {
+    async fn get(
+        &self,
+        req: &IncomingRequest,
+        path: &Path,
+        want_dir: bool,
+        segments: &[String],
+    ) -> Message {
         let Ok(meta) = tokio::fs::metadata(path).await else {
             return text(Code::NOT_FOUND, "no such file");
         };
@@ -102,23 +110,49 @@ impl FileServer {
         if want_dir {
             return text(Code::NOT_FOUND, "not a directory");
         }
-        if meta.len() > self.max_file_size {
-            return text(Code::INTERNAL_SERVER_ERROR, "file too large to serve");
+        let mut head =
+            Message::new(Code::CONTENT).with_option(OptionNumber::ETAG, file_etag(&meta));
+        if let Some(cf) = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .and_then(ContentFormat::from_extension)
+        {
+            head = head.with_content_format(cf.0);
         }
-        match tokio::fs::read(path).await {
-            Ok(data) => {
-                let mut m = Message::response(Code::CONTENT, data);
-                if let Some(cf) = path
-                    .extension()
-                    .and_then(|e| e.to_str())
-                    .and_then(ContentFormat::from_extension)
-                {
-                    m = m.with_content_format(cf.0);
+        let total = meta.len();
+        let window = match usize::try_from(total)
+            .map_err(|_| ())
+            .and_then(|t| req.block2_window(t, &head).map_err(|_| ()))
+        {
+            Ok(w) => w,
+            Err(()) => return text(Code::BAD_OPTION, "Block2 past the end of the file"),
+        };
+        let (offset, len) = match window {
+            Some(w) => (w.offset as u64, w.len),
+            None => (0, total as usize),
+        };
+        let file = path.to_owned();
+        let read = tokio::task::spawn_blocking(move || read_range(&file, offset, len)).await;
+        match read {
+            Ok(Ok(data)) => {
+                let mut m = head.with_payload(data);
+                if let Some(w) = window {
+                    m.options.set(OptionNumber::BLOCK2, w.block.encode());
+                    if w.block.num == 0 {
+                        m.options.set_uint(
+                            OptionNumber::SIZE2,
+                            u32::try_from(total).unwrap_or(u32::MAX),
+                        );
+                    }
                 }
                 m
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 debug!(path = %path.display(), error = %e, "read failed");
+                text(Code::INTERNAL_SERVER_ERROR, "cannot read file")
+            }
+            Err(e) => {
+                debug!(path = %path.display(), error = %e, "read task failed");
                 text(Code::INTERNAL_SERVER_ERROR, "cannot read file")
             }
         }
@@ -233,4 +267,31 @@ impl FileServer {
             },
         }
     }
+}
+
+/// Reads `len` bytes at `offset` of `path` (fewer at the end of the file).
+fn read_range(path: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(len);
+    f.take(len as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// An ETag from what identifies a file's content without reading it: device, inode, size and
+/// modification time (a rename over it or a write changes it).
+fn file_etag(meta: &std::fs::Metadata) -> Vec<u8> {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let mut h = std::hash::DefaultHasher::new();
+    (
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+    )
+        .hash(&mut h);
+    h.finish().to_be_bytes().to_vec()
 }

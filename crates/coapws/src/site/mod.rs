@@ -11,11 +11,12 @@ pub mod files;
 use crate::connection::BoxFuture;
 use crate::observe::Observable;
 use crate::remote::Remote;
+use coapws_proto::blockwise::{Block2Window, BlockError, block_room, block2_window};
 use coapws_proto::code::Code;
 use coapws_proto::content_format::ContentFormat;
 use coapws_proto::link_format::{self, Link};
 use coapws_proto::message::Message;
-use coapws_proto::option::OptionNumber;
+use coapws_proto::option::{BlockValue, OptionNumber};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,8 @@ pub struct IncomingRequest {
     pub peer_limits: PeerLimits,
     /// Set when the request registers an observation: where a handler says what to observe.
     pub(crate) observe: Option<ObserveSlot>,
+    /// The Block2 option the request carried (taken off the message by the dispatcher).
+    pub(crate) block2: Option<BlockValue>,
 }
 
 /// Where the handler of an observation registration leaves the [`Observable`] its response
@@ -58,6 +61,20 @@ pub struct PeerLimits {
     pub bert: bool,
 }
 
+/// Room that options added to a block after it is cut take: an ETag (option header and 8
+/// bytes) and an Observe value (up to 4).
+const ADDED_ROOM: usize = 14;
+
+impl PeerLimits {
+    /// Payload bytes a response with the options of `head` can carry in one message to this
+    /// peer, leaving room for the block-wise options, an ETag and an Observe value.
+    pub fn payload_room(&self, head: &Message) -> usize {
+        block_room(head, self.max_message_size)
+            .saturating_sub(ADDED_ROOM)
+            .max(16)
+    }
+}
+
 impl IncomingRequest {
     /// The method.
     pub fn method(&self) -> Code {
@@ -70,6 +87,20 @@ impl IncomingRequest {
     /// Uri-Query items.
     pub fn query(&self) -> Vec<String> {
         self.message.options.uri_query()
+    }
+    /// For handlers that produce large bodies piece by piece (a file server reading from
+    /// disk): which piece of a `total`-byte representation to answer with, given the Block2
+    /// option the request carried and what the peer can receive; `head` is the response
+    /// without its payload. `None`: answer with the whole body (it fits, and no block was
+    /// asked for). A response that carries a Block2 option is sent as it is; add Size2 on the
+    /// first block and an ETag that changes with the representation (RFC 7959 §2.4).
+    pub fn block2_window(
+        &self,
+        total: usize,
+        head: &Message,
+    ) -> Result<Option<Block2Window>, BlockError> {
+        let room = self.peer_limits.payload_room(head);
+        block2_window(total, self.block2, room, self.peer_limits.bert)
     }
     /// True when the request asks to observe (GET or FETCH with Observe 0).
     pub fn is_observe_registration(&self) -> bool {

@@ -423,6 +423,7 @@ impl SocketDriver {
                 bert: false,
             },
             observe: None,
+            block2: None,
         };
         // A handler that panics or is cancelled still gets its request answered.
         let failed = Message::response(Code::INTERNAL_SERVER_ERROR, "handler failed");
