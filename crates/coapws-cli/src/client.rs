@@ -54,13 +54,26 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
     crate::init_logging(verbose, "warn");
     let mut request = Request::new(method, &args.uri)?;
     if let Some(p) = &args.payload {
-        let bytes = match p.strip_prefix('@') {
-            Some(file) => Bytes::from(
-                std::fs::read(file).with_context(|| format!("cannot read payload file {file}"))?,
-            ),
-            None => Bytes::copy_from_slice(p.as_bytes()),
+        request = match p.strip_prefix('@') {
+            // Read block by block as the upload goes, never whole.
+            Some(file) => {
+                std::fs::metadata(file)
+                    .with_context(|| format!("cannot read payload file {file}"))?;
+                request.payload_file(file)
+            }
+            None => request.payload(Bytes::copy_from_slice(p.as_bytes())),
         };
-        request = request.payload(bytes);
+    }
+    // A progress bar on a terminal's stderr, for transfers that go block-wise.
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(progress_bar);
+    if let Some(bar) = &bar {
+        let bar = bar.clone();
+        request = request.on_progress(coapws::transfer::Progress::new(move |done, total| {
+            if let Some(t) = total {
+                bar.set_length(t);
+            }
+            bar.set_position(done);
+        }));
     }
     if let Some(cf) = &args.content_format {
         request = request.content_format(content_format(cf)?);
@@ -96,6 +109,9 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
         return result;
     }
     let result = endpoint.send(request).await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     endpoint.shutdown().await;
     let response = match result {
         Ok(r) => r,
@@ -165,4 +181,15 @@ fn print_line(payload: &[u8]) -> Result<()> {
     out.write_all(b"\n")?;
     out.flush()?;
     Ok(())
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bytes}/{total_bytes} {wide_bar} {bytes_per_sec} {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
 }

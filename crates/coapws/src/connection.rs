@@ -15,6 +15,7 @@ use bytes::Bytes;
 use coapws_proto::code::Code;
 use coapws_proto::connection::{Connection, ConnectionError, Event, SendError};
 use coapws_proto::message::{Message, Token};
+use coapws_proto::signaling::PeerSettings;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -115,8 +116,8 @@ pub struct ConnectionHandle {
     id: u64,
     /// Cleared once either side sent Release: no new requests should start here.
     accepting: Arc<AtomicBool>,
-    /// The peer's CSM allows BERT.
-    peer_bert: Arc<AtomicBool>,
+    /// The peer's settings once its first CSM arrived.
+    peer: tokio::sync::watch::Receiver<Option<PeerSettings>>,
 }
 
 impl std::fmt::Debug for ConnectionHandle {
@@ -134,9 +135,16 @@ impl ConnectionHandle {
     pub fn accepts_requests(&self) -> bool {
         self.is_alive() && self.accepting.load(Ordering::Relaxed)
     }
-    /// True once the peer's CSM allowed BERT (RFC 8323 §6).
-    pub fn peer_bert(&self) -> bool {
-        self.peer_bert.load(Ordering::Relaxed)
+    /// What the peer's CSMs said, once the first arrived.
+    pub fn peer_settings(&self) -> Option<PeerSettings> {
+        *self.peer.borrow()
+    }
+    /// Waits (at most `limit`) for the peer's first CSM; its settings, or `None` if it did not
+    /// come (the connection ended or the time ran out).
+    pub async fn wait_peer_settings(&self, limit: std::time::Duration) -> Option<PeerSettings> {
+        let mut rx = self.peer.clone();
+        let known = tokio::time::timeout(limit, rx.wait_for(|p| p.is_some())).await;
+        known.ok().and_then(|r| r.ok().and_then(|p| *p))
     }
     /// Process-unique number of the connection.
     pub fn id(&self) -> u64 {
@@ -203,12 +211,13 @@ pub(crate) fn spawn<T: FrameIo>(
     on_close: Option<Box<dyn FnOnce(u64) + Send>>,
 ) -> (ConnectionHandle, Remote) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let (peer_tx, peer_rx) = tokio::sync::watch::channel(None);
     let handle = ConnectionHandle {
         tx,
         ids: Arc::new(AtomicU64::new(1)),
         id: CONNECTION_IDS.fetch_add(1, Ordering::Relaxed),
         accepting: Arc::new(AtomicBool::new(true)),
-        peer_bert: Arc::new(AtomicBool::new(false)),
+        peer: peer_rx,
     };
     let remote = make_remote(handle.clone());
     info!(remote = %remote, conn = handle.id, "connection up");
@@ -221,6 +230,7 @@ pub(crate) fn spawn<T: FrameIo>(
         dispatch,
         config,
         waiting: Waiting::new(),
+        peer: peer_tx,
         next_token: 1,
         inbound_running: 0,
         broken: false,
@@ -239,6 +249,7 @@ struct Driver<T> {
     dispatch: Option<Arc<dyn Dispatch>>,
     config: DriverConfig,
     waiting: Waiting<Token>,
+    peer: tokio::sync::watch::Sender<Option<PeerSettings>>,
     next_token: u64,
     inbound_running: usize,
     /// The transport failed under a write: nothing more is written.
@@ -411,11 +422,11 @@ impl<T: FrameIo> Driver<T> {
         while let Some(ev) = self.core.poll_event() {
             match ev {
                 Event::Established(s) => {
-                    self.handle.peer_bert.store(s.bert(), Ordering::Relaxed);
+                    self.peer.send_replace(Some(s));
                     debug!(remote = %self.remote, max_message_size = s.max_message_size, bwt = s.block_wise_transfer, "peer CSM")
                 }
                 Event::SettingsChanged(s) => {
-                    self.handle.peer_bert.store(s.bert(), Ordering::Relaxed);
+                    self.peer.send_replace(Some(s));
                     debug!(remote = %self.remote, max_message_size = s.max_message_size, "peer settings changed")
                 }
                 Event::Request(m) => self.incoming_request(m),

@@ -126,6 +126,14 @@ pub(crate) fn suppressed(bits: u8, code: Code) -> bool {
     }
 }
 
+/// 4.13 with the largest body taken in Size1 (RFC 7959 §2.9.3).
+fn too_large(limit: usize) -> Message {
+    text(Code::REQUEST_ENTITY_TOO_LARGE, "body too large").with_uint_option(
+        OptionNumber::SIZE1,
+        u32::try_from(limit).unwrap_or(u32::MAX),
+    )
+}
+
 fn text(code: Code, t: &str) -> Message {
     Message::response(code, Bytes::copy_from_slice(t.as_bytes()))
 }
@@ -227,6 +235,11 @@ impl SiteDispatch {
                     "another upload to this resource is in progress; tag concurrent uploads with Request-Tag (RFC 9175)",
                 ));
             }
+            // RFC 7959 §4: an announced size above the limit is refused before any data.
+            let announced = req.message.options.get_uint(OptionNumber::SIZE1);
+            if announced.is_some_and(|n| n as usize > self.config.max_body_size) {
+                return Err(too_large(self.config.max_body_size));
+            }
             if uploads.len() >= self.config.max_uploads {
                 return Err(
                     text(Code::SERVICE_UNAVAILABLE, "too many uploads in progress")
@@ -271,12 +284,7 @@ impl SiteDispatch {
                 uploads.remove(&key);
                 debug!(remote = %req.remote, error = %e, "Block1 upload refused");
                 Err(match e {
-                    BlockError::TooLarge { limit } => {
-                        text(Code::REQUEST_ENTITY_TOO_LARGE, "body too large").with_uint_option(
-                            OptionNumber::SIZE1,
-                            u32::try_from(limit).unwrap_or(u32::MAX),
-                        )
-                    }
+                    BlockError::TooLarge { limit } => too_large(limit),
                     BlockError::OutOfOrder { .. } => {
                         text(Code::REQUEST_ENTITY_INCOMPLETE, "block out of order")
                     }

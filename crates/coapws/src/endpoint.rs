@@ -19,12 +19,11 @@ use crate::transport::tcp::StreamIo;
 use crate::transport::udp::SocketHandle;
 use crate::transport::ws;
 use bytes::Bytes;
-use coapws_proto::blockwise::{Block2Collector, Collected, block_room, fitting_szx};
 use coapws_proto::code::Code;
-use coapws_proto::connection::{Connection, ConnectionConfig, Framing, SendError};
+use coapws_proto::connection::{Connection, ConnectionConfig, Framing};
 use coapws_proto::message::Message;
-use coapws_proto::option::{BlockValue, OptionNumber, Options};
-use coapws_proto::udp::{UdpConfig, UdpSendError};
+use coapws_proto::option::{OptionNumber, Options};
+use coapws_proto::udp::UdpConfig;
 use coapws_proto::uri::{Scheme, Uri};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -126,6 +125,11 @@ pub struct Request {
     pub timeout: Option<Duration>,
     /// Over UDP: Confirmable (the default) or Non-confirmable.
     pub confirmable: bool,
+    /// Read the body from this file instead of `payload`, one block at a time when it is
+    /// large (see [`Request::payload_file`]).
+    pub body_file: Option<std::path::PathBuf>,
+    /// Told how a block-wise transfer advances.
+    pub progress: Option<crate::transfer::Progress>,
 }
 
 impl Request {
@@ -138,6 +142,8 @@ impl Request {
             payload: Bytes::new(),
             timeout: None,
             confirmable: true,
+            body_file: None,
+            progress: None,
         })
     }
     /// A GET of `uri`.
@@ -147,6 +153,17 @@ impl Request {
     /// Sets the payload.
     pub fn payload(mut self, payload: impl Into<Bytes>) -> Request {
         self.payload = payload.into();
+        self
+    }
+    /// Sends the contents of the file at `path` as the body, read block by block as the
+    /// upload goes (a large file is never held in memory whole).
+    pub fn payload_file(mut self, path: impl Into<std::path::PathBuf>) -> Request {
+        self.body_file = Some(path.into());
+        self
+    }
+    /// Reports the progress of block-wise uploads and downloads to `progress`.
+    pub fn on_progress(mut self, progress: crate::transfer::Progress) -> Request {
+        self.progress = Some(progress);
         self
     }
     /// Sets Content-Format.
@@ -343,18 +360,6 @@ impl Endpoint {
         &self.inner.config
     }
 
-    /// Sends `request` and waits for its response. Bodies too large for one message go up in
-    /// Block1 pieces (BERT where the peer allows it), responses too large come down in Block2
-    /// pieces; the whole transfer is bounded by [`EndpointConfig::transfer_timeout`].
-    pub async fn send(&self, request: Request) -> Result<Response, Error> {
-        let per_request = request.timeout.unwrap_or(self.inner.config.request_timeout);
-        let limit = self.inner.config.transfer_timeout.max(per_request);
-        match tokio::time::timeout(limit, self.transfer(request)).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout),
-        }
-    }
-
     /// The remote for `uri`: a pooled connection, or this endpoint's UDP socket.
     pub(crate) async fn remote_for(&self, uri: &Uri) -> Result<Remote, Error> {
         match uri.scheme {
@@ -366,124 +371,6 @@ impl Endpoint {
                     .get(&key, || self.connect(uri, key.clone()))
                     .await
             }
-        }
-    }
-
-    async fn transfer(&self, request: Request) -> Result<Response, Error> {
-        let remote = self.remote_for(&request.uri).await?;
-        let message = request.to_message();
-        let (t, con) = (request.timeout, request.confirmable);
-        let mut uploaded = false;
-        let first = match self.request_on(&remote, message.clone(), t, con).await {
-            // Too large for one message to this peer: upload in Block1 pieces (RFC 7959 §2.5).
-            Err(Error::Datagram(UdpSendError::TooLarge { limit, .. })) => {
-                uploaded = true;
-                self.upload(&remote, &message, limit, t, con).await?
-            }
-            Err(Error::Send(SendError::TooLarge { limit, .. })) => {
-                uploaded = true;
-                self.upload(&remote, &message, limit as usize, t, con)
-                    .await?
-            }
-            other => other?,
-        };
-        // Follow Block2 until the representation is whole (RFC 7959 §2.4). A body uploaded in
-        // blocks is not sent again, nor is a POST's or PUT's; a FETCH's selects the
-        // representation and goes with every block request.
-        let mut next = message;
-        if uploaded || next.code != Code::FETCH {
-            next.payload = Bytes::new();
-        }
-        next.options.remove(OptionNumber::BLOCK1);
-        next.options.remove(OptionNumber::SIZE1);
-        self.follow_block2(&remote, next, first, t, con).await
-    }
-
-    /// Given the first response to `next` (a request without body-wise options), fetches the
-    /// later Block2 pieces, if any, and returns the whole representation.
-    pub(crate) async fn follow_block2(
-        &self,
-        remote: &Remote,
-        mut next: Message,
-        first: Response,
-        t: Option<Duration>,
-        con: bool,
-    ) -> Result<Response, Error> {
-        let mut blocks = Block2Collector::new(self.inner.config.max_body_size);
-        let mut response = first;
-        loop {
-            if !response.code().is_success() {
-                return Ok(response);
-            }
-            match blocks.feed(response.message)? {
-                Collected::Complete(m) => {
-                    return Ok(Response {
-                        message: m,
-                        remote: response.remote,
-                    });
-                }
-                Collected::Next(block) => {
-                    next.options.set(OptionNumber::BLOCK2, block.encode());
-                    response = self.request_on(remote, next.clone(), t, con).await?;
-                }
-            }
-        }
-    }
-
-    /// Sends `message`'s body in Block1 pieces that fit `limit`-byte messages; returns the
-    /// final response (or the first refusal).
-    async fn upload(
-        &self,
-        remote: &Remote,
-        message: &Message,
-        limit: usize,
-        timeout: Option<Duration>,
-        confirmable: bool,
-    ) -> Result<Response, Error> {
-        let body = message.payload.clone();
-        // RFC 9175 §3: a Request-Tag of its own keeps this upload apart from any other one
-        // to the same resource.
-        let mut message = message.clone();
-        message
-            .options
-            .set(OptionNumber::REQUEST_TAG, request_tag());
-        let message = &message;
-        let room = block_room(message, limit);
-        // RFC 8323 §6: BERT (SZX 7, several 1024-byte units per message) where the peer's
-        // CSM allows it and a message holds more than one unit.
-        let bert = remote.connection().is_some_and(|c| c.peer_bert()) && room >= 2048;
-        let mut szx = if bert { 7 } else { fitting_szx(room) };
-        let mut offset = 0;
-        loop {
-            let size = if szx == 7 {
-                room / 1024 * 1024
-            } else {
-                16usize << szx
-            };
-            let unit = if szx == 7 { 1024 } else { size };
-            let end = (offset + size).min(body.len());
-            let more = end < body.len();
-            let mut piece = message.clone();
-            let num = (offset / unit) as u32;
-            piece
-                .options
-                .set(OptionNumber::BLOCK1, BlockValue { num, more, szx }.encode());
-            if offset == 0 {
-                let total = u32::try_from(body.len()).unwrap_or(u32::MAX);
-                piece.options.set_uint(OptionNumber::SIZE1, total);
-            }
-            piece.payload = body.slice(offset..end);
-            let response = self.request_on(remote, piece, timeout, confirmable).await?;
-            if !more || response.code() != Code::CONTINUE {
-                return Ok(response);
-            }
-            // The server may ask for smaller blocks (RFC 7959 §2.3).
-            if let Some(b) = response.message.options.block1()
-                && b.szx < szx
-            {
-                szx = b.szx;
-            }
-            offset = end;
         }
     }
 
@@ -499,7 +386,7 @@ impl Endpoint {
         self.request_on(remote, message, None, true).await
     }
 
-    async fn request_on(
+    pub(crate) async fn request_on(
         &self,
         remote: &Remote,
         message: Message,
@@ -682,16 +569,6 @@ impl Endpoint {
             warn!("some connections did not close in time");
         }
     }
-}
-
-/// A Request-Tag value not used by this process before (RFC 9175 §3.4 asks for fresh ones).
-fn request_tag() -> Bytes {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let start = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8);
-    let v = start.wrapping_add(n) as u32;
-    Bytes::copy_from_slice(&v.to_be_bytes())
 }
 
 pub(crate) fn start_connection<T: connection::FrameIo>(

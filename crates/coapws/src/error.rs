@@ -64,6 +64,14 @@ pub enum Error {
     /// The endpoint was shut down.
     #[error("endpoint shut down")]
     Shutdown,
+    /// A request body could not be read from its file.
+    #[error("cannot read {path}: {source}")]
+    Body {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: Arc<std::io::Error>,
+    },
     /// The observation has ended already (its ending was reported before).
     #[error("the observation has ended")]
     ObservationEnded,

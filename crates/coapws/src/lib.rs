@@ -5,6 +5,8 @@
 //!   listening side (accept loops, TLS handshakes, connection limit) is in `listener.rs`.
 //! - [`site`]: [`Site`] and [`Resource`], the server side; the file server and demo site.
 //! - [`observe`]: [`Observation`] (client) and [`Observable`] (server), RFC 7641.
+//! - [`transfer`]: [`Endpoint::send`]'s whole transfer: block-wise both ways, from memory
+//!   or a file, with [`transfer::Progress`].
 //! - [`remote`]: [`Remote`], the other end, with role reversal over its connection.
 //! - [`connection`]: the per-connection task (token layer, driver of the RFC 8323 machine).
 //! - [`pool`]: connections by origin. [`transport`]: WebSocket and TCP; [`tls`]: TLS for both.
@@ -29,6 +31,7 @@ pub mod pool;
 pub mod remote;
 pub mod site;
 pub mod tls;
+pub mod transfer;
 pub mod transport;
 
 pub use coapws_proto as proto;

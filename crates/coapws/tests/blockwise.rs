@@ -483,3 +483,81 @@ async fn recv_udp(s: &UdpSocket) -> Message {
     let d = Bytes::copy_from_slice(&buf[..n]);
     wire::decode(&d, &DecodeLimits::default()).unwrap().1
 }
+
+/// An upload whose Size1 announces more than the server takes is refused with 4.13 (Size1
+/// giving the limit) on its first block, not after the limit's worth of data.
+#[tokio::test]
+async fn an_upload_announced_above_the_limit_is_refused_on_its_first_block() {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let ep = Endpoint::builder()
+        .config(EndpointConfig {
+            max_body_size: 10_000,
+            ..EndpointConfig::default()
+        })
+        .site(site(bodies.clone()))
+        .build();
+    let udp = ep.listen_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let blocks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let b = blocks.clone();
+    let progress = coapws::transfer::Progress::new(move |_, _| {
+        b.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    let client = Endpoint::client();
+    let r = client
+        .send(
+            Request::new(Code::PUT, &format!("coap://{udp}/sink"))
+                .unwrap()
+                .payload(pattern(20_000, 2))
+                .on_progress(progress),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::REQUEST_ENTITY_TOO_LARGE);
+    assert_eq!(
+        r.message.options.get_uint(OptionNumber::SIZE1),
+        Some(10_000)
+    );
+    assert_eq!(
+        blocks.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one block sent"
+    );
+    assert!(bodies.lock().unwrap().is_empty());
+}
+
+/// `Request::payload_file` uploads a file block by block; BERT over WebSocket and TCP.
+#[tokio::test]
+async fn a_file_body_goes_up_block_by_block() {
+    let s = server().await;
+    let path = std::env::temp_dir().join(format!("coapws-upload-{}", std::process::id()));
+    let body = pattern(50_000, 6);
+    std::fs::write(&path, &body).unwrap();
+    for base in [
+        format!("coap+ws://{}", s.ws),
+        format!("coap+tcp://{}", s.tcp),
+        format!("coap://{}", s.udp),
+    ] {
+        s.bodies.lock().unwrap().clear();
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let r2 = reports.clone();
+        let client = Endpoint::client();
+        let r = client
+            .send(
+                Request::new(Code::PUT, &format!("{base}/sink"))
+                    .unwrap()
+                    .payload_file(&path)
+                    .on_progress(coapws::transfer::Progress::new(move |done, total| {
+                        r2.lock().unwrap().push((done, total));
+                    })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.code(), Code::CHANGED, "{base}");
+        assert!(*s.bodies.lock().unwrap() == vec![body.clone()], "{base}");
+        let reports = reports.lock().unwrap().clone();
+        assert_eq!(reports.last(), Some(&(50_000, Some(50_000))), "{base}");
+        assert!(reports.len() > 1, "{base}: sent in blocks");
+        client.shutdown().await;
+    }
+    std::fs::remove_file(&path).unwrap();
+}

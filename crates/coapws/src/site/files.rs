@@ -270,7 +270,7 @@ impl FileServer {
 }
 
 /// Reads `len` bytes at `offset` of `path` (fewer at the end of the file).
-fn read_range(path: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_range(path: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(path)?;
     f.seek(SeekFrom::Start(offset))?;

@@ -1,0 +1,338 @@
+//! The client side of a whole transfer: [`Endpoint::send`] sends a request and, where a body
+//! does not fit one message, goes block-wise (RFC 7959; BERT over RFC 8323 transports when the
+//! peer allows it, RFC 8323 §6): uploads in Block1 pieces, each upload under a Request-Tag of
+//! its own (RFC 9175), from memory or straight from a file; downloads collected from Block2
+//! pieces with their ETag checked. One timeout bounds the whole transfer; [`Progress`] is told
+//! how it advances.
+
+use crate::endpoint::{Endpoint, Request, Response};
+use crate::error::Error;
+use crate::remote::Remote;
+use bytes::Bytes;
+use coapws_proto::blockwise::{Block2Collector, Collected, block_room, fitting_szx};
+use coapws_proto::code::Code;
+use coapws_proto::connection::SendError;
+use coapws_proto::message::Message;
+use coapws_proto::option::{BlockValue, OptionNumber};
+use coapws_proto::signaling::BASE_MAX_MESSAGE_SIZE;
+use coapws_proto::udp::UdpSendError;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Told how a block-wise transfer advances: bytes done so far and, when known, the total.
+#[derive(Clone)]
+pub struct Progress(Arc<dyn Fn(u64, Option<u64>) + Send + Sync>);
+
+impl Progress {
+    /// Calls `f(done, total)` after every block.
+    pub fn new(f: impl Fn(u64, Option<u64>) + Send + Sync + 'static) -> Progress {
+        Progress(Arc::new(f))
+    }
+    fn report(&self, done: usize, total: Option<usize>) {
+        (self.0)(done as u64, total.map(|t| t as u64))
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
+}
+
+/// Where an upload's body comes from.
+enum Body<'a> {
+    Memory(&'a Bytes),
+    File { path: &'a Path, len: usize },
+}
+
+impl Body<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Body::Memory(b) => b.len(),
+            Body::File { len, .. } => *len,
+        }
+    }
+    async fn piece(&self, offset: usize, len: usize) -> Result<Bytes, Error> {
+        match self {
+            Body::Memory(b) => Ok(b.slice(offset..offset + len)),
+            Body::File { path, .. } => {
+                let p = path.to_path_buf();
+                let read = tokio::task::spawn_blocking(move || {
+                    crate::site::files::read_range(&p, offset as u64, len)
+                })
+                .await;
+                match read {
+                    Ok(Ok(v)) if v.len() == len => Ok(Bytes::from(v)),
+                    Ok(Ok(v)) => Err(body_error(
+                        path,
+                        std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("file shrank: {} of {len} bytes at {offset}", v.len()),
+                        ),
+                    )),
+                    Ok(Err(e)) => Err(body_error(path, e)),
+                    Err(e) => Err(body_error(path, std::io::Error::other(e.to_string()))),
+                }
+            }
+        }
+    }
+}
+
+fn body_error(path: &Path, e: std::io::Error) -> Error {
+    Error::Body {
+        path: path.display().to_string(),
+        source: Arc::new(e),
+    }
+}
+
+impl Endpoint {
+    /// Sends `request` and waits for its response. Bodies too large for one message go up in
+    /// Block1 pieces (BERT where the peer allows it), responses too large come down in Block2
+    /// pieces; the whole transfer is bounded by
+    /// [`crate::EndpointConfig::transfer_timeout`].
+    pub async fn send(&self, request: Request) -> Result<Response, Error> {
+        let per_request = request.timeout.unwrap_or(self.config().request_timeout);
+        let limit = self.config().transfer_timeout.max(per_request);
+        match tokio::time::timeout(limit, self.transfer(request)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    async fn transfer(&self, request: Request) -> Result<Response, Error> {
+        let remote = self.remote_for(&request.uri).await?;
+        let (t, con) = (request.timeout, request.confirmable);
+        let progress = request.progress.clone();
+        let mut message = request.to_message();
+        let mut uploaded = false;
+        let first = match &request.body_file {
+            Some(path) => {
+                let (first, blocks) = self
+                    .send_file(&remote, &mut message, path, t, con, progress.as_ref())
+                    .await?;
+                uploaded = blocks;
+                first
+            }
+            None => match self.request_on(&remote, message.clone(), t, con).await {
+                // Too large for one message to this peer: upload in Block1 pieces (RFC 7959
+                // §2.5).
+                Err(Error::Datagram(UdpSendError::TooLarge { limit, .. })) => {
+                    uploaded = true;
+                    let body = message.payload.clone();
+                    self.upload(
+                        &remote,
+                        &message,
+                        Body::Memory(&body),
+                        limit,
+                        t,
+                        con,
+                        progress.as_ref(),
+                    )
+                    .await?
+                }
+                Err(Error::Send(SendError::TooLarge { limit, .. })) => {
+                    uploaded = true;
+                    let body = message.payload.clone();
+                    let limit = limit as usize;
+                    self.upload(
+                        &remote,
+                        &message,
+                        Body::Memory(&body),
+                        limit,
+                        t,
+                        con,
+                        progress.as_ref(),
+                    )
+                    .await?
+                }
+                other => other?,
+            },
+        };
+        // Follow Block2 until the representation is whole (RFC 7959 §2.4). A body uploaded in
+        // blocks is not sent again, nor is a POST's or PUT's; a FETCH's selects the
+        // representation and goes with every block request.
+        let mut next = message;
+        if uploaded || next.code != Code::FETCH {
+            next.payload = Bytes::new();
+        }
+        next.options.remove(OptionNumber::BLOCK1);
+        next.options.remove(OptionNumber::SIZE1);
+        self.collect_blocks(&remote, next, first, t, con, progress.as_ref())
+            .await
+    }
+
+    /// Sends `message` with the file at `path` as its body: whole when it fits one message to
+    /// the peer (read into `message`), block by block from disk otherwise. Returns the final
+    /// response and whether blocks were used.
+    async fn send_file(
+        &self,
+        remote: &Remote,
+        message: &mut Message,
+        path: &PathBuf,
+        t: Option<Duration>,
+        con: bool,
+        progress: Option<&Progress>,
+    ) -> Result<(Response, bool), Error> {
+        let meta = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| body_error(path, e))?;
+        let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+        let limit = match remote.connection() {
+            Some(c) => {
+                c.wait_peer_settings(self.config().connect_timeout)
+                    .await
+                    .map_or(BASE_MAX_MESSAGE_SIZE, |p| p.max_message_size) as usize
+            }
+            None => self.config().udp.max_message_size,
+        };
+        if len <= block_room(message, limit) {
+            let body = tokio::fs::read(path)
+                .await
+                .map_err(|e| body_error(path, e))?;
+            message.payload = Bytes::from(body);
+            let r = self.request_on(remote, message.clone(), t, con).await?;
+            return Ok((r, false));
+        }
+        let body = Body::File { path, len };
+        let r = self
+            .upload(remote, message, body, limit, t, con, progress)
+            .await?;
+        Ok((r, true))
+    }
+
+    /// Given the first response to `next` (a request without Block1 options), fetches the
+    /// later Block2 pieces, if any, and returns the whole representation.
+    pub(crate) async fn follow_block2(
+        &self,
+        remote: &Remote,
+        next: Message,
+        first: Response,
+        t: Option<Duration>,
+        con: bool,
+    ) -> Result<Response, Error> {
+        self.collect_blocks(remote, next, first, t, con, None).await
+    }
+
+    async fn collect_blocks(
+        &self,
+        remote: &Remote,
+        mut next: Message,
+        first: Response,
+        t: Option<Duration>,
+        con: bool,
+        progress: Option<&Progress>,
+    ) -> Result<Response, Error> {
+        let mut blocks = Block2Collector::new(self.config().max_body_size);
+        let total = first
+            .message
+            .options
+            .get_uint(OptionNumber::SIZE2)
+            .map(|s| s as usize);
+        let mut response = first;
+        loop {
+            if !response.code().is_success() {
+                return Ok(response);
+            }
+            let piece = response.message.options.block2().is_some();
+            match blocks.feed(response.message)? {
+                Collected::Complete(m) => {
+                    if let Some(p) = progress.filter(|_| piece) {
+                        p.report(m.payload.len(), total);
+                    }
+                    return Ok(Response {
+                        message: m,
+                        remote: response.remote,
+                    });
+                }
+                Collected::Next(block) => {
+                    if let Some(p) = progress {
+                        p.report(blocks.received(), total);
+                    }
+                    next.options.set(OptionNumber::BLOCK2, block.encode());
+                    response = self.request_on(remote, next.clone(), t, con).await?;
+                }
+            }
+        }
+    }
+
+    /// Sends `body` with `message`'s options in Block1 pieces that fit `limit`-byte messages;
+    /// returns the final response (or the first refusal).
+    #[allow(clippy::too_many_arguments)]
+    async fn upload(
+        &self,
+        remote: &Remote,
+        message: &Message,
+        body: Body<'_>,
+        limit: usize,
+        timeout: Option<Duration>,
+        confirmable: bool,
+        progress: Option<&Progress>,
+    ) -> Result<Response, Error> {
+        // RFC 9175 §3: a Request-Tag of its own keeps this upload apart from any other one
+        // to the same resource.
+        let mut message = message.clone();
+        message.payload = Bytes::new();
+        message
+            .options
+            .set(OptionNumber::REQUEST_TAG, request_tag());
+        let message = &message;
+        let room = block_room(message, limit);
+        // RFC 8323 §6: BERT (SZX 7, several 1024-byte units per message) where the peer's
+        // CSM allows it and a message holds more than one unit.
+        let bert = remote
+            .connection()
+            .and_then(|c| c.peer_settings())
+            .is_some_and(|p| p.bert())
+            && room >= 2048;
+        let mut szx = if bert { 7 } else { fitting_szx(room) };
+        let total = body.len();
+        let mut offset = 0;
+        loop {
+            let size = if szx == 7 {
+                room / 1024 * 1024
+            } else {
+                16usize << szx
+            };
+            let unit = if szx == 7 { 1024 } else { size };
+            let end = (offset + size).min(total);
+            let more = end < total;
+            let mut piece = message.clone();
+            let num = (offset / unit) as u32;
+            piece
+                .options
+                .set(OptionNumber::BLOCK1, BlockValue { num, more, szx }.encode());
+            if offset == 0 {
+                piece.options.set_uint(
+                    OptionNumber::SIZE1,
+                    u32::try_from(total).unwrap_or(u32::MAX),
+                );
+            }
+            piece.payload = body.piece(offset, end - offset).await?;
+            let response = self.request_on(remote, piece, timeout, confirmable).await?;
+            if let Some(p) = progress {
+                p.report(end, Some(total));
+            }
+            if !more || response.code() != Code::CONTINUE {
+                return Ok(response);
+            }
+            // The server may ask for smaller blocks (RFC 7959 §2.3).
+            if let Some(b) = response.message.options.block1()
+                && b.szx < szx
+            {
+                szx = b.szx;
+            }
+            offset = end;
+        }
+    }
+}
+
+/// A Request-Tag value not used by this process before (RFC 9175 §3.4 asks for fresh ones).
+fn request_tag() -> Bytes {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let start = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8);
+    let v = start.wrapping_add(n) as u32;
+    Bytes::copy_from_slice(&v.to_be_bytes())
+}
