@@ -14,7 +14,8 @@ want=$(sha256sum < "$dir/www/big.bin" | cut -d' ' -f1)
 "$bin" serve "$dir/www" --write --ws 127.0.0.1:0 --tcp 127.0.0.1:0 --udp 127.0.0.1:0 > "$dir/serve.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
-  [ "$(grep -c 'listening on' "$dir/serve.log")" -ge 3 ] && break
+  n=$(grep -c 'listening on' "$dir/serve.log" 2>/dev/null) || true
+  [ "${n:-0}" -ge 3 ] && break
   sleep 0.1
 done
 addr() { grep -o "listening on $1://[^ ]*" "$dir/serve.log" | head -1 | sed "s|listening on ||"; }

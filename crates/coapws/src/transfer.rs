@@ -43,8 +43,16 @@ impl std::fmt::Debug for Progress {
 /// Where an upload's body comes from.
 enum Body<'a> {
     Memory(&'a Bytes),
-    File { path: &'a Path, len: usize },
+    /// A file, read ahead in chunks of [`READ_AHEAD`] bytes (the last one kept).
+    File {
+        path: &'a Path,
+        len: usize,
+        chunk: tokio::sync::Mutex<(usize, Bytes)>,
+    },
 }
+
+/// How much of a file body one read takes.
+const READ_AHEAD: usize = 256 << 10;
 
 impl Body<'_> {
     fn len(&self) -> usize {
@@ -56,14 +64,25 @@ impl Body<'_> {
     async fn piece(&self, offset: usize, len: usize) -> Result<Bytes, Error> {
         match self {
             Body::Memory(b) => Ok(b.slice(offset..offset + len)),
-            Body::File { path, .. } => {
+            Body::File { path, chunk, .. } => {
+                let mut chunk = chunk.lock().await;
+                let (at, bytes) = &*chunk;
+                if offset >= *at && offset + len <= at + bytes.len() {
+                    return Ok(bytes.slice(offset - at..offset - at + len));
+                }
                 let p = path.to_path_buf();
+                let want = len.max(READ_AHEAD);
                 let read = tokio::task::spawn_blocking(move || {
-                    crate::site::files::read_range(&p, offset as u64, len)
+                    crate::site::files::read_range(&p, offset as u64, want)
                 })
                 .await;
                 match read {
-                    Ok(Ok(v)) if v.len() == len => Ok(Bytes::from(v)),
+                    Ok(Ok(v)) if v.len() >= len => {
+                        let v = Bytes::from(v);
+                        let piece = v.slice(..len);
+                        *chunk = (offset, v);
+                        Ok(piece)
+                    }
                     Ok(Ok(v)) => Err(body_error(
                         path,
                         std::io::Error::new(
@@ -194,7 +213,11 @@ impl Endpoint {
             let r = self.request_on(remote, message.clone(), t, con).await?;
             return Ok((r, false));
         }
-        let body = Body::File { path, len };
+        let body = Body::File {
+            path,
+            len,
+            chunk: tokio::sync::Mutex::new((0, Bytes::new())),
+        };
         let r = self
             .upload(remote, message, body, limit, t, con, progress)
             .await?;

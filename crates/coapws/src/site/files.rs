@@ -94,21 +94,39 @@ impl FileServer {
         want_dir: bool,
         segments: &[String],
     ) -> Message {
-        let Ok(meta) = tokio::fs::metadata(path).await else {
-            return text(Code::NOT_FOUND, "no such file");
+        // Everything that touches the file system happens in one blocking call: metadata,
+        // the root check (symlinks followed) and the read of the one piece asked for.
+        let (me, file, req2) = (self.clone(), path.to_owned(), req.clone());
+        let found = tokio::task::spawn_blocking(move || me.read_file(&req2, &file, want_dir)).await;
+        match found {
+            Ok(Found::Piece(m)) => m,
+            Ok(Found::Dir) => self.listing(path, segments).await,
+            Ok(Found::Refused(m)) => m,
+            Err(e) => {
+                debug!(path = %path.display(), error = %e, "read task failed");
+                text(Code::INTERNAL_SERVER_ERROR, "cannot read file")
+            }
+        }
+    }
+
+    /// The response to a GET of `path` (blocking): the file or the Block2 piece of it asked
+    /// for, with an ETag from its identity.
+    fn read_file(&self, req: &IncomingRequest, path: &Path, want_dir: bool) -> Found {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return Found::Refused(text(Code::NOT_FOUND, "no such file"));
         };
         if !self.inside_root(path) {
-            return text(Code::NOT_FOUND, "no such file");
+            return Found::Refused(text(Code::NOT_FOUND, "no such file"));
         }
         if meta.is_dir() {
-            return self.listing(path, segments).await;
+            return Found::Dir;
         }
         // Devices, FIFOs and sockets are not files to serve (a FIFO would block the read).
         if !meta.is_file() {
-            return text(Code::NOT_FOUND, "no such file");
+            return Found::Refused(text(Code::NOT_FOUND, "no such file"));
         }
         if want_dir {
-            return text(Code::NOT_FOUND, "not a directory");
+            return Found::Refused(text(Code::NOT_FOUND, "not a directory"));
         }
         let mut head =
             Message::new(Code::CONTENT).with_option(OptionNumber::ETAG, file_etag(&meta));
@@ -125,16 +143,16 @@ impl FileServer {
             .and_then(|t| req.block2_window(t, &head).map_err(|_| ()))
         {
             Ok(w) => w,
-            Err(()) => return text(Code::BAD_OPTION, "Block2 past the end of the file"),
+            Err(()) => {
+                return Found::Refused(text(Code::BAD_OPTION, "Block2 past the end of the file"));
+            }
         };
         let (offset, len) = match window {
             Some(w) => (w.offset as u64, w.len),
             None => (0, total as usize),
         };
-        let file = path.to_owned();
-        let read = tokio::task::spawn_blocking(move || read_range(&file, offset, len)).await;
-        match read {
-            Ok(Ok(data)) => {
+        match read_range(path, offset, len) {
+            Ok(data) => {
                 let mut m = head.with_payload(data);
                 if let Some(w) = window {
                     m.options.set(OptionNumber::BLOCK2, w.block.encode());
@@ -145,15 +163,11 @@ impl FileServer {
                         );
                     }
                 }
-                m
-            }
-            Ok(Err(e)) => {
-                debug!(path = %path.display(), error = %e, "read failed");
-                text(Code::INTERNAL_SERVER_ERROR, "cannot read file")
+                Found::Piece(m)
             }
             Err(e) => {
-                debug!(path = %path.display(), error = %e, "read task failed");
-                text(Code::INTERNAL_SERVER_ERROR, "cannot read file")
+                debug!(path = %path.display(), error = %e, "read failed");
+                Found::Refused(text(Code::INTERNAL_SERVER_ERROR, "cannot read file"))
             }
         }
     }
@@ -267,6 +281,16 @@ impl FileServer {
             },
         }
     }
+}
+
+/// What a GET found on disk.
+enum Found {
+    /// The file, or the piece of it asked for.
+    Piece(Message),
+    /// A directory: answered with a listing.
+    Dir,
+    /// The answer is an error.
+    Refused(Message),
 }
 
 /// Reads `len` bytes at `offset` of `path` (fewer at the end of the file).
