@@ -113,7 +113,8 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
             let files = FileServer::new(root)
                 .with_context(|| format!("cannot serve {}", root.display()))?
                 .writable(args.write);
-            Site::new().subtree(
+            // Block-wise PUTs go to the file server block by block, straight to disk.
+            Site::new().subtree_taking_blocks(
                 "/",
                 move |req: IncomingRequest| {
                     let files = files.clone();

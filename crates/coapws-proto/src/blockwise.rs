@@ -59,46 +59,76 @@ pub enum BlockError {
     },
 }
 
-/// A body being reassembled from blocks, in order, up to a limit: what Block1 and Block2
-/// reassembly have in common.
+/// The order and sizes of a block-wise body's blocks, without the data: where each block
+/// goes and whether it may come (in order, whole units while more follow, within a limit).
+/// [`Block1Collector`] and [`Block2Collector`] keep the data in memory with it; a server that
+/// writes an upload to disk keeps only this.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockSequence {
+    limit: usize,
+    received: usize,
+}
+
+impl BlockSequence {
+    /// A body of at most `limit` bytes, nothing received yet.
+    pub fn new(limit: usize) -> BlockSequence {
+        BlockSequence { limit, received: 0 }
+    }
+
+    /// Bytes admitted so far.
+    pub fn received(&self) -> usize {
+        self.received
+    }
+
+    /// Admits the block `block` with `len` payload bytes: it must start where the body ends,
+    /// and a block with more to follow must be whole (one block, or whole 1024-byte units for
+    /// BERT). Returns the block's offset.
+    pub fn admit(&mut self, block: BlockValue, len: usize) -> Result<usize, BlockError> {
+        let offset = block.num as usize * block.size();
+        if offset != self.received {
+            return Err(BlockError::OutOfOrder {
+                expected: self.received,
+                got: offset,
+            });
+        }
+        let whole_units = if block.is_bert() {
+            len % block.size() == 0 && len != 0
+        } else {
+            len == block.size()
+        };
+        if block.more && !whole_units {
+            return Err(BlockError::BadBlockSize {
+                len,
+                szx: block.szx,
+            });
+        }
+        if self.received + len > self.limit {
+            return Err(BlockError::TooLarge { limit: self.limit });
+        }
+        self.received += len;
+        Ok(offset)
+    }
+}
+
+/// A body being reassembled from blocks in memory: what Block1 and Block2 reassembly have in
+/// common.
 #[derive(Debug)]
 struct Body {
-    limit: usize,
+    sequence: BlockSequence,
     bytes: BytesMut,
 }
 
 impl Body {
     fn new(limit: usize) -> Body {
         Body {
-            limit,
+            sequence: BlockSequence::new(limit),
             bytes: BytesMut::new(),
         }
     }
 
-    /// Appends the block `block` carries; it must start where the body ends, and a block with
-    /// more to follow must be whole (one block, or whole 1024-byte units for BERT).
+    /// Appends the block `block` carries (see [`BlockSequence::admit`]).
     fn append(&mut self, block: BlockValue, payload: &[u8]) -> Result<(), BlockError> {
-        let offset = block.num as usize * block.size();
-        if offset != self.bytes.len() {
-            return Err(BlockError::OutOfOrder {
-                expected: self.bytes.len(),
-                got: offset,
-            });
-        }
-        let whole_units = if block.is_bert() {
-            payload.len() % block.size() == 0 && !payload.is_empty()
-        } else {
-            payload.len() == block.size()
-        };
-        if block.more && !whole_units {
-            return Err(BlockError::BadBlockSize {
-                len: payload.len(),
-                szx: block.szx,
-            });
-        }
-        if self.bytes.len() + payload.len() > self.limit {
-            return Err(BlockError::TooLarge { limit: self.limit });
-        }
+        self.sequence.admit(block, payload.len())?;
         self.bytes.extend_from_slice(payload);
         Ok(())
     }

@@ -359,6 +359,17 @@ impl SiteDispatch {
             return self.cut(response, None, peer, None, key);
         }
         let mut echo_block1 = None;
+        if block1.is_some() && self.site.takes_blocks(&req.path()) {
+            // The handler takes the upload piece by piece (a file server writing to disk).
+            let peer = req.peer_limits;
+            req.block2 = block2;
+            req.message.options.remove(OptionNumber::BLOCK2);
+            let response = self.site.handle(req).await;
+            if response.code == Code::CONTINUE {
+                return response;
+            }
+            return self.cut(response, block2, peer, None, key);
+        }
         if let Some(block1) = block1 {
             match self.upload(&req, block1) {
                 Ok((body, last)) => {

@@ -561,3 +561,65 @@ async fn a_file_body_goes_up_block_by_block() {
     }
     std::fs::remove_file(&path).unwrap();
 }
+
+/// A block-wise PUT to the file server (mounted to take blocks) is written to disk block by
+/// block: bodies beyond what the endpoint would reassemble in memory land whole, through a
+/// temporary file renamed at the end.
+#[tokio::test]
+async fn a_file_server_upload_streams_to_disk() {
+    let dir = std::env::temp_dir().join(format!("coapws-stream-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = FileServer::new(&dir)
+        .unwrap()
+        .writable(true)
+        .max_file_size(1 << 20);
+    let site = Site::new().subtree_taking_blocks(
+        "/",
+        move |req: IncomingRequest| {
+            let files = files.clone();
+            async move { files.handle(req).await }
+        },
+        vec![],
+    );
+    // Far less memory for reassembly than the upload needs.
+    let ep = Endpoint::builder()
+        .config(EndpointConfig {
+            max_body_size: 10_000,
+            upload_memory: 10_000,
+            ..EndpointConfig::default()
+        })
+        .site(site)
+        .build();
+    let udp = ep.listen_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let ws = ep.listen_ws("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let body = pattern(300_000, 8);
+    let client = Endpoint::client();
+    for (name, base) in [
+        ("u.bin", format!("coap://{udp}")),
+        ("w.bin", format!("coap+ws://{ws}")),
+    ] {
+        let put = Request::new(Code::PUT, &format!("{base}/{name}"))
+            .unwrap()
+            .payload(body.clone());
+        let r = client.send(put).await.unwrap();
+        assert_eq!(r.code(), Code::CREATED, "{base}");
+        assert!(std::fs::read(dir.join(name)).unwrap() == body, "{base}");
+    }
+    // No temporary file is left behind, and one above the file limit is refused at once.
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let put = Request::new(Code::PUT, &format!("coap://{udp}/big.bin"))
+        .unwrap()
+        .payload(pattern(2 << 20, 1));
+    let r = client.send(put).await.unwrap();
+    assert_eq!(r.code(), Code::REQUEST_ENTITY_TOO_LARGE);
+    assert_eq!(
+        r.message.options.get_uint(OptionNumber::SIZE1),
+        Some(1 << 20)
+    );
+    assert!(!dir.join("big.bin").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

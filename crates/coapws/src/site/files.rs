@@ -2,17 +2,25 @@
 //! listings (link-format, directories with a trailing slash), and with writing allowed, PUT
 //! and DELETE. Paths cannot leave the root: dot-segments, hidden names and symlinks that point
 //! outside are refused. A large file is served block by block straight from disk (each
-//! Block2 request reads only its piece), with an ETag from the file's identity and mtime.
+//! Block2 request reads only its piece), with an ETag from the file's identity and mtime; a
+//! block-wise PUT (mounted with [`crate::Site::subtree_taking_blocks`]) is written block by
+//! block to a temporary file that is renamed over the target when the last block is in.
 
 use super::IncomingRequest;
+use bytes::Bytes;
+use coapws_proto::blockwise::{BlockError, BlockSequence};
 use coapws_proto::code::Code;
 use coapws_proto::content_format::ContentFormat;
 use coapws_proto::link_format::{self, Link};
 use coapws_proto::message::Message;
+use coapws_proto::option::BlockValue;
 use coapws_proto::option::OptionNumber;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tracing::debug;
 
 /// Serves a directory tree.
@@ -21,7 +29,30 @@ pub struct FileServer {
     root: Arc<PathBuf>,
     writable: bool,
     max_file_size: u64,
+    uploads: Arc<Mutex<Uploads>>,
 }
+
+/// Block-wise PUTs being written to disk.
+#[derive(Debug, Default)]
+struct Uploads {
+    by_id: HashMap<UploadId, DiskUpload>,
+}
+
+/// An upload: the client's link, the target, and its Request-Tag (RFC 9175).
+type UploadId = ((u64, Option<SocketAddr>), PathBuf, Option<Bytes>);
+
+#[derive(Debug)]
+struct DiskUpload {
+    tmp: PathBuf,
+    sequence: BlockSequence,
+    existed: bool,
+    last: Instant,
+}
+
+/// Block-wise PUTs in progress at once; more get 5.03.
+const MAX_DISK_UPLOADS: usize = 64;
+/// An upload with no block for this long is abandoned (its temporary file removed).
+const UPLOAD_IDLE: Duration = Duration::from_secs(60);
 
 fn text(code: Code, t: impl Into<String>) -> Message {
     Message::response(code, t.into()).with_content_format(ContentFormat::TEXT_PLAIN.0)
@@ -36,6 +67,7 @@ impl FileServer {
             root: Arc::new(root),
             writable: false,
             max_file_size: 16 << 20,
+            uploads: Arc::new(Mutex::new(Uploads::default())),
         })
     }
     /// Allows PUT and DELETE.
@@ -81,7 +113,10 @@ impl FileServer {
         };
         match req.method() {
             Code::GET => self.get(&req, &path, want_dir, &segments).await,
-            Code::PUT if self.writable => self.put(&path, want_dir, &req.message).await,
+            Code::PUT if self.writable => match req.message.options.block1() {
+                Some(block1) => self.put_block(&req, &path, want_dir, block1).await,
+                None => self.put(&path, want_dir, &req.message).await,
+            },
             Code::DELETE if self.writable => self.delete(&path).await,
             _ => Message::new(Code::METHOD_NOT_ALLOWED),
         }
@@ -209,40 +244,44 @@ impl FileServer {
             .with_content_format(ContentFormat::LINK_FORMAT.0)
     }
 
-    async fn put(&self, path: &Path, want_dir: bool, m: &Message) -> Message {
+    /// Where a PUT may write: `Ok(existed)`, or the answer refusing it.
+    async fn put_target(&self, path: &Path, want_dir: bool, m: &Message) -> Result<bool, Message> {
         if want_dir || path == self.root.as_path() {
-            return text(Code::BAD_REQUEST, "cannot PUT a directory");
-        }
-        if m.payload.len() as u64 > self.max_file_size {
-            return text(Code::REQUEST_ENTITY_TOO_LARGE, "file too large");
+            return Err(text(Code::BAD_REQUEST, "cannot PUT a directory"));
         }
         let existed = tokio::fs::metadata(path).await.is_ok();
         if existed && m.options.contains(OptionNumber::IF_NONE_MATCH) {
-            return Message::new(Code::PRECONDITION_FAILED);
+            return Err(Message::new(Code::PRECONDITION_FAILED));
         }
         if !existed && m.options.contains(OptionNumber::IF_MATCH) {
-            return Message::new(Code::PRECONDITION_FAILED);
+            return Err(Message::new(Code::PRECONDITION_FAILED));
         }
         let Some(parent) = path.parent() else {
-            return text(Code::BAD_REQUEST, "bad path");
+            return Err(text(Code::BAD_REQUEST, "bad path"));
         };
         if !tokio::fs::metadata(parent).await.is_ok_and(|m| m.is_dir()) || !self.inside_root(parent)
         {
-            return text(Code::NOT_FOUND, "no such directory");
+            return Err(text(Code::NOT_FOUND, "no such directory"));
         }
         if existed
             && (!self.inside_root(path)
                 || tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir()))
         {
-            return text(Code::BAD_REQUEST, "not a file");
+            return Err(text(Code::BAD_REQUEST, "not a file"));
         }
+        Ok(existed)
+    }
+
+    async fn put(&self, path: &Path, want_dir: bool, m: &Message) -> Message {
+        if m.payload.len() as u64 > self.max_file_size {
+            return too_large(self.max_file_size);
+        }
+        let existed = match self.put_target(path, want_dir, m).await {
+            Ok(e) => e,
+            Err(answer) => return answer,
+        };
         // Write to a temporary name and rename, so readers never see half a file.
-        static UPLOADS: AtomicU64 = AtomicU64::new(0);
-        let tmp = parent.join(format!(
-            ".coapws-upload-{}-{}",
-            std::process::id(),
-            UPLOADS.fetch_add(1, Ordering::Relaxed)
-        ));
+        let tmp = temporary_name(path);
         let written = async {
             tokio::fs::write(&tmp, &m.payload).await?;
             tokio::fs::rename(&tmp, path).await
@@ -259,6 +298,162 @@ impl FileServer {
                 debug!(path = %path.display(), error = %e, "write failed");
                 text(Code::INTERNAL_SERVER_ERROR, "cannot write file")
             }
+        }
+    }
+
+    /// One block of a block-wise PUT (RFC 7959 §2.5), written straight to a temporary file
+    /// beside the target, renamed over it when the last block is in: the upload is never
+    /// held in memory, and readers never see half a file.
+    async fn put_block(
+        &self,
+        req: &IncomingRequest,
+        path: &Path,
+        want_dir: bool,
+        block1: BlockValue,
+    ) -> Message {
+        let m = &req.message;
+        let id: UploadId = (
+            req.remote.link_id(),
+            path.to_owned(),
+            m.options.get(OptionNumber::REQUEST_TAG).cloned(),
+        );
+        if block1.num == 0 {
+            let announced = m.options.get_uint(OptionNumber::SIZE1);
+            if announced.is_some_and(|n| u64::from(n) > self.max_file_size) {
+                return too_large(self.max_file_size);
+            }
+            let existed = match self.put_target(path, want_dir, m).await {
+                Ok(e) => e,
+                Err(answer) => return answer,
+            };
+            if let Err(answer) = self.start_upload(&id, path, existed).await {
+                return answer;
+            }
+        }
+        // Where this block goes, decided under the lock; written without it.
+        let step = {
+            let mut u = lock(&self.uploads);
+            match u.by_id.get_mut(&id) {
+                None => Err(text(
+                    Code::REQUEST_ENTITY_INCOMPLETE,
+                    "no upload in progress for this block",
+                )),
+                Some(up) => {
+                    up.last = Instant::now();
+                    match up.sequence.admit(block1, m.payload.len()) {
+                        Ok(offset) => Ok((up.tmp.clone(), offset, up.existed)),
+                        Err(e) => {
+                            let tmp = up.tmp.clone();
+                            u.by_id.remove(&id);
+                            Err(self.refused(&tmp, e))
+                        }
+                    }
+                }
+            }
+        };
+        let (tmp, offset, existed) = match step {
+            Ok(s) => s,
+            Err(answer) => return answer,
+        };
+        let (file, data) = (tmp.clone(), m.payload.clone());
+        let written =
+            tokio::task::spawn_blocking(move || write_at(&file, offset as u64, &data)).await;
+        if !matches!(written, Ok(Ok(()))) {
+            debug!(path = %path.display(), "writing an upload block failed");
+            lock(&self.uploads).by_id.remove(&id);
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return text(Code::INTERNAL_SERVER_ERROR, "cannot write file");
+        }
+        let echo = |more| {
+            BlockValue {
+                num: block1.num,
+                more,
+                szx: block1.szx,
+            }
+            .encode()
+        };
+        if block1.more {
+            return Message::new(Code::CONTINUE).with_option(OptionNumber::BLOCK1, echo(true));
+        }
+        lock(&self.uploads).by_id.remove(&id);
+        match tokio::fs::rename(&tmp, path).await {
+            Ok(()) => Message::new(if existed {
+                Code::CHANGED
+            } else {
+                Code::CREATED
+            })
+            .with_option(OptionNumber::BLOCK1, echo(false)),
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                debug!(path = %path.display(), error = %e, "rename failed");
+                text(Code::INTERNAL_SERVER_ERROR, "cannot write file")
+            }
+        }
+    }
+
+    /// Registers the upload `id` with an empty temporary file beside `path`.
+    async fn start_upload(&self, id: &UploadId, path: &Path, existed: bool) -> Result<(), Message> {
+        let tmp = temporary_name(path);
+        let abandoned: Vec<PathBuf> = {
+            let mut u = lock(&self.uploads);
+            let now = Instant::now();
+            let stale: Vec<UploadId> = u
+                .by_id
+                .iter()
+                .filter(|(_, up)| now.duration_since(up.last) >= UPLOAD_IDLE)
+                .map(|(k, _)| k.clone())
+                .collect();
+            let abandoned = stale
+                .iter()
+                .filter_map(|k| u.by_id.remove(k).map(|up| up.tmp))
+                .collect();
+            // Another untagged upload of this client to this file: its blocks and these could
+            // not be told apart, so the newcomer is refused (RFC 9175 §3.4).
+            if u.by_id.contains_key(id) {
+                return Err(text(
+                    Code::REQUEST_ENTITY_INCOMPLETE,
+                    "another upload to this file is in progress; tag concurrent uploads with Request-Tag (RFC 9175)",
+                ));
+            }
+            if u.by_id.len() >= MAX_DISK_UPLOADS {
+                return Err(
+                    text(Code::SERVICE_UNAVAILABLE, "too many uploads in progress")
+                        .with_uint_option(OptionNumber::MAX_AGE, 5),
+                );
+            }
+            u.by_id.insert(
+                id.clone(),
+                DiskUpload {
+                    tmp: tmp.clone(),
+                    sequence: BlockSequence::new(
+                        usize::try_from(self.max_file_size).unwrap_or(usize::MAX),
+                    ),
+                    existed,
+                    last: now,
+                },
+            );
+            abandoned
+        };
+        for old in abandoned {
+            let _ = tokio::fs::remove_file(&old).await;
+        }
+        if let Err(e) = tokio::fs::File::create(&tmp).await {
+            lock(&self.uploads).by_id.remove(id);
+            debug!(path = %tmp.display(), error = %e, "cannot create upload file");
+            return Err(text(Code::INTERNAL_SERVER_ERROR, "cannot write file"));
+        }
+        Ok(())
+    }
+
+    /// The answer to a block that cannot be taken; the upload is over.
+    fn refused(&self, tmp: &Path, e: BlockError) -> Message {
+        let _ = std::fs::remove_file(tmp);
+        match e {
+            BlockError::TooLarge { .. } => too_large(self.max_file_size),
+            BlockError::OutOfOrder { .. } => {
+                text(Code::REQUEST_ENTITY_INCOMPLETE, "block out of order")
+            }
+            other => text(Code::BAD_REQUEST, other.to_string()),
         }
     }
 
@@ -281,6 +476,37 @@ impl FileServer {
             },
         }
     }
+}
+
+fn lock(m: &Mutex<Uploads>) -> std::sync::MutexGuard<'_, Uploads> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// 4.13 with the largest file taken in Size1.
+fn too_large(limit: u64) -> Message {
+    text(Code::REQUEST_ENTITY_TOO_LARGE, "file too large").with_uint_option(
+        OptionNumber::SIZE1,
+        u32::try_from(limit).unwrap_or(u32::MAX),
+    )
+}
+
+/// A hidden name beside `path` for writing it before the rename.
+fn temporary_name(path: &Path) -> PathBuf {
+    static UPLOADS: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    dir.join(format!(
+        ".coapws-upload-{}-{}",
+        std::process::id(),
+        UPLOADS.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Writes `data` at `offset` of the existing file `path`.
+fn write_at(path: &Path, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    f.write_all(data)
 }
 
 /// What a GET found on disk.

@@ -198,6 +198,8 @@ struct Subtree {
     prefix: Vec<String>,
     handler: Arc<dyn Handler>,
     links: Vec<Link>,
+    /// The handler takes Block1 uploads piece by piece itself.
+    takes_blocks: bool,
 }
 
 /// Paths to resources, plus subtrees handled by one handler (a file server, a proxy).
@@ -231,11 +233,32 @@ impl Site {
     }
     /// Hands every request at or below `prefix` to `handler`; `links` are the links it
     /// contributes to `/.well-known/core`.
-    pub fn subtree(mut self, prefix: &str, handler: impl Handler, links: Vec<Link>) -> Site {
+    pub fn subtree(self, prefix: &str, handler: impl Handler, links: Vec<Link>) -> Site {
+        self.add_subtree(prefix, Arc::new(handler), links, false)
+    }
+    /// Like [`Site::subtree`], but Block1 uploads reach `handler` piece by piece, with their
+    /// Block1 and Size1 options, instead of reassembled: the handler answers each (2.31 to go
+    /// on), e.g. writing straight to disk ([`files::FileServer`] does).
+    pub fn subtree_taking_blocks(
+        self,
+        prefix: &str,
+        handler: impl Handler,
+        links: Vec<Link>,
+    ) -> Site {
+        self.add_subtree(prefix, Arc::new(handler), links, true)
+    }
+    fn add_subtree(
+        mut self,
+        prefix: &str,
+        handler: Arc<dyn Handler>,
+        links: Vec<Link>,
+        takes_blocks: bool,
+    ) -> Site {
         self.subtrees.push(Subtree {
             prefix: split_path(prefix),
-            handler: Arc::new(handler),
+            handler,
             links,
+            takes_blocks,
         });
         // Longest prefix first.
         self.subtrees
@@ -243,6 +266,16 @@ impl Site {
         self
     }
 
+    /// True when requests to `path` go to a handler that takes Block1 uploads piece by piece.
+    pub(crate) fn takes_blocks(&self, path: &[String]) -> bool {
+        if self.exact.contains_key(path) {
+            return false;
+        }
+        self.subtrees
+            .iter()
+            .find(|s| path.starts_with(&s.prefix))
+            .is_some_and(|s| s.takes_blocks)
+    }
     /// The links of `/.well-known/core`.
     pub fn links(&self) -> Vec<Link> {
         let mut links: Vec<Link> = self
