@@ -86,12 +86,11 @@ async fn file_server_delete_does_not_escape_root_through_symlinked_directory() {
 }
 
 /// dispatch.rs `SiteDispatch::remember`: responses kept for their later Block2 pieces are
-/// bounded only by *count* (`max_uploads`, default 256), not by bytes, although
-/// `EndpointConfig::upload_memory` says it bounds them ("and again by all responses kept for
-/// their later Block2 pieces; beyond it, 5.03"). A peer with the base Max-Message-Size (1152)
-/// POSTs bodies to an echoing resource under distinct targets: every response is cut into
-/// Block2 pieces and kept whole. With the defaults that is 256 × `max_body_size` (16 MiB) =
-/// 4 GiB per endpoint, held for `upload_timeout`.
+/// bounded by bytes (`upload_memory`), not only by count (`max_uploads`). A peer with the base
+/// Max-Message-Size (1152) POSTs 10 KiB bodies to an echoing resource under distinct targets:
+/// every response is cut into Block2 pieces and kept whole, the oldest making room for the
+/// newest. With 32 KiB, exactly the 3 newest fit: their block 1 is served from what was kept;
+/// every other exchange's block 1 gets 4.08 (its response is gone and a POST is not run twice).
 #[tokio::test]
 async fn block2_response_cache_respects_upload_memory() {
     const BODY: usize = 10 * 1024;
@@ -100,6 +99,8 @@ async fn block2_response_cache_respects_upload_memory() {
         upload_memory: 32 * 1024,
         ..EndpointConfig::default()
     };
+    let fit = config.upload_memory / BODY;
+    assert_eq!(fit, 3);
     let (_server, addr) = common::server_with(config.clone(), Some(common::test_site())).await;
     let mut ws = common::raw(addr).await;
     // Our CSM without Max-Message-Size: the server assumes 1152 and goes block-wise.
@@ -110,20 +111,21 @@ async fn block2_response_cache_respects_upload_memory() {
             .with_option(OptionNumber::URI_QUERY, format!("n={i}").into_bytes())
             .with_token(Token::new(vec![token]))
     };
-    let mut first_blocks_refused = 0;
     for i in 0..EXCHANGES {
         let m = post(i, i as u8).with_payload(vec![b'a' + (i % 26) as u8; BODY]);
         common::send_coap(&mut ws, &m).await;
         let r = common::next_coap(&mut ws).await.expect("a response");
-        if r.code == Code::SERVICE_UNAVAILABLE {
-            first_blocks_refused += 1;
-            continue;
-        }
-        assert_eq!(r.code, Code::CHANGED);
-        assert!(r.options.block2().is_some_and(|b| b.more), "cut block-wise");
+        assert_eq!(r.token, m.token);
+        assert_eq!(r.code, Code::CHANGED, "exchange {i}: {}", r.payload_text());
+        let b = r.options.block2().expect("cut block-wise");
+        assert!(
+            b.num == 0 && b.more,
+            "exchange {i}: first of several blocks"
+        );
+        assert_eq!(r.payload[0], b'a' + (i % 26) as u8);
     }
     // Now fetch block 1 of every exchange: the server can only serve it from what it kept.
-    let mut held = 0;
+    let mut held = Vec::new();
     for i in 0..EXCHANGES {
         let m = post(i, 100 + i as u8).with_option(
             OptionNumber::BLOCK2,
@@ -136,27 +138,48 @@ async fn block2_response_cache_respects_upload_memory() {
         );
         common::send_coap(&mut ws, &m).await;
         let r = common::next_coap(&mut ws).await.expect("a response");
-        if r.code == Code::CHANGED {
-            assert_eq!(r.payload[0], b'a' + (i % 26) as u8);
-            held += BODY;
+        assert_eq!(r.token, m.token);
+        match r.code {
+            Code::CHANGED => {
+                assert_eq!(r.options.block2().map(|b| b.num), Some(1));
+                assert!(
+                    r.payload.iter().all(|&c| c == b'a' + (i % 26) as u8),
+                    "exchange {i}: block 1 of its own response"
+                );
+                held.push(i);
+            }
+            Code::REQUEST_ENTITY_INCOMPLETE => {}
+            other => panic!(
+                "exchange {i}: block 1 answered {other}: {}",
+                r.payload_text()
+            ),
         }
     }
     assert!(
-        held <= config.upload_memory,
-        "the server held {held} bytes of responses at once (upload_memory {}), \
-         {first_blocks_refused} first blocks refused",
+        held.len() * BODY <= config.upload_memory,
+        "the server held {} responses of {BODY} bytes at once (upload_memory {})",
+        held.len(),
         config.upload_memory
+    );
+    assert_eq!(
+        held,
+        (EXCHANGES - fit..EXCHANGES).collect::<Vec<_>>(),
+        "the newest responses that fit in upload_memory are kept, the others were made room for"
     );
 }
 
-/// transport/udp.rs `SocketDriver::incoming`: `max_concurrent_requests` ("per connection") is
-/// counted per *socket* over UDP, shared by every peer. One peer with a few slow requests
-/// (any handler that waits: file I/O, the demo's `/ask-back` waiting 10 s on a client that
-/// never answers) makes the server answer 5.03 to everyone else.
+/// transport/udp.rs `SocketDriver::incoming`: `max_concurrent_requests` is counted per peer
+/// address over UDP, and `udp_max_concurrent_requests` for the whole socket. One peer with slow
+/// requests gets 5.03 past its own budget while another peer is served; once the socket's
+/// budget is used up by several peers, a peer with nothing running gets 5.03 too.
+///
+/// No waiting on time: datagrams on one socket are handled in the order they arrive, so a
+/// response to a later datagram shows the earlier ones were counted.
 #[tokio::test]
 async fn one_udp_peer_cannot_starve_the_others() {
     let config = EndpointConfig {
         max_concurrent_requests: 2,
+        udp_max_concurrent_requests: 4,
         ..EndpointConfig::default()
     };
     let server = Endpoint::builder()
@@ -167,38 +190,93 @@ async fn one_udp_peer_cannot_starve_the_others() {
         .listen_udp("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
+    let peer = || async { tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap() };
+    let (a, b, c, d) = (peer().await, peer().await, peer().await, peer().await);
 
-    // Peer A: two Confirmable GETs of a resource that takes its time.
-    let a = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Peer A: two slow requests (its whole budget), then a third: 5.03 with Max-Age 1.
     for i in 0..2u16 {
-        let m = Message::request(Code::GET, "/never").with_token(Token::new(vec![0xa0, i as u8]));
-        let header = UdpHeader {
-            mtype: MessageType::Confirmable,
-            message_id: 0x1000 + i,
-        };
-        a.send_to(&udp_codec::encode(&header, &m).unwrap(), addr)
-            .await
-            .unwrap();
+        send_con(&a, addr, "/never", 0x1000 + i, &[0xa0, i as u8]).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    // Peer B, a different address, asks for something instant.
-    let b = Endpoint::client();
-    let r = tokio::time::timeout(WAIT, b.get(&format!("coap://{addr}/hello")))
-        .await
-        .expect("no hang")
-        .unwrap();
+    send_con(&a, addr, "/hello", 0x1002, &[0xa0, 2]).await;
+    let r = response_to(&a, &[0xa0, 2]).await;
     assert_eq!(
-        r.code(),
+        r.code,
+        Code::SERVICE_UNAVAILABLE,
+        "A's third request, past its per-peer budget of 2: {}",
+        r.payload_text()
+    );
+    assert_eq!(r.options.get_uint(OptionNumber::MAX_AGE), Some(1));
+
+    // Peer B, a different address, is served: A holds 2 of the socket's 4.
+    send_con(&b, addr, "/hello", 0x2000, &[0xb0]).await;
+    let r = response_to(&b, &[0xb0]).await;
+    assert_eq!(
+        r.code,
         Code::CONTENT,
         "peer B got {} because peer A holds the socket's whole request budget",
-        r.code()
+        r.code
+    );
+
+    // Peer C takes the socket's last 2; peer D, with nothing running, hits the socket's cap.
+    for i in 0..2u16 {
+        send_con(&c, addr, "/never", 0x3000 + i, &[0xc0, i as u8]).await;
+    }
+    send_con(&d, addr, "/hello", 0x4000, &[0xd0]).await;
+    let r = response_to(&d, &[0xd0]).await;
+    assert_eq!(
+        r.code,
+        Code::SERVICE_UNAVAILABLE,
+        "peer D with 4 of 4 requests running on the socket: {}",
+        r.payload_text()
     );
 }
 
+/// Sends a Confirmable GET `path` with `token` from `from` to `to`.
+async fn send_con(
+    from: &tokio::net::UdpSocket,
+    to: std::net::SocketAddr,
+    path: &str,
+    mid: u16,
+    token: &[u8],
+) {
+    let m = Message::request(Code::GET, path).with_token(Token::new(token.to_vec()));
+    let header = UdpHeader {
+        mtype: MessageType::Confirmable,
+        message_id: mid,
+    };
+    from.send_to(&udp_codec::encode(&header, &m).unwrap(), to)
+        .await
+        .unwrap();
+}
+
+/// The next response with `token` on `sock` (skipping empty ACKs and anything else).
+async fn response_to(sock: &tokio::net::UdpSocket, token: &[u8]) -> Message {
+    let mut buf = [0u8; 1500];
+    loop {
+        let (n, _) = tokio::time::timeout(WAIT, sock.recv_from(&mut buf))
+            .await
+            .expect("a response in time")
+            .unwrap();
+        let (_, m) = udp_codec::decode(
+            &bytes::Bytes::copy_from_slice(&buf[..n]),
+            &Default::default(),
+        )
+        .expect("the server sends valid CoAP");
+        if m.code != Code::EMPTY && m.token.as_bytes() == token {
+            return m;
+        }
+    }
+}
+
+/// After the server releases a connection, the client's pool sends new requests on a new
+/// connection, while the released one finishes what it had. Two requests are held in the
+/// server's handlers; the first one's answer comes after the Release on the same connection,
+/// so once the client has it, it has seen the Release too, and the connection is still up
+/// for the second.
 #[tokio::test]
 async fn a_released_connection_takes_no_new_requests_from_the_pool() {
     let (site, mut rx) = common::with_register(common::test_site());
+    let (site, mut gates) = common::with_gate(site);
     let server = Endpoint::builder().site(site).build();
     let addr = server
         .listen_ws("127.0.0.1:0".parse().unwrap())
@@ -211,19 +289,45 @@ async fn a_released_connection_takes_no_new_requests_from_the_pool() {
         .await
         .unwrap();
     let remote = rx.recv().await.unwrap();
-    // keep the first connection busy, then release it from the server side
-    let slow = tokio::spawn({
+    let held = |q: &str| {
         let client = client.clone();
-        let u = u("/slow");
-        async move { client.get(&u).await }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+        let u = u(&format!("/gate?{q}"));
+        tokio::spawn(async move { client.get(&u).await })
+    };
+    let (first, second) = (held("1"), held("2"));
+    let (open1, open2) = (
+        common::entered(&mut gates).await,
+        common::entered(&mut gates).await,
+    );
     remote.connection().expect("a stream remote").release();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    open1.send(()).unwrap();
+    let r = tokio::time::timeout(WAIT, first)
+        .await
+        .expect("no hang")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.code(), Code::CONTENT);
+    assert_eq!(client.connection_count(), 1, "the released one, still busy");
     // a new request opens a new connection instead of failing on the released one
     let r = client.get(&u("/hello")).await.unwrap();
     assert_eq!(r.code(), Code::CONTENT);
-    assert_eq!(slow.await.unwrap().unwrap().message.payload_text(), "slow");
+    assert_eq!(
+        client.connection_count(),
+        2,
+        "/hello went on a new connection"
+    );
+    open2.send(()).unwrap();
+    let r = tokio::time::timeout(WAIT, second)
+        .await
+        .expect("no hang")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        r.code(),
+        Code::CONTENT,
+        "the released connection finished its request"
+    );
+    assert_eq!(r.message.payload_text(), "gate2");
 }
 
 #[tokio::test]
@@ -377,12 +481,7 @@ async fn listeners_refuse_connections_beyond_the_limit() {
     );
     // when one leaves, there is room again
     a.shutdown().await;
-    for _ in 0..100 {
-        if server.connection_count() < 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_until("the server saw a leave", || server.connection_count() < 2).await;
     let r = Endpoint::client()
         .get(&format!("coap+ws://{addr}/hello"))
         .await

@@ -64,6 +64,42 @@ pub fn with_register(site: Site) -> (Site, tokio::sync::mpsc::UnboundedReceiver<
     (site, rx)
 }
 
+/// Adds GET `/gate` to `site`: each request, once its handler runs, sends the test a
+/// `oneshot::Sender` and is answered 2.05 "gate" (with its Uri-Query as payload suffix) only
+/// when the test fires it. The test knows the request is being handled, and decides when
+/// it is answered: no timing involved.
+pub fn with_gate(
+    site: Site,
+) -> (
+    Site,
+    tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<()>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let site = site.resource(
+        "/gate",
+        Resource::new().get(move |req: IncomingRequest| {
+            let tx = tx.clone();
+            async move {
+                let (open, opened) = tokio::sync::oneshot::channel();
+                let _ = tx.send(open);
+                let _ = opened.await;
+                Message::response(Code::CONTENT, format!("gate{}", req.query().join("&")))
+            }
+        }),
+    );
+    (site, rx)
+}
+
+/// The next request to enter a `/gate` handler (see [`with_gate`]), within [`WAIT`].
+pub async fn entered(
+    gates: &mut tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<()>>,
+) -> tokio::sync::oneshot::Sender<()> {
+    tokio::time::timeout(WAIT, gates.recv())
+        .await
+        .expect("a request reached /gate in time")
+        .expect("gate site alive")
+}
+
 pub async fn server_with(config: EndpointConfig, site: Option<Site>) -> (Endpoint, SocketAddr) {
     let mut b = Endpoint::builder().config(config);
     if let Some(site) = site {
