@@ -234,3 +234,240 @@ impl FileServer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Confinement and limits of the file server, on a real directory tree: what `resolve`
+    //! refuses, and what GET, PUT and DELETE do with symlinks that lead outside the root.
+    use super::*;
+
+    /// A fresh directory with `root/` and `outside/` in it, removed on drop.
+    struct Tree {
+        base: PathBuf,
+        files: FileServer,
+    }
+
+    impl Tree {
+        fn new(tag: &str) -> Tree {
+            static N: AtomicU64 = AtomicU64::new(0);
+            let base = std::env::temp_dir().join(format!(
+                "coapws-files-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&base);
+            std::fs::create_dir_all(base.join("root")).unwrap();
+            std::fs::create_dir_all(base.join("outside")).unwrap();
+            let files = FileServer::new(base.join("root")).unwrap().writable(true);
+            Tree { base, files }
+        }
+        fn root(&self) -> PathBuf {
+            self.files.root.as_ref().clone()
+        }
+        fn outside(&self) -> PathBuf {
+            std::fs::canonicalize(self.base.join("outside")).unwrap()
+        }
+        /// The path `segments` resolve to; panics if refused.
+        fn path(&self, segments: &[&str]) -> (PathBuf, bool) {
+            self.files
+                .resolve(&segs(segments))
+                .unwrap_or_else(|| panic!("{segments:?} refused"))
+        }
+        async fn get(&self, segments: &[&str]) -> Message {
+            let (p, dir) = self.path(segments);
+            self.files.get(&p, dir, &segs(segments)).await
+        }
+        async fn put(&self, segments: &[&str], body: &[u8]) -> Message {
+            let (p, dir) = self.path(segments);
+            let m = Message::request(Code::PUT, "/").with_payload(body.to_vec());
+            self.files.put(&p, dir, &m).await
+        }
+        async fn delete(&self, segments: &[&str]) -> Message {
+            self.files.delete(&self.path(segments).0).await
+        }
+    }
+
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.base);
+        }
+    }
+
+    fn segs(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn resolve_refuses_segments_that_could_leave_the_root() {
+        let t = Tree::new("resolve");
+        for bad in [
+            &[".."][..],
+            &["a", ".."],
+            &["..", "etc", "passwd"],
+            &["."],
+            &[".hidden"],
+            &["a", ".git", "config"],
+            &["a/b"],
+            &["/etc"],
+            &["a\\b"],
+            &["..\\x"],
+            &["a\0b"],
+            &["a", "", "b"],
+            &["", ""],
+        ] {
+            assert_eq!(t.files.resolve(&segs(bad)), None, "{bad:?} must be refused");
+        }
+        let root = t.root();
+        assert_eq!(t.files.resolve(&[]), Some((root.clone(), false)));
+        assert_eq!(
+            t.files.resolve(&segs(&[""])),
+            Some((root.clone(), true)),
+            "`/` with its trailing slash is the root directory"
+        );
+        assert_eq!(
+            t.files.resolve(&segs(&["a", "b.txt"])),
+            Some((root.join("a").join("b.txt"), false))
+        );
+        assert_eq!(
+            t.files.resolve(&segs(&["sub", ""])),
+            Some((root.join("sub"), true)),
+            "a trailing empty segment names a directory"
+        );
+        assert_eq!(
+            t.files.resolve(&segs(&["a..b", "x.y.z"])),
+            Some((root.join("a..b").join("x.y.z"), false)),
+            "dots inside a name are fine"
+        );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn symlinks_out_of_the_root_are_not_followed() {
+        let t = Tree::new("symlinks");
+        let (root, outside) = (t.root(), t.outside());
+        std::fs::write(outside.join("secret.txt"), "outside").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("dir")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret.txt"), root.join("file.txt")).unwrap();
+        std::fs::create_dir(root.join("in")).unwrap();
+        std::fs::write(root.join("in").join("ok.txt"), "inside").unwrap();
+        std::os::unix::fs::symlink(root.join("in"), root.join("alias")).unwrap();
+
+        // GET: through a symlinked directory, of a symlinked file, of the directory itself.
+        for p in [
+            &["dir", "secret.txt"][..],
+            &["file.txt"],
+            &["dir", ""],
+            &["dir"],
+        ] {
+            let r = t.get(p).await;
+            assert_eq!(r.code, Code::NOT_FOUND, "GET {p:?}");
+            assert!(!r.payload.starts_with(b"outside"), "GET {p:?} leaked");
+        }
+        // A symlink that stays inside is served.
+        let r = t.get(&["alias", "ok.txt"]).await;
+        assert_eq!((r.code, &r.payload[..]), (Code::CONTENT, &b"inside"[..]));
+
+        // PUT through a symlinked directory: refused, nothing written outside.
+        let r = t.put(&["dir", "new.txt"], b"planted").await;
+        assert_eq!(r.code, Code::NOT_FOUND, "PUT through a symlinked directory");
+        assert!(
+            !outside.join("new.txt").exists(),
+            "PUT wrote outside the root"
+        );
+        // PUT over a symlink to a file outside: refused, the target unchanged.
+        let r = t.put(&["file.txt"], b"overwritten").await;
+        assert_eq!(
+            r.code,
+            Code::BAD_REQUEST,
+            "PUT over a symlink that leads out"
+        );
+        assert_eq!(
+            std::fs::read(outside.join("secret.txt")).unwrap(),
+            b"outside"
+        );
+        // No temporary upload file was left anywhere.
+        for d in [&root, &outside] {
+            let leftovers: Vec<_> = std::fs::read_dir(d)
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(".coapws-upload")
+                })
+                .collect();
+            assert!(leftovers.is_empty(), "{leftovers:?} in {}", d.display());
+        }
+        // PUT through a symlink that stays inside works.
+        let r = t.put(&["alias", "up.txt"], b"fine").await;
+        assert_eq!(r.code, Code::CREATED);
+        assert_eq!(
+            std::fs::read(root.join("in").join("up.txt")).unwrap(),
+            b"fine"
+        );
+
+        // DELETE through a symlinked directory: refused, the file stays. DELETE of the
+        // symlink itself removes the link, not what it points to.
+        let r = t.delete(&["dir", "secret.txt"]).await;
+        assert_eq!(r.code, Code::NOT_FOUND);
+        assert!(outside.join("secret.txt").exists());
+        let r = t.delete(&["file.txt"]).await;
+        assert_eq!(r.code, Code::DELETED);
+        assert!(!root.join("file.txt").exists());
+        assert_eq!(
+            std::fs::read(outside.join("secret.txt")).unwrap(),
+            b"outside",
+            "the link's target is untouched"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_size_limit_holds_both_ways() {
+        let mut t = Tree::new("size");
+        t.files = t.files.clone().max_file_size(10);
+        let root = t.root();
+        // PUT at the limit is stored; one byte over gets 4.13 and changes nothing.
+        let r = t.put(&["ten.txt"], b"0123456789").await;
+        assert_eq!(r.code, Code::CREATED);
+        let r = t.put(&["ten.txt"], b"0123456789A").await;
+        assert_eq!(r.code, Code::REQUEST_ENTITY_TOO_LARGE);
+        assert_eq!(std::fs::read(root.join("ten.txt")).unwrap(), b"0123456789");
+        let r = t.put(&["eleven.txt"], b"0123456789A").await;
+        assert_eq!(r.code, Code::REQUEST_ENTITY_TOO_LARGE);
+        assert!(!root.join("eleven.txt").exists());
+        // GET of a file over the limit (put there by other means) is refused, at the limit served.
+        std::fs::write(root.join("big.txt"), b"0123456789A").unwrap();
+        let r = t.get(&["big.txt"]).await;
+        assert_eq!(r.code, Code::INTERNAL_SERVER_ERROR);
+        assert_eq!(r.payload_text(), "file too large to serve");
+        let r = t.get(&["ten.txt"]).await;
+        assert_eq!(
+            (r.code, &r.payload[..]),
+            (Code::CONTENT, &b"0123456789"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn directories_and_trailing_slashes() {
+        let t = Tree::new("dirs");
+        let root = t.root();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub").join("a.json"), "{}").unwrap();
+        std::fs::write(root.join(".hidden"), "x").unwrap();
+        let r = t.get(&[]).await;
+        assert_eq!(r.code, Code::CONTENT);
+        assert_eq!(r.payload_text(), "</sub/>", "hidden names are not listed");
+        let r = t.get(&["sub", "a.json", ""]).await;
+        assert_eq!(r.code, Code::NOT_FOUND, "a file asked for as a directory");
+        let r = t.put(&["sub", ""], b"x").await;
+        assert_eq!(r.code, Code::BAD_REQUEST, "PUT of a directory");
+        let r = t.put(&["sub"], b"x").await;
+        assert_eq!(r.code, Code::BAD_REQUEST, "PUT over a directory");
+        assert!(root.join("sub").is_dir());
+        let r = t.put(&["nodir", "x.txt"], b"x").await;
+        assert_eq!(r.code, Code::NOT_FOUND, "PUT into a missing directory");
+        let r = t.delete(&["sub"]).await;
+        assert_eq!(r.code, Code::METHOD_NOT_ALLOWED);
+        assert!(root.join("sub").join("a.json").exists());
+    }
+}
