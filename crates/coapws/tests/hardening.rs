@@ -488,3 +488,292 @@ async fn listeners_refuse_connections_beyond_the_limit() {
         .unwrap();
     assert_eq!(r.code(), Code::CONTENT);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Slow and silent peers on the stream transports, and the limits on what a peer can hold
+// ---------------------------------------------------------------------------------------------
+
+/// A short handshake allowance (`connect_timeout`: HTTP request head, TLS handshake) and CSM
+/// timeout, for the silent-peer tests.
+fn impatient() -> EndpointConfig {
+    EndpointConfig {
+        connect_timeout: Duration::from_millis(300),
+        connection: coapws::proto::connection::ConnectionConfig {
+            csm_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+        ..EndpointConfig::default()
+    }
+}
+
+/// Reads everything `s` gets until the server closes it (EOF or reset), within [`WAIT`];
+/// returns the bytes and how long after `since` (when it connected) the close came.
+async fn until_closed(
+    s: &mut tokio::net::TcpStream,
+    since: std::time::Instant,
+) -> (Vec<u8>, Duration) {
+    use tokio::io::AsyncReadExt;
+    let started = since;
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .expect("the server closes a silent peer in time")
+        {
+            Ok(0) | Err(_) => return (all, started.elapsed()),
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// HTTP header timeout (transport/ws.rs: hyper's `header_read_timeout`, from
+/// `connect_timeout`): a peer that connects to the WebSocket listener and sends nothing, or
+/// half a request head, is disconnected once the allowance is over, not before, and
+/// without an upgrade. Others are served meanwhile.
+#[tokio::test]
+async fn a_silent_http_peer_is_dropped_after_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let (_server, addr) = common::server_with(impatient(), Some(common::test_site())).await;
+    let since = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut half = tokio::net::TcpStream::connect(addr).await.unwrap();
+    half.write_all(b"GET /.well-known/coap HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let r = Endpoint::client()
+        .get(&common::uri(addr, "/hello"))
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::CONTENT, "served while two peers stall");
+    for (what, s) in [("silent", &mut silent), ("half a head", &mut half)] {
+        let (got, took) = until_closed(s, since).await;
+        assert!(
+            !String::from_utf8_lossy(&got).contains(" 101 "),
+            "{what}: no upgrade: {got:?}"
+        );
+        assert!(
+            took >= Duration::from_millis(200),
+            "{what}: closed after {took:?}, before the allowance"
+        );
+    }
+}
+
+/// TLS handshake timeout (listener.rs, `connect_timeout`): a peer that opens TCP to the TLS
+/// and the secure WebSocket listeners and never starts the handshake is disconnected once
+/// the allowance is over.
+#[tokio::test]
+async fn a_silent_tls_peer_is_dropped_after_the_handshake_timeout() {
+    let pki = common::pki();
+    let server = Endpoint::builder()
+        .config(impatient())
+        .site(common::test_site())
+        .build();
+    let tls = server
+        .listen_tls("127.0.0.1:0".parse().unwrap(), &pki.identity)
+        .await
+        .unwrap();
+    let wss = server
+        .listen_wss("127.0.0.1:0".parse().unwrap(), &pki.identity)
+        .await
+        .unwrap();
+    for addr in [tls, wss] {
+        let since = std::time::Instant::now();
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (got, took) = until_closed(&mut s, since).await;
+        assert!(
+            got.is_empty(),
+            "{addr}: nothing before a ClientHello: {got:?}"
+        );
+        assert!(
+            took >= Duration::from_millis(200),
+            "{addr}: closed after {took:?}, before the allowance"
+        );
+    }
+    // A real client still gets through.
+    let client = Endpoint::builder()
+        .tls_client(common::trusting(&pki))
+        .build();
+    let r = client
+        .get(&format!("coaps+tcp://localhost:{}/hello", tls.port()))
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::CONTENT);
+}
+
+/// CSM timeout on a real socket (RFC 8323 §5.3: the CSM must come first): a CoAP-over-TCP
+/// peer that sends nothing gets the server's CSM, then after `csm_timeout` an Abort saying
+/// why, then the close. Over WebSocket the same, and the close frame says 1002.
+#[tokio::test]
+async fn a_peer_without_csm_is_aborted_after_the_csm_timeout() {
+    use coapws::proto::codec::tcp::StreamDecoder;
+    use coapws::proto::signaling::Signal;
+    let server = Endpoint::builder()
+        .config(impatient())
+        .site(common::test_site())
+        .build();
+    let tcp = server
+        .listen_tcp("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let since = std::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    let (got, took) = until_closed(&mut s, since).await;
+    let mut d = StreamDecoder::new(Default::default());
+    d.push(&got);
+    let csm = d.next_message().unwrap().expect("the server's CSM");
+    assert_eq!(csm.code, Code::CSM);
+    let abort = d.next_message().unwrap().expect("an Abort");
+    assert!(
+        matches!(Signal::parse(&abort), Ok(Signal::Abort { ref diagnostic, .. }) if diagnostic == "No CSM received in time"),
+        "{abort:?}"
+    );
+    assert_eq!(d.next_message().unwrap(), None, "nothing after the Abort");
+    assert!(took >= Duration::from_millis(200), "aborted after {took:?}");
+
+    let ws_addr = server
+        .listen_ws("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut ws = common::raw(ws_addr).await;
+    assert_eq!(common::next_coap(&mut ws).await.unwrap().code, Code::CSM);
+    let abort = common::next_coap(&mut ws).await.expect("an Abort");
+    assert_eq!(abort.code, Code::ABORT);
+    assert_eq!(abort.payload_text(), "No CSM received in time");
+    assert_eq!(common::close_code(&mut ws).await, Some(1002));
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
+/// `max_concurrent_requests` on a WebSocket connection: with 2 requests held in handlers, a
+/// third on the same connection gets 5.03 with Max-Age 1, another connection is served, and
+/// once the held ones are answered the connection takes requests again.
+#[tokio::test]
+async fn per_connection_concurrency_limit_answers_5_03() {
+    let config = EndpointConfig {
+        max_concurrent_requests: 2,
+        ..EndpointConfig::default()
+    };
+    let (site, mut gates) = common::with_gate(common::test_site());
+    let (_server, addr) = common::server_with(config, Some(site)).await;
+    let mut ws = common::raw(addr).await;
+    common::handshake_csm(&mut ws).await;
+    common::send_coap(&mut ws, &common::get("/gate", 1)).await;
+    common::send_coap(&mut ws, &common::get("/gate", 2)).await;
+    let (open1, open2) = (
+        common::entered(&mut gates).await,
+        common::entered(&mut gates).await,
+    );
+    common::send_coap(&mut ws, &common::get("/hello", 3)).await;
+    let r = common::next_coap(&mut ws).await.unwrap();
+    assert_eq!(
+        (r.code, r.token.clone()),
+        (Code::SERVICE_UNAVAILABLE, Token::new(vec![3])),
+        "{}",
+        r.payload_text()
+    );
+    assert_eq!(r.options.get_uint(OptionNumber::MAX_AGE), Some(1));
+    let other = Endpoint::client()
+        .get(&common::uri(addr, "/hello"))
+        .await
+        .unwrap();
+    assert_eq!(
+        other.code(),
+        Code::CONTENT,
+        "another connection has its own budget"
+    );
+    open1.send(()).unwrap();
+    open2.send(()).unwrap();
+    let mut answered: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..2 {
+        let r = common::next_coap(&mut ws).await.unwrap();
+        assert_eq!(r.code, Code::CONTENT);
+        answered.push(r.token.as_bytes().to_vec());
+    }
+    answered.sort();
+    assert_eq!(answered, [vec![1], vec![2]]);
+    common::send_coap(&mut ws, &common::get("/hello", 4)).await;
+    let r = common::next_coap(&mut ws).await.unwrap();
+    assert_eq!((r.code, r.token), (Code::CONTENT, Token::new(vec![4])));
+}
+
+/// `max_connections` on the TCP and TLS listeners: beyond it a new connection is closed
+/// before anything is said (no CSM over TCP; no handshake over TLS); when one leaves there is
+/// room again.
+#[tokio::test]
+async fn tcp_and_tls_listeners_refuse_connections_beyond_the_limit() {
+    use coapws::proto::codec::tcp::StreamDecoder;
+    use tokio::io::AsyncReadExt;
+    let config = EndpointConfig {
+        max_connections: 2,
+        ..EndpointConfig::default()
+    };
+    let pki = common::pki();
+    for secure in [false, true] {
+        let server = Endpoint::builder()
+            .config(config.clone())
+            .site(common::test_site())
+            .build();
+        let (addr, scheme) = if secure {
+            let a = server
+                .listen_tls("127.0.0.1:0".parse().unwrap(), &pki.identity)
+                .await
+                .unwrap();
+            (a, "coaps+tcp")
+        } else {
+            let a = server
+                .listen_tcp("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
+            (a, "coap+tcp")
+        };
+        let url = format!("{scheme}://localhost:{}/hello", addr.port());
+        let client = || {
+            Endpoint::builder()
+                .tls_client(common::trusting(&pki))
+                .build()
+        };
+        let (a, b) = (client(), client());
+        assert_eq!(a.get(&url).await.unwrap().code(), Code::CONTENT);
+        assert_eq!(b.get(&url).await.unwrap().code(), Code::CONTENT);
+        assert_eq!(server.connection_count(), 2, "{scheme}");
+        let err = client().get(&url).await.unwrap_err();
+        if secure {
+            assert!(
+                matches!(&err, coapws::Error::Handshake { .. }),
+                "{scheme}: the third gets no TLS handshake: {err:?}"
+            );
+        } else {
+            assert!(
+                matches!(&err, coapws::Error::Connection(_)),
+                "{scheme}: the third is closed: {err:?}"
+            );
+            // On the wire: closed without a CSM.
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut got = Vec::new();
+            let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut got))
+                .await
+                .expect("closed at once");
+            assert!(got.is_empty(), "{scheme}: nothing said: {got:?}");
+        }
+        assert_eq!(server.connection_count(), 2, "{scheme}: still two");
+        a.shutdown().await;
+        common::wait_until("a connection left", || server.connection_count() < 2).await;
+        let r = client().get(&url).await.unwrap();
+        assert_eq!(r.code(), Code::CONTENT, "{scheme}: room again");
+        // The CSM arrives on a raw connection too once there is room (TCP only: no TLS here).
+        if !secure {
+            b.shutdown().await;
+            common::wait_until("room for a raw peer", || server.connection_count() < 2).await;
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut buf = [0u8; 64];
+            let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            let mut d = StreamDecoder::new(Default::default());
+            d.push(&buf[..n]);
+            assert_eq!(d.next_message().unwrap().map(|m| m.code), Some(Code::CSM));
+        }
+    }
+}
