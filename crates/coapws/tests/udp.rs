@@ -448,3 +448,21 @@ async fn upload_memory_is_bounded() {
         .unwrap();
     assert_eq!(r.payload().len(), 2500);
 }
+
+/// A handler that panics is answered 5.00 over UDP too (the socket task's `SendOnDrop`), and
+/// the socket keeps serving.
+#[tokio::test]
+async fn panicking_handler_gets_5_00_over_udp() {
+    let (_s, addr) = udp_server(common::test_site(), fast()).await;
+    let client = Endpoint::builder().config(fast()).build();
+    for _ in 0..2 {
+        let r = tokio::time::timeout(common::WAIT, client.get(&format!("coap://{addr}/panic")))
+            .await
+            .expect("answered, not left to time out")
+            .unwrap();
+        assert_eq!(r.code(), Code::INTERNAL_SERVER_ERROR);
+        assert_eq!(r.message.payload_text(), "handler failed");
+    }
+    let r = client.get(&format!("coap://{addr}/hello")).await.unwrap();
+    assert_eq!(r.code(), Code::CONTENT);
+}

@@ -843,3 +843,108 @@ async fn a_peer_that_stops_reading_is_dropped() {
     assert_eq!(r.code(), Code::CONTENT);
     drop(ws);
 }
+
+/// Block-wise upload state at the endpoint (dispatch.rs), driven by a raw peer: at most
+/// `max_uploads` Block1 uploads at once (5.03 with Max-Age 5 beyond), a block out of order
+/// or without its upload gets 4.08 Request Entity Incomplete (RFC 7959 §2.9.2) and ends the
+/// upload, and an upload left alone for `upload_timeout` is forgotten: its next block gets
+/// 4.08 and its place is free again.
+#[tokio::test]
+async fn block1_upload_state_is_bounded_ordered_and_expires() {
+    use coapws::proto::BlockValue;
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let config = EndpointConfig {
+        max_uploads: 2,
+        upload_timeout: TIMEOUT,
+        ..Default::default()
+    };
+    let (_server, addr) = server_with(config, Some(test_site())).await;
+    let mut ws = raw(addr).await;
+    handshake_csm(&mut ws).await;
+    let mut token = 0u8;
+    let mut block = async |ws: &mut RawWs, upload: u8, num: u32, more: bool| {
+        token += 1;
+        let m = Message::request(Code::POST, "/echo")
+            .with_option(OptionNumber::URI_QUERY, format!("u={upload}").into_bytes())
+            .with_option(
+                OptionNumber::BLOCK1,
+                BlockValue { num, more, szx: 6 }.encode(),
+            )
+            .with_token(Token::new(vec![token]))
+            .with_payload(vec![b'a' + upload; if more { 1024 } else { 10 }]);
+        send_coap(ws, &m).await;
+        let r = next_coap(ws).await.expect("an answer");
+        assert_eq!(r.token, m.token);
+        r
+    };
+    let expect = |r: &Message, code: Code, what: &str| {
+        assert_eq!(r.code, code, "{what}: {}", r.payload_text());
+    };
+    // Two uploads in progress; a third is refused.
+    let r = block(&mut ws, 1, 0, true).await;
+    expect(&r, Code::CONTINUE, "upload 1 block 0");
+    assert_eq!(r.options.block1().map(|b| (b.num, b.more)), Some((0, true)));
+    expect(
+        &block(&mut ws, 2, 0, true).await,
+        Code::CONTINUE,
+        "upload 2 block 0",
+    );
+    let r = block(&mut ws, 3, 0, true).await;
+    expect(
+        &r,
+        Code::SERVICE_UNAVAILABLE,
+        "upload 3 beyond max_uploads 2",
+    );
+    assert_eq!(r.options.get_uint(OptionNumber::MAX_AGE), Some(5));
+    // Out of order: block 2 after block 0 ends upload 1; its block 1 then has no upload.
+    let r = block(&mut ws, 1, 2, true).await;
+    expect(
+        &r,
+        Code::REQUEST_ENTITY_INCOMPLETE,
+        "upload 1 block 2 after block 0",
+    );
+    assert_eq!(r.payload_text(), "block out of order");
+    let r = block(&mut ws, 1, 1, true).await;
+    expect(
+        &r,
+        Code::REQUEST_ENTITY_INCOMPLETE,
+        "upload 1 block 1 after it ended",
+    );
+    assert_eq!(r.payload_text(), "no upload in progress for this block");
+    // A block without its block 0.
+    let r = block(&mut ws, 4, 1, false).await;
+    expect(
+        &r,
+        Code::REQUEST_ENTITY_INCOMPLETE,
+        "upload 4 block 1 without block 0",
+    );
+    // Upload 1 ended, so there is room for one more: upload 5 fills the cap again.
+    expect(
+        &block(&mut ws, 5, 0, true).await,
+        Code::CONTINUE,
+        "upload 5 block 0",
+    );
+    expect(
+        &block(&mut ws, 6, 0, true).await,
+        Code::SERVICE_UNAVAILABLE,
+        "upload 6 with 2 and 5 in progress",
+    );
+    // Uploads 2 and 5 are left alone past upload_timeout. Expiry is judged against the
+    // clock at the next block, so twice the timeout is past it however slow the machine.
+    tokio::time::sleep(TIMEOUT * 2).await;
+    let r = block(&mut ws, 5, 1, true).await;
+    expect(
+        &r,
+        Code::REQUEST_ENTITY_INCOMPLETE,
+        "upload 5 after upload_timeout",
+    );
+    expect(
+        &block(&mut ws, 6, 0, true).await,
+        Code::CONTINUE,
+        "upload 6, room again",
+    );
+    let r = block(&mut ws, 6, 1, false).await;
+    expect(&r, Code::CHANGED, "upload 6 complete");
+    assert_eq!(r.payload.len(), 1024 + 10, "the echo of both blocks");
+    assert!(r.payload[..1024].iter().all(|&c| c == b'a' + 6));
+}
