@@ -10,12 +10,14 @@
 # of all of them are printed above that line. Exit status: 0 only when M is 0 and every step
 # passed.
 #
-# Bounds: the whole `cargo test` run gets COAPWS_TEST_TIME_LIMIT seconds (default 1500), the
-# fuzz build FUZZ_BUILD_LIMIT (default 900, it compiles libFuzzer once), each seed replay 60.
+# Bounds: building the tests gets BUILD_LIMIT seconds (default 1800), running them all
+# COAPWS_TEST_TIME_LIMIT (default 1500), the fuzz build FUZZ_BUILD_LIMIT (default 900, it
+# compiles libFuzzer once), each seed replay 60.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 TIME_LIMIT=${COAPWS_TEST_TIME_LIMIT:-1500}
+BUILD_LIMIT=${BUILD_LIMIT:-1800}
 FUZZ_BUILD_LIMIT=${FUZZ_BUILD_LIMIT:-900}
 LIBCOAP_VERSION=4.3.1
 MINIMUMS=scripts/test-minimums.txt
@@ -49,7 +51,7 @@ trap 'rm -rf "$work"' EXIT
 # Build every test binary first, recording which source file each executable is (the names
 # cargo prints while running are not unique: two crates have a tests/hardening.rs).
 step "building the tests"
-timeout "$TIME_LIMIT" cargo test --workspace --all-targets --no-run --message-format=json \
+timeout "$BUILD_LIMIT" cargo test --workspace --all-targets --no-run --message-format=json \
   >"$work/artifacts.json" || die "building the tests failed"
 
 # The tests, every binary even after failures, under one time limit.
