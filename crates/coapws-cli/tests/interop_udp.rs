@@ -392,14 +392,15 @@ fn coapws_client_to_libcoap_server_over_udp() {
     // libcoap's `-v 7` log, as (sent?, PDU) pairs: the request "t:CON c:GET i:M1 … Uri-Path:async"
     // received, "t:ACK c:0.00 i:M1" sent at once (the empty ACK), "t:CON c:2.05 i:M2 … 'done'"
     // sent a second later, and coapws's "t:ACK c:0.00 i:M2" received. The last may be logged
-    // a moment after our client exits: wait for it, bounded.
+    // a moment after our client exits: wait for it, bounded generously (it is a file libcoap
+    // writes; a slow machine only makes it later).
     let mid = |pdu: &str| {
         pdu.split(" i:")
             .nth(1)
             .and_then(|r| r.split_whitespace().next())
             .map(str::to_owned)
     };
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + READY_TIMEOUT;
     let (pdus, request_mid, separate_mid, acked) = loop {
         let pdus = libcoap_pdus(&server.log_text());
         let find = |sent: bool, what: &[&str]| {
