@@ -777,3 +777,194 @@ async fn tcp_and_tls_listeners_refuse_connections_beyond_the_limit() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// File-server confinement, over the wire (site/files.rs)
+// ---------------------------------------------------------------------------------------------
+
+/// A file server on `root` (writable, files up to `max` bytes) behind a WebSocket listener.
+async fn file_server(root: &std::path::Path, max: u64) -> (Endpoint, std::net::SocketAddr) {
+    let files = FileServer::new(root)
+        .unwrap()
+        .writable(true)
+        .max_file_size(max);
+    let site = Site::new().subtree(
+        "/",
+        move |req: IncomingRequest| {
+            let files = files.clone();
+            async move { files.handle(req).await }
+        },
+        Vec::new(),
+    );
+    common::server_with(EndpointConfig::default(), Some(site)).await
+}
+
+/// Uri-Path segments that could leave the root or name another path than they say: `..`,
+/// `.`-names, and `/`, `\` or NUL inside one segment are refused with 4.04, even where a
+/// file of the name the segment would make exists. Sent raw: a client library would split
+/// or escape them. Each option is one segment as it arrives on the wire.
+#[tokio::test]
+async fn file_server_refuses_segments_that_could_leave_the_root() {
+    let tmp = TempDir::new("segments");
+    let root = tmp.0.join("root");
+    std::fs::create_dir_all(root.join("a")).unwrap();
+    std::fs::write(root.join("a").join("b"), "a/b").unwrap();
+    std::fs::write(root.join("a\\b"), "backslash").unwrap();
+    std::fs::write(tmp.0.join("secret.txt"), "outside").unwrap();
+    std::fs::write(root.join(".hidden"), "hidden").unwrap();
+    let (_server, addr) = file_server(&root, 1 << 20).await;
+    let mut ws = common::raw(addr).await;
+    common::handshake_csm(&mut ws).await;
+    let mut token = 0u8;
+    let mut get = async |ws: &mut common::RawWs, segments: &[&[u8]]| {
+        token += 1;
+        let mut m = Message::new(Code::GET).with_token(Token::new(vec![token]));
+        for s in segments {
+            m.options
+                .push(OptionNumber::URI_PATH, bytes::Bytes::copy_from_slice(s));
+        }
+        common::send_coap(ws, &m).await;
+        let r = common::next_coap(ws).await.expect("an answer");
+        assert_eq!(r.token, m.token);
+        r
+    };
+    // What is there, asked properly, is served.
+    let r = get(&mut ws, &[b"a", b"b"]).await;
+    assert_eq!((r.code, &r.payload[..]), (Code::CONTENT, &b"a/b"[..]));
+    for bad in [
+        &[&b".."[..], b"secret.txt"][..],
+        &[b"a", b"..", b"..", b"secret.txt"],
+        &[b"a/b"],
+        &[b"/a", b"b"],
+        &[b"a\\b"],
+        &[b"a\0b"],
+        &[b"a", b"b\0"],
+        &[b".hidden"],
+        &[b"a", b"", b"b"],
+    ] {
+        let r = get(&mut ws, bad).await;
+        let shown: Vec<String> = bad
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).into())
+            .collect();
+        assert_eq!(
+            r.code,
+            Code::NOT_FOUND,
+            "GET {shown:?}: {}",
+            r.payload_text()
+        );
+        for leaked in ["outside", "a/b", "backslash", "hidden"] {
+            assert!(
+                !r.payload_text().contains(leaked),
+                "GET {shown:?} leaked {leaked:?}"
+            );
+        }
+    }
+}
+
+/// Symlinks that lead out of the root: GET through a symlinked directory or of a symlinked
+/// file is 4.04; PUT through a symlinked directory is 4.04 and writes nothing outside; PUT
+/// over a symlink to a file outside is 4.00 and leaves the target alone; DELETE of the link
+/// removes the link, not its target. Symlinks that stay inside work. And the size limit:
+/// a PUT at `max_file_size` is stored, one byte over gets 4.13 and changes nothing.
+#[cfg(unix)]
+#[tokio::test]
+async fn file_server_symlinks_and_size_limit() {
+    let tmp = TempDir::new("symlinks");
+    let (root, outside) = (tmp.0.join("root"), tmp.0.join("outside"));
+    std::fs::create_dir_all(root.join("in")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), "outside").unwrap();
+    std::fs::write(root.join("in").join("ok.txt"), "inside").unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("dir")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.txt"), root.join("file.txt")).unwrap();
+    std::os::unix::fs::symlink(root.join("in"), root.join("alias")).unwrap();
+    let (_server, addr) = file_server(&root, 10).await;
+    let client = Endpoint::client();
+    let u = |p: &str| common::uri(addr, p);
+    let send = |code: Code, p: &str, body: &'static [u8]| {
+        let client = client.clone();
+        let req = Request::new(code, &u(p)).unwrap().payload(body);
+        async move {
+            tokio::time::timeout(WAIT, client.send(req))
+                .await
+                .expect("no hang")
+                .unwrap()
+        }
+    };
+    for p in ["/dir/secret.txt", "/file.txt", "/dir/", "/dir"] {
+        let r = send(Code::GET, p, b"").await;
+        assert_eq!(r.code(), Code::NOT_FOUND, "GET {p}");
+        assert!(
+            !r.message.payload_text().contains("outside"),
+            "GET {p} leaked"
+        );
+    }
+    let r = send(Code::GET, "/alias/ok.txt", b"").await;
+    assert_eq!(
+        (r.code(), &r.payload()[..]),
+        (Code::CONTENT, &b"inside"[..])
+    );
+
+    let r = send(Code::PUT, "/dir/new.txt", b"planted").await;
+    assert_eq!(
+        r.code(),
+        Code::NOT_FOUND,
+        "PUT through a symlinked directory"
+    );
+    assert!(
+        !outside.join("new.txt").exists(),
+        "PUT wrote outside the root"
+    );
+    let r = send(Code::PUT, "/file.txt", b"overwrite").await;
+    assert_eq!(
+        r.code(),
+        Code::BAD_REQUEST,
+        "PUT over a symlink that leads out"
+    );
+    assert_eq!(
+        std::fs::read(outside.join("secret.txt")).unwrap(),
+        b"outside"
+    );
+    let r = send(Code::PUT, "/alias/up.txt", b"fine").await;
+    assert_eq!(
+        r.code(),
+        Code::CREATED,
+        "PUT through a symlink that stays inside"
+    );
+    assert_eq!(
+        std::fs::read(root.join("in").join("up.txt")).unwrap(),
+        b"fine"
+    );
+    // Nothing half-written was left behind anywhere.
+    for d in [&root, &outside, &root.join("in")] {
+        let leftovers: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".coapws-upload")
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?} in {}", d.display());
+    }
+
+    let r = send(Code::DELETE, "/file.txt", b"").await;
+    assert_eq!(r.code(), Code::DELETED, "DELETE of the link");
+    assert!(std::fs::symlink_metadata(root.join("file.txt")).is_err());
+    assert_eq!(
+        std::fs::read(outside.join("secret.txt")).unwrap(),
+        b"outside"
+    );
+
+    // The size limit (10 bytes here).
+    let r = send(Code::PUT, "/ten.txt", b"0123456789").await;
+    assert_eq!(r.code(), Code::CREATED, "a PUT at the limit");
+    let r = send(Code::PUT, "/ten.txt", b"0123456789A").await;
+    assert_eq!(r.code(), Code::REQUEST_ENTITY_TOO_LARGE, "one byte over");
+    assert_eq!(std::fs::read(root.join("ten.txt")).unwrap(), b"0123456789");
+    let r = send(Code::PUT, "/eleven.txt", b"0123456789A").await;
+    assert_eq!(r.code(), Code::REQUEST_ENTITY_TOO_LARGE);
+    assert!(!root.join("eleven.txt").exists());
+}
