@@ -1,5 +1,7 @@
-//! Regression tests for defects an audit found in the runtime, one per defect. Loopback only,
-//! every wait bounded.
+//! Regression tests for defects an audit found in the runtime, one per defect; the limits on
+//! what a peer can make the server hold (memory, concurrent requests, connections, uploads);
+//! slow and silent peers on the stream transports; and the file server's confinement, over
+//! the wire. Loopback only, every wait bounded.
 
 mod common;
 
