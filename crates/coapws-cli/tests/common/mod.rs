@@ -762,6 +762,15 @@ impl LibcoapAnswer {
     }
 }
 
+/// Whether libcoap's coap-client reported a response `code` (e.g. "4.04"): without `-v` it
+/// prints a non-2.xx code on a line of its own on stderr, alone or followed by the diagnostic
+/// payload. A whole line, not a substring: its log timestamps (`…:14.04…`) could match.
+pub fn libcoap_got_code(a: &LibcoapAnswer, code: &str) -> bool {
+    stderr(&a.output)
+        .lines()
+        .any(|l| l == code || l.starts_with(&format!("{code} ")))
+}
+
 /// The PDUs in a libcoap `-v 7` log, each with whether libcoap sent it (`true`) or received it:
 /// a PDU line (`v:1 t:…`) follows a line that says "sent N bytes" or "received N bytes".
 pub fn libcoap_pdus(log: &str) -> Vec<(bool, String)> {
