@@ -1,20 +1,188 @@
 #!/usr/bin/env bash
 # The project's one test command: installs the peers, checks formatting and lints, runs every test
-# (unit, property, integration over loopback, interop with aiocoap and libcoap, doc tests), and
-# ends with one line counting them all.
-set -euo pipefail
+# (unit, property, integration over loopback, interop with aiocoap and libcoap, doc tests, the
+# fuzz targets over their seed corpora), and ends with one line counting them all:
+#
+#     tests: N passed, M failed
+#
+# M counts failed tests, plus each test binary that crashed, was cut off by the time limit, did
+# not run, or ran fewer tests than its expected minimum (scripts/test-minimums.txt). The names
+# of all of them are printed above that line. Exit status: 0 only when M is 0 and every step
+# passed.
+#
+# Bounds: building the tests gets BUILD_LIMIT seconds (default 1800), running them all
+# COAPWS_TEST_TIME_LIMIT (default 1500), the fuzz build FUZZ_BUILD_LIMIT (default 900, it
+# compiles libFuzzer once), each seed replay 60.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-peers.sh libcoap3-bin
-cargo fmt --all -- --check
-cargo clippy --workspace --all-targets -- -D warnings
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+TIME_LIMIT=${COAPWS_TEST_TIME_LIMIT:-1500}
+BUILD_LIMIT=${BUILD_LIMIT:-1800}
+FUZZ_BUILD_LIMIT=${FUZZ_BUILD_LIMIT:-900}
+LIBCOAP_VERSION=4.3.1
+MINIMUMS=scripts/test-minimums.txt
 
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-cargo test --workspace --all-targets 2>&1 | tee "$log"
-cargo test --workspace --doc 2>&1 | tee -a "$log"
-passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
-failed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
-echo "tests: $passed passed, $failed failed"
-[ "$passed" -gt 0 ] && [ "$failed" -eq 0 ]
+step() { echo "test.sh: $*" >&2; }
+die() {
+  echo "test.sh: $*" >&2
+  echo "tests: 0 passed, 1 failed"
+  exit 1
+}
+
+scripts/install-peers.sh libcoap3-bin || die "installing the peers failed"
+
+# The interop tests read libcoap's own output (its -v 7 PDU log, its TLS complaints): that format
+# is libcoap 4.3.1's.
+banner=$(coap-client-notls 2>&1 | head -n 1)
+case "$banner" in
+  "coap-client-notls v$LIBCOAP_VERSION "*) ;;
+  *) die "the interop tests parse libcoap $LIBCOAP_VERSION's output, but coap-client-notls says: \
+${banner:-nothing} (install Debian's libcoap3-bin $LIBCOAP_VERSION, or update the tests' expectations)" ;;
+esac
+
+cargo fmt --all -- --check || die "cargo fmt --check failed (run cargo fmt --all)"
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check || die "cargo fmt --check failed in fuzz/"
+cargo clippy --workspace --all-targets -- -D warnings || die "cargo clippy failed"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet || die "cargo doc failed"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Build every test binary first, recording which source file each executable is (the names
+# cargo prints while running are not unique: two crates have a tests/hardening.rs).
+step "building the tests"
+timeout "$BUILD_LIMIT" cargo test --workspace --all-targets --no-run --message-format=json \
+  >"$work/artifacts.json" || die "building the tests failed"
+
+# The tests, every binary even after failures, under one time limit.
+started=$(date +%s)
+step "running the tests (time limit ${TIME_LIMIT}s)"
+timeout --kill-after=30 "$TIME_LIMIT" cargo test --workspace --all-targets --no-fail-fast 2>&1 \
+  | tee "$work/tests.log"
+test_rc=${PIPESTATUS[0]}
+left=$((TIME_LIMIT - ($(date +%s) - started)))
+[ "$left" -gt 30 ] || left=30
+timeout --kill-after=30 "$left" cargo test --workspace --doc --no-fail-fast 2>&1 | tee "$work/doc.log"
+doc_rc=${PIPESTATUS[0]}
+
+# The fuzz targets: build them with cargo-fuzz (libFuzzer, AddressSanitizer) and replay each seed
+# corpus once (-runs=0). The same checks also run in the workspace tests (fuzz_seeds.rs).
+fuzz_problems=()
+fuzz_passed=0
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  step "installing cargo-fuzz"
+  timeout 900 cargo install cargo-fuzz --locked --quiet || fuzz_problems+=("cargo install cargo-fuzz failed")
+fi
+if [ ${#fuzz_problems[@]} -eq 0 ]; then
+  step "building the fuzz targets"
+  if ! (cd fuzz && RUSTC_BOOTSTRAP=1 timeout "$FUZZ_BUILD_LIMIT" cargo fuzz build >"$work/fuzz-build.log" 2>&1); then
+    tail -n 30 "$work/fuzz-build.log" >&2
+    fuzz_problems+=("fuzz: cargo fuzz build failed or exceeded ${FUZZ_BUILD_LIMIT}s")
+  else
+    for t in decode_ws decode_tcp decode_udp; do
+      seeds=$(find "fuzz/seeds/$t" -type f | wc -l)
+      corpus="$work/corpus-$t"
+      mkdir -p "$corpus"
+      # A fresh first directory: libFuzzer writes new inputs there, never into the seeds.
+      if (cd fuzz && RUSTC_BOOTSTRAP=1 timeout 60 cargo fuzz run "$t" "$corpus" "seeds/$t" -- -runs=0 \
+        >"$work/fuzz-$t.log" 2>&1); then
+        runs=$(grep -Eo 'Done [0-9]+ runs' "$work/fuzz-$t.log" | grep -Eo '[0-9]+' || echo 0)
+        if [ "$runs" -ge "$seeds" ] && [ "$seeds" -gt 0 ]; then
+          echo "fuzz $t: $seeds seeds replayed under libFuzzer ($runs runs)"
+          fuzz_passed=$((fuzz_passed + 1))
+        else
+          fuzz_problems+=("fuzz $t: $runs runs for $seeds seeds")
+        fi
+      else
+        tail -n 30 "$work/fuzz-$t.log" >&2
+        fuzz_problems+=("fuzz $t: the seed replay failed")
+      fi
+    done
+  fi
+fi
+
+# The summary: per test binary (by its source file), tests passed and failed, and the checks.
+python3 - "$work/artifacts.json" "$work/tests.log" "$work/doc.log" "$MINIMUMS" "$test_rc" "$doc_rc" \
+  "$fuzz_passed" "${fuzz_problems[@]}" >"$work/summary" <<'PY'
+import json, os, re, sys
+
+artifacts, tests_log, doc_log, minimums_file, test_rc, doc_rc, fuzz_passed, *fuzz_problems = sys.argv[1:]
+root = os.getcwd()
+
+# executable basename -> source path relative to the repository (e.g. crates/coapws/tests/tls.rs)
+exe = {}
+for line in open(artifacts):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m.get("profile", {}).get("test"):
+        exe[os.path.basename(m["executable"])] = os.path.relpath(m["target"]["src_path"], root)
+
+minimums = {}
+for line in open(minimums_file):
+    line = line.split("#", 1)[0].strip()
+    if line:
+        name, n = line.rsplit(None, 1)
+        minimums[name] = int(n)
+
+running = re.compile(r"^\s+Running (?:unittests )?\S+ \((?:.*/)?([^/)]+)\)\s*$")
+doctests = re.compile(r"^\s+Doc-tests (\S+)\s*$")
+result = re.compile(r"^test result: \w+\. (\d+) passed; (\d+) failed;")
+failed_test = re.compile(r"^test (.+?) \.\.\. FAILED$")
+
+binaries = []  # [name, passed, failed, finished, failed names]
+for log in (tests_log, doc_log):
+    current = None
+    for line in open(log, errors="replace"):
+        line = line.rstrip("\n")
+        m = running.match(line)
+        d = doctests.match(line)
+        if m or d:
+            name = exe.get(m.group(1), "?" + m.group(1)) if m else "doc:" + d.group(1)
+            current = [name, 0, 0, False, []]
+            binaries.append(current)
+            continue
+        if current is None:
+            continue
+        f = failed_test.match(line)
+        if f:
+            current[4].append(f.group(1))
+        r = result.match(line)
+        if r and not current[3]:
+            current[1], current[2], current[3] = int(r.group(1)), int(r.group(2)), True
+
+passed = sum(b[1] for b in binaries)
+failed = sum(b[2] for b in binaries)
+problems = []
+seen = {b[0] for b in binaries}
+for name, n_passed, n_failed, finished, names in binaries:
+    for t in names:
+        print(f"FAILED {name}: {t}")
+    if not finished:
+        problems.append(f"{name}: did not finish (crashed, or cut off by the time limit)")
+        continue
+    want = minimums.get(name, 1)
+    if n_passed + n_failed < want:
+        problems.append(f"{name}: ran {n_passed + n_failed} tests, expects at least {want} ({minimums_file})")
+    if n_failed and not names:
+        problems.append(f"{name}: {n_failed} failed (names not in the log)")
+for name in sorted(set(minimums) - seen):
+    problems.append(f"{name}: expected test binary did not run")
+if test_rc == "124" or doc_rc == "124":
+    problems.append("the time limit was reached: a test hangs or the run is too slow")
+elif test_rc != "0" and failed == 0 and not problems:
+    problems.append(f"cargo test exited with status {test_rc} and no failed test (build error?)")
+if doc_rc != "0" and failed == 0 and not problems:
+    problems.append(f"cargo test --doc exited with status {doc_rc}")
+problems += fuzz_problems
+passed += int(fuzz_passed)
+for p in problems:
+    print(f"REFUSED {p}")
+print(f"tests: {passed} passed, {failed + len(problems)} failed")
+PY
+py_rc=$?
+echo
+cat "$work/summary"
+[ $py_rc -eq 0 ] || { echo "test.sh: the summary could not be made" >&2; exit 1; }
+grep -q '^tests: [0-9]* passed, 0 failed$' "$work/summary"

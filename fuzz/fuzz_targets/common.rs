@@ -101,7 +101,11 @@ pub fn check_signal(m: &Message) {
             assert_eq!(s.code(), m.code);
             let again = s.to_message(m.token.clone());
             assert_eq!(again.token, m.token);
-            assert_eq!(Signal::parse(&again), Ok(s), "signal changed across to_message/parse");
+            assert_eq!(
+                Signal::parse(&again),
+                Ok(s),
+                "signal changed across to_message/parse"
+            );
         }
         Err(e) => {
             let _ = e.bad_csm_option();

@@ -58,7 +58,11 @@ fn demo_site_requests_and_exit_codes() {
 
     let o = coapws(&["delete", &format!("{base}/hello")]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("4.05"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("4.05 Method Not Allowed"),
+        "{}",
+        stderr(&o)
+    );
 
     // -v shows the exchange on stderr, payload still alone on stdout
     let o = coapws(&["-v", "get", &format!("{base}/hello")]);
@@ -87,20 +91,37 @@ fn client_failures_are_clear() {
     let o = coapws(&["get", "http://example.invalid/"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("unsupported scheme"), "{}", stderr(&o));
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let o = coapws(&["get", &format!("coap+ws://{free}/x"), "--timeout", "5"]);
+    // A port held by a socket that is bound but not listening: connecting is refused, and
+    // nobody else can take the port meanwhile.
+    let held = bound_not_listening();
+    let dead = held.local_addr().unwrap();
+    let o = coapws(&["get", &format!("coap+ws://{dead}/x"), "--timeout", "5"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("cannot connect"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("cannot connect to {dead}")) && stderr(&o).contains("refused"),
+        "{}",
+        stderr(&o)
+    );
     let tmp = TempDir::new("failures");
     let (_server, s) = serve(&tmp, &["--tcp", "127.0.0.1:0"], 1);
     // the WebSocket handshake against a plain CoAP-over-TCP port fails with a clear message
     let tcp = s.url("coap+tcp").replace("coap+tcp", "coap+ws");
     let o = coapws(&["get", &format!("{tcp}/hello"), "--timeout", "3"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("error:"), "{}", stderr(&o));
+    let authority = tcp.trim_start_matches("coap+ws://");
+    assert!(
+        stderr(&o).contains(&format!("error: handshake with {authority} failed"))
+            && stderr(&o).contains("HTTP"),
+        "the WebSocket handshake failed on the HTTP answer: {}",
+        stderr(&o)
+    );
+}
+
+/// A TCP socket bound to a free loopback port without listening: connections are refused.
+fn bound_not_listening() -> tokio::net::TcpSocket {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    s
 }
 
 #[test]
@@ -170,12 +191,21 @@ fn file_server() {
     let o = coapws(&["get", &format!("{base}/sub/")]);
     assert_eq!(stdout(&o), "</sub/b.json>;ct=50");
     let o = coapws(&["get", &format!("{base}/.hidden")]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_fails_with(&o, "4.04", "GET /.hidden");
+    assert!(
+        !all_text(&o).contains("secret"),
+        "the hidden file's content leaked\n{}",
+        describe(&o)
+    );
     let o = coapws(&["get", &format!("{base}/.well-known/core")]);
     assert!(o.status.success());
     // read-only: PUT refused
     let o = coapws(&["put", &format!("{base}/new.txt"), "--payload", "x"]);
-    assert!(stderr(&o).contains("4.05"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("4.05 Method Not Allowed"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!root.join("new.txt").exists());
     drop(server);
 
@@ -199,9 +229,9 @@ fn file_server() {
     assert!(o.status.success());
     assert!(!root.join("new.txt").exists());
     let o = coapws(&["delete", &format!("{base}/new.txt")]);
-    assert!(stderr(&o).contains("4.04"));
+    assert!(stderr(&o).contains("4.04 Not Found"), "{}", stderr(&o));
     let o = coapws(&["put", &format!("{base}/nodir/x.txt"), "--payload", "x"]);
-    assert!(stderr(&o).contains("4.04"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("4.04 Not Found"), "{}", stderr(&o));
 }
 
 #[test]
@@ -296,25 +326,154 @@ fn bench_reports_rates_and_counts_errors() {
     let url = format!("{}/missing", s.url("coap+ws"));
     let o = coapws(&["bench", &url, "-d", "0.2"]);
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
-    assert!(!stdout(&o).contains(" 0 errors"), "{}", stdout(&o));
+    let out = stdout(&o);
+    // "1 connections x 1 in flight, 0.2 s: 0 requests, 0 req/s, 651 errors"
+    let first_line = out.lines().next().unwrap_or_default();
+    let count = |what: &str| -> u64 {
+        first_line
+            .split([':', ','])
+            .find_map(|part| part.trim().strip_suffix(what))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no{what} count in {out:?}"))
+    };
+    let (requests, errors) = (count(" requests"), count(" errors"));
+    assert!(
+        requests == 0 && errors > 0,
+        "every request to /missing is an error, none a success: {out}"
+    );
 }
 
+/// `serve` whose stdout reader is gone before it announces its listeners (so writing the
+/// "listening on" lines fails with EPIPE) keeps serving. Its log on stderr says where it
+/// listens; the second listener's line comes after the first announcement was attempted.
+/// A GET there is answered, and on SIGTERM it shuts down cleanly (exit status 0; a panic on
+/// the broken pipe would be 101, even if the dying process still answered).
 #[test]
 fn a_closed_stdout_is_not_a_crash() {
+    use std::io::BufRead;
     use std::process::{Command, Stdio};
-    // serve whose stdout reader is gone keeps serving
-    let mut child = Command::new(coapws_bin())
-        .args(["serve", "--ws", "127.0.0.1:0"])
+    use std::sync::mpsc;
+    let mut cmd = Command::new(coapws_bin());
+    cmd.args(["serve", "--ws", "127.0.0.1:0", "--ws", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "serve died when stdout closed"
+        .stderr(Stdio::piped());
+    let mut guard = ChildGuard::spawn(&mut cmd, "coapws serve (stdout closed)", None);
+    drop(guard.child.stdout.take());
+    let stderr = guard.child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    // listener.rs logs `listening bound=ADDR scheme=coap+ws` at info, for each listener.
+    let deadline = std::time::Instant::now() + SERVE_READY;
+    let mut seen = Vec::new();
+    let mut bound = Vec::new();
+    while bound.len() < 2 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no second listening line on stderr ({e}): {seen:?}"));
+        if line.contains("listening") && line.contains("scheme=coap+ws") {
+            bound.push(
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix("bound="))
+                    .unwrap_or_else(|| panic!("no bound= in {line:?}"))
+                    .to_owned(),
+            );
+        }
+        seen.push(line);
+    }
+    let o = coapws(&["get", &format!("coap+ws://{}/hello", bound[1])]);
+    assert_ok_payload(
+        &o,
+        HELLO.as_bytes(),
+        "GET /hello from serve with stdout closed",
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    let pid = guard.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success(), "kill -TERM {pid}");
+    let deadline = std::time::Instant::now() + SERVE_READY;
+    let status = loop {
+        if let Some(s) = guard.exited() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "serve with stdout closed ended {status:?}\n{}\n{}",
+        seen.join("\n"),
+        rest.join("\n")
+    );
+}
+
+/// FETCH, PATCH and iPATCH with payload, Content-Format and `--accept`, as libcoap's example
+/// server receives them (its `-v 7` PDU log). It allows none of them on `/example_data`
+/// (4.05), which the CLI reports with exit status 1.
+#[test]
+fn fetch_patch_ipatch_and_accept_reach_the_peer() {
+    let tmp = TempDir::new("methods");
+    let (server, p) = libcoap_server(tmp.path(), "coap-server-notls", &["-v", "7"]);
+    let uri = format!("coap://127.0.0.1:{p}/example_data");
+    let cases: [(&str, &[&str], &str); 3] = [
+        (
+            "fetch",
+            &["--payload", "q-fetch", "--accept", "text/plain"],
+            "t:CON c:FETCH",
+        ),
+        (
+            "patch",
+            &["--payload", "q-patch", "--content-format", "json"],
+            "t:CON c:PATCH",
+        ),
+        (
+            "ipatch",
+            &[
+                "--payload",
+                "q-ipatch",
+                "--content-format",
+                "json",
+                "--accept",
+                "json",
+            ],
+            "t:CON c:iPATCH",
+        ),
+    ];
+    for (method, args, _) in &cases {
+        let mut all = vec![uri.as_str()];
+        all.extend(args.iter());
+        let o = coapws_client(method, &all);
+        assert_fails_with(&o, "4.05", &format!("coapws {method}"));
+    }
+    let expected = [
+        "[ Uri-Path:example_data, Accept:text/plain ] :: 'q-fetch'",
+        "[ Uri-Path:example_data, Content-Format:application/json ] :: 'q-patch'",
+        "[ Uri-Path:example_data, Content-Format:application/json, Accept:application/json ] :: 'q-ipatch'",
+    ];
+    // libcoap logs a PDU as it handles it: all three were answered, so all are logged.
+    let pdus = libcoap_pdus(&server.log_text());
+    for ((method, _, head), tail) in cases.iter().zip(expected) {
+        assert!(
+            pdus.iter().any(|(sent, p)| !*sent
+                && p.starts_with(&format!("v:1 {head} "))
+                && p.ends_with(tail)),
+            "libcoap did not receive the {method} as sent (expected {head} … {tail}):\n{}",
+            pdus.iter()
+                .map(|(s, p)| format!("{} {p}", if *s { "sent" } else { "recv" }))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 }

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use coapws_proto::codec::{DecodeError, DecodeLimits, tcp, udp, ws};
+use coapws_proto::{Code, Message};
 
 fn b(v: &[u8]) -> Bytes {
     Bytes::copy_from_slice(v)
@@ -184,7 +185,17 @@ fn too_large() {
 
 #[test]
 fn empty_not_empty() {
-    assert!(udp::decode(&b(&[0x40, 0x00, 0x12, 0x34]), &L).is_ok());
+    assert_eq!(
+        udp::decode(&b(&[0x40, 0x00, 0x12, 0x34]), &L),
+        Ok((
+            udp::UdpHeader {
+                mtype: udp::MessageType::Confirmable,
+                message_id: 0x1234
+            },
+            Message::new(Code::EMPTY)
+        )),
+        "a CoAP ping: an empty Confirmable message"
+    );
     assert_eq!(
         udp::decode(&b(&[0x41, 0x00, 0x12, 0x34, 0x01]), &L),
         Err(DecodeError::EmptyNotEmpty)

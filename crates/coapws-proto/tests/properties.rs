@@ -90,13 +90,82 @@ proptest! {
             }
         }
     }
+}
 
-    #[test]
-    fn decoded_reencodes_identically(data in proptest::collection::vec(any::<u8>(), 0..200)) {
-        // Whatever the WebSocket decoder accepts, it accepts in canonical form.
-        let b = Bytes::from(data);
-        if let Ok(m) = ws::decode(&b, &limits()) {
-            prop_assert_eq!(ws::encode(&m).unwrap(), b);
-        }
-    }
+/// Whatever the WebSocket decoder accepts, it accepts in canonical form. Inputs are encoded
+/// messages (small ones, so that a change matters), half of them with one byte changed, and
+/// the test counts how many decoded: a property checked on no accepted input proves nothing.
+#[test]
+fn decoded_reencodes_identically() {
+    use proptest::test_runner::{Config, TestRunner};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const CASES: u32 = 1000;
+    let small = (
+        1u8..=255,
+        proptest::collection::vec(any::<u8>(), 0..=8),
+        proptest::collection::vec(
+            (0u16..300, proptest::collection::vec(any::<u8>(), 0..20)),
+            0..4,
+        ),
+        proptest::collection::vec(any::<u8>(), 0..8),
+    )
+        .prop_map(|(code, token, opts, payload)| Message {
+            code: Code(code),
+            token: Token::new(token),
+            options: opts
+                .into_iter()
+                .map(|(n, v)| (OptionNumber(n), Bytes::from(v)))
+                .collect(),
+            payload: Bytes::from(payload),
+        });
+    let input = (
+        small,
+        any::<bool>(),
+        any::<prop::sample::Index>(),
+        any::<u8>(),
+    )
+        .prop_map(|(m, mutate, at, x)| {
+            let mut b = ws::encode(&m).unwrap().to_vec();
+            // A changed byte in the head (token, options, marker), where framing is decided.
+            let head = b.len() - m.payload.len();
+            if mutate {
+                b[at.index(head)] ^= x.max(1);
+            }
+            (b, mutate)
+        });
+    let (decoded, changed_decoded, refused) =
+        (AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0));
+    let config = Config {
+        cases: CASES,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    TestRunner::new(config)
+        .run(&input, |(data, changed)| {
+            let b = Bytes::from(data);
+            match ws::decode(&b, &limits()) {
+                Ok(m) => {
+                    decoded.fetch_add(1, Ordering::Relaxed);
+                    if changed {
+                        changed_decoded.fetch_add(1, Ordering::Relaxed);
+                    }
+                    prop_assert_eq!(ws::encode(&m).unwrap(), b);
+                }
+                Err(_) => {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    let (decoded, changed_decoded, refused) = (
+        decoded.into_inner(),
+        changed_decoded.into_inner(),
+        refused.into_inner(),
+    );
+    assert!(
+        decoded >= CASES / 2 && changed_decoded >= CASES / 10 && refused >= CASES / 20,
+        "of {CASES} inputs {decoded} decoded ({changed_decoded} of them changed) and {refused} \
+         were refused: the property needs all three"
+    );
 }

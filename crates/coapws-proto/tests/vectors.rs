@@ -228,5 +228,10 @@ fn tcp_length_bytes() {
 fn unknown_critical_request_option() {
     let m = ws_round_trip("01 01 01 e0 fc dc");
     assert_eq!(m.options.iter().next().unwrap().0, OptionNumber(65001));
-    assert!(m.options.check().is_err());
+    assert_eq!(
+        m.options.check(),
+        Err(coapws_proto::option::OptionProblem::UnknownCritical(
+            OptionNumber(65001)
+        ))
+    );
 }

@@ -112,36 +112,165 @@ async fn reset_and_timeout_are_typed_errors() {
     let err = client.get(&format!("coap://{raddr}/x")).await.unwrap_err();
     assert!(matches!(err, Error::Reset), "{err:?}");
 
-    // Nobody there: CON retransmitted, then a timeout (short timers: ≤ 100 ms × 31 × 1.5).
+    // Nobody there: CON retransmitted with doubling timeouts, then a timeout from the message
+    // layer (after 100 ms × 31 × [1, 1.5]), long before the request's own hour.
     let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let saddr = silent.local_addr().unwrap();
-    let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-    let record = seen.clone();
-    let counter = tokio::spawn(async move {
-        let mut buf = [0u8; 1500];
-        while let Ok((n, _)) = silent.recv_from(&mut buf).await {
-            record.lock().unwrap().push(buf[..n].to_vec());
-        }
-    });
+    let mut seen: Vec<(std::time::Instant, Vec<u8>)> = Vec::new();
     let started = std::time::Instant::now();
-    let err = client
-        .send(
-            Request::get(&format!("coap://{saddr}/x"))
-                .unwrap()
-                .timeout(Duration::from_secs(30)),
-        )
-        .await
-        .unwrap_err();
+    let request = client.send(
+        Request::get(&format!("coap://{saddr}/x"))
+            .unwrap()
+            .timeout(Duration::from_secs(3600)),
+    );
+    tokio::pin!(request);
+    let mut buf = [0u8; 1500];
+    let err = loop {
+        tokio::select! {
+            r = &mut request => break r.unwrap_err(),
+            r = silent.recv_from(&mut buf) => {
+                let (n, _) = r.unwrap();
+                seen.push((std::time::Instant::now(), buf[..n].to_vec()));
+            }
+        }
+    };
     assert!(matches!(err, Error::Timeout), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(6));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    counter.abort();
-    let seen = seen.lock().unwrap().clone();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(3100),
+        "gave up after {took:?}, before 100 ms × 31"
+    );
+    // Datagrams already sent are in the socket's buffer (loopback): drain them, no waiting.
+    while let Ok((n, _)) = silent.try_recv_from(&mut buf) {
+        seen.push((std::time::Instant::now(), buf[..n].to_vec()));
+    }
     assert_eq!(seen.len(), 5, "1 transmission + 4 retransmissions");
     assert!(
-        seen.windows(2).all(|w| w[0] == w[1]),
+        seen.windows(2).all(|w| w[0].1 == w[1].1),
         "retransmissions are identical"
     );
+    // Each timeout at least doubles the previous (the first at least 100 ms); 90 % for the
+    // jitter of receiving.
+    for (i, w) in seen.windows(2).enumerate() {
+        let gap = w[1].0 - w[0].0;
+        let least = Duration::from_millis(100 << i) * 9 / 10;
+        assert!(
+            gap >= least,
+            "retransmission {}: after {gap:?}, expected at least {least:?}",
+            i + 1
+        );
+    }
+}
+
+/// Dropping a request future cancels it on the UDP socket task (exchange.rs `SendOnDrop`,
+/// transport/udp.rs `UdpCommand::Cancel`), seen from a silent raw peer: no retransmission of
+/// the dropped Confirmable request comes, and a late Confirmable response to it is answered
+/// with Reset (RFC 7252 §4.2: nobody waits for it) instead of being acknowledged. After the
+/// drop, a second (Non-confirmable) request goes to the same peer through the same task's
+/// queue: when it arrives, the cancel has been handled.
+#[tokio::test]
+async fn a_dropped_request_is_cancelled_on_the_udp_socket() {
+    use coapws::proto::codec::udp::{self as udp_codec, MessageType, UdpHeader};
+    const ACK_TIMEOUT: Duration = Duration::from_millis(300);
+    let decode = |b: &[u8]| {
+        udp_codec::decode(&bytes::Bytes::copy_from_slice(b), &Default::default())
+            .expect("valid CoAP")
+    };
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let saddr = silent.local_addr().unwrap();
+    let config = EndpointConfig {
+        udp: UdpConfig {
+            ack_timeout: ACK_TIMEOUT,
+            ..UdpConfig::default()
+        },
+        ..EndpointConfig::default()
+    };
+    let client = Endpoint::builder().config(config).build();
+    let mut buf = [0u8; 1500];
+    let first_uri = format!("coap://{saddr}/first");
+    let mut first = Box::pin(client.get(&first_uri));
+    let (h1, m1, from) = tokio::select! {
+        r = &mut first => panic!("the first request ended: {:?}", r.map(|r| r.code())),
+        r = silent.recv_from(&mut buf) => {
+            let (n, from) = r.unwrap();
+            let (h, m) = decode(&buf[..n]);
+            (h, m, from)
+        }
+    };
+    assert_eq!(h1.mtype, MessageType::Confirmable);
+    assert_eq!(m1.options.uri_path(), ["first"]);
+    drop(first);
+
+    let second = tokio::spawn({
+        let client = client.clone();
+        let u = format!("coap://{saddr}/second");
+        async move { client.send(Request::get(&u).unwrap().non()).await }
+    });
+    let mut retransmissions = 0;
+    let mut note = |h: &UdpHeader| {
+        if h.message_id == h1.message_id {
+            retransmissions += 1;
+        }
+    };
+    let (h2, m2) = loop {
+        let (n, _) = tokio::time::timeout(common::WAIT, silent.recv_from(&mut buf))
+            .await
+            .expect("the second request")
+            .unwrap();
+        let (h, m) = decode(&buf[..n]);
+        note(&h);
+        if m.options.uri_path() == ["second"] {
+            break (h, m);
+        }
+    };
+    // Over several retransmission timeouts (0.3–0.45 s, then 0.9–1.35 s after the first
+    // transmission) nothing more of the first request comes. A slow machine only makes
+    // this window more lenient.
+    let window = ACK_TIMEOUT * 5;
+    while let Ok(r) = tokio::time::timeout(window, silent.recv_from(&mut buf)).await {
+        let (n, _) = r.unwrap();
+        note(&decode(&buf[..n]).0);
+    }
+    assert_eq!(
+        retransmissions, 0,
+        "the dropped Confirmable request was retransmitted"
+    );
+    // A late Confirmable 2.05 to the dropped request: Reset.
+    let late = UdpHeader {
+        mtype: MessageType::Confirmable,
+        message_id: 0x7777,
+    };
+    let m = Message::response(Code::CONTENT, "late").with_token(m1.token.clone());
+    silent
+        .send_to(&udp_codec::encode(&late, &m).unwrap(), from)
+        .await
+        .unwrap();
+    let (n, _) = tokio::time::timeout(common::WAIT, silent.recv_from(&mut buf))
+        .await
+        .expect("an answer to the late response")
+        .unwrap();
+    let (h, m) = decode(&buf[..n]);
+    assert_eq!(
+        (h.mtype, h.message_id, m.code),
+        (MessageType::Reset, 0x7777, Code::EMPTY),
+        "the late response to the dropped request is refused with Reset"
+    );
+    // Answer the second request; it completes.
+    let answer = UdpHeader {
+        mtype: MessageType::NonConfirmable,
+        message_id: h2.message_id.wrapping_add(1),
+    };
+    let m = Message::response(Code::CONTENT, "second").with_token(m2.token.clone());
+    silent
+        .send_to(&udp_codec::encode(&answer, &m).unwrap(), from)
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(common::WAIT, second)
+        .await
+        .expect("no hang")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.message.payload_text(), "second");
 }
 
 /// Forwards datagrams between one client and a server, dropping and duplicating them on a
@@ -272,12 +401,20 @@ async fn dropping_an_endpoint_stops_its_listeners() {
     let udp = ep.listen_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let ws = ep.listen_ws("127.0.0.1:0".parse().unwrap()).await.unwrap();
     drop(ep);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // both ports are free again
-    UdpSocket::bind(udp).await.expect("UDP port released");
-    tokio::net::TcpListener::bind(ws)
-        .await
-        .expect("TCP port released");
+    // both ports are free again, once the tasks noticed (bounded; they are ours to rebind)
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    let (u, t) = loop {
+        let (u, t) = (
+            UdpSocket::bind(udp).await,
+            tokio::net::TcpListener::bind(ws).await,
+        );
+        if (u.is_ok() && t.is_ok()) || tokio::time::Instant::now() > deadline {
+            break (u, t);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    u.expect("UDP port released");
+    t.expect("TCP port released");
 }
 
 #[tokio::test]
@@ -310,4 +447,22 @@ async fn upload_memory_is_bounded() {
         .await
         .unwrap();
     assert_eq!(r.payload().len(), 2500);
+}
+
+/// A handler that panics is answered 5.00 over UDP too (the socket task's `SendOnDrop`), and
+/// the socket keeps serving.
+#[tokio::test]
+async fn panicking_handler_gets_5_00_over_udp() {
+    let (_s, addr) = udp_server(common::test_site(), fast()).await;
+    let client = Endpoint::builder().config(fast()).build();
+    for _ in 0..2 {
+        let r = tokio::time::timeout(common::WAIT, client.get(&format!("coap://{addr}/panic")))
+            .await
+            .expect("answered, not left to time out")
+            .unwrap();
+        assert_eq!(r.code(), Code::INTERNAL_SERVER_ERROR);
+        assert_eq!(r.message.payload_text(), "handler failed");
+    }
+    let r = client.get(&format!("coap://{addr}/hello")).await.unwrap();
+    assert_eq!(r.code(), Code::CONTENT);
 }

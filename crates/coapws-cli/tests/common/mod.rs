@@ -53,15 +53,41 @@ pub fn aiocoap(name: &str) -> PathBuf {
     p
 }
 
-/// A libcoap 4.3.1 program from Debian's libcoap3-bin; panics (never skips) if it is missing.
+/// The libcoap version whose output (the `-v 7` PDU log, its TLS complaints) the tests read.
+pub const LIBCOAP_VERSION: &str = "4.3.1";
+
+/// A libcoap 4.3.1 program from Debian's libcoap3-bin; panics (never skips) if it is missing,
+/// or if the installed libcoap is another version (its log format is what the tests parse).
 pub fn libcoap(name: &str) -> PathBuf {
     let p = Path::new("/usr/bin").join(name);
     assert!(
         p.exists(),
         "libcoap peer {} is missing: run scripts/install-peers.sh libcoap3-bin (it installs \
-         Debian's libcoap3-bin, libcoap 4.3.1) before these tests",
+         Debian's libcoap3-bin, libcoap {LIBCOAP_VERSION}) before these tests",
         p.display()
     );
+    static CHECKED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let checked = CHECKED.get_or_init(|| {
+        // Without arguments coap-client prints its usage, starting "coap-client-notls v4.3.1 -- …".
+        let out = Command::new("/usr/bin/coap-client-notls")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run coap-client-notls: {e}"))?;
+        let text = all_text(&out);
+        let banner = text.lines().next().unwrap_or_default();
+        if banner.starts_with(&format!("coap-client-notls v{LIBCOAP_VERSION} ")) {
+            Ok(())
+        } else {
+            Err(format!(
+                "these tests parse libcoap {LIBCOAP_VERSION}'s output, but coap-client-notls \
+                 says {banner:?}: install Debian's libcoap3-bin {LIBCOAP_VERSION}, or update the \
+                 tests' expectations"
+            ))
+        }
+    });
+    if let Err(e) = checked {
+        panic!("{e}");
+    }
     p
 }
 
@@ -734,6 +760,15 @@ impl LibcoapAnswer {
     pub fn pdus(&self) -> String {
         all_text(&self.output)
     }
+}
+
+/// Whether libcoap's coap-client reported a response `code` (e.g. "4.04"): without `-v` it
+/// prints a non-2.xx code on a line of its own on stderr, alone or followed by the diagnostic
+/// payload. A whole line, not a substring: its log timestamps (`…:14.04…`) could match.
+pub fn libcoap_got_code(a: &LibcoapAnswer, code: &str) -> bool {
+    stderr(&a.output)
+        .lines()
+        .any(|l| l == code || l.starts_with(&format!("{code} ")))
 }
 
 /// The PDUs in a libcoap `-v 7` log, each with whether libcoap sent it (`true`) or received it:

@@ -64,6 +64,42 @@ pub fn with_register(site: Site) -> (Site, tokio::sync::mpsc::UnboundedReceiver<
     (site, rx)
 }
 
+/// Adds GET `/gate` to `site`: each request, once its handler runs, sends the test a
+/// `oneshot::Sender` and is answered 2.05 "gate" (with its Uri-Query as payload suffix) only
+/// when the test fires it. The test knows the request is being handled, and decides when
+/// it is answered: no timing involved.
+pub fn with_gate(
+    site: Site,
+) -> (
+    Site,
+    tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<()>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let site = site.resource(
+        "/gate",
+        Resource::new().get(move |req: IncomingRequest| {
+            let tx = tx.clone();
+            async move {
+                let (open, opened) = tokio::sync::oneshot::channel();
+                let _ = tx.send(open);
+                let _ = opened.await;
+                Message::response(Code::CONTENT, format!("gate{}", req.query().join("&")))
+            }
+        }),
+    );
+    (site, rx)
+}
+
+/// The next request to enter a `/gate` handler (see [`with_gate`]), within [`WAIT`].
+pub async fn entered(
+    gates: &mut tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<()>>,
+) -> tokio::sync::oneshot::Sender<()> {
+    tokio::time::timeout(WAIT, gates.recv())
+        .await
+        .expect("a request reached /gate in time")
+        .expect("gate site alive")
+}
+
 pub async fn server_with(config: EndpointConfig, site: Option<Site>) -> (Endpoint, SocketAddr) {
     let mut b = Endpoint::builder().config(config);
     if let Some(site) = site {
@@ -192,6 +228,12 @@ pub struct Pki {
 }
 
 pub fn pki() -> Pki {
+    pki_for(&["localhost", "127.0.0.1", "::1"])
+}
+
+/// A test CA and a server certificate it signed for exactly `names` (DNS names or IP
+/// literals), e.g. one that lacks the address a client connects to.
+pub fn pki_for(names: &[&str]) -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -200,14 +242,12 @@ pub fn pki() -> Pki {
     let ca_key = KeyPair::generate().unwrap();
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca, ca_key);
-    let mut leaf = CertificateParams::new(vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ])
-    .unwrap();
-    leaf.distinguished_name
-        .push(DnType::CommonName, "localhost");
+    let mut leaf =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    leaf.distinguished_name.push(
+        DnType::CommonName,
+        names.first().copied().unwrap_or("nobody"),
+    );
     let leaf_key = KeyPair::generate().unwrap();
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
@@ -222,4 +262,27 @@ pub fn trusting(pki: &Pki) -> coapws::tls::TlsClientConfig {
     let mut t = coapws::tls::TlsClientConfig::empty();
     t.add_ca_der(pki.ca_der.clone()).unwrap();
     t
+}
+
+/// Waits until `cond` holds, checking every 10 ms, for at most [`WAIT`]; panics with `what`
+/// otherwise. For state that changes on its own (a connection leaving a pool), where no event
+/// is exposed: the bound is generous, so only a real failure hits it.
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {WAIT:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A TCP port on 127.0.0.1 that is bound (so nobody else gets it) but not listening:
+/// connecting to it is refused. Keep the socket alive as long as the port must stay dead.
+pub fn dead_port() -> (tokio::net::TcpSocket, SocketAddr) {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let a = s.local_addr().unwrap();
+    (s, a)
 }
