@@ -66,8 +66,9 @@ impl Observable {
         }
     }
     /// A state that changes every `period` (a clock, a sampled sensor): notifies on its own
-    /// while it has observers. The ticking task runs on the current tokio runtime and ends
-    /// when every clone is dropped; outside a runtime nothing ticks.
+    /// while it has observers, on the wall clock's multiples of `period`. The ticking task
+    /// runs on the current tokio runtime and ends when every clone is dropped; outside a
+    /// runtime nothing ticks.
     pub fn every(period: Duration) -> Observable {
         let o = Observable::new();
         let weak = Arc::downgrade(&o.changes);
@@ -89,17 +90,28 @@ impl Observable {
     }
 }
 
+/// Notifies every `period`, on the wall clock's multiples of it (a 1 s clock ticks on the
+/// second, so what it renders changes with each notification).
 async fn tick(changes: Weak<watch::Sender<u64>>, period: Duration) {
     let period = period.max(Duration::from_millis(1));
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        interval.tick().await;
+        tokio::time::sleep(until_next_multiple(period)).await;
         let Some(tx) = changes.upgrade() else { return };
         if tx.receiver_count() > 0 {
             tx.send_modify(|v| *v = v.wrapping_add(1));
         }
     }
+}
+
+/// Time from now to the next multiple of `period` since the Unix epoch, plus a millisecond so
+/// that the clock has passed it.
+fn until_next_multiple(period: Duration) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let p = period.as_nanos().max(1);
+    let into = now.as_nanos() % p;
+    Duration::from_nanos(u64::try_from(p - into).unwrap_or(u64::MAX)) + Duration::from_millis(1)
 }
 
 /// Renders a notification for a stored request: the dispatcher, with block-wise cutting.
@@ -350,4 +362,25 @@ impl ObserverTask {
 /// Logs a refused registration; the response then goes without Observe (RFC 7641 §4.1).
 pub(crate) fn log_refused(remote: &Remote, why: &Refused) {
     info!(%remote, reason = %why, "observation refused: answering without Observe");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::until_next_multiple;
+    use std::time::Duration;
+
+    #[test]
+    fn ticks_wait_for_the_next_multiple_of_the_period() {
+        for p in [
+            Duration::from_millis(7),
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        ] {
+            let d = until_next_multiple(p);
+            assert!(
+                d > Duration::from_millis(1) && d <= p + Duration::from_millis(1),
+                "{p:?}: {d:?}"
+            );
+        }
+    }
 }
