@@ -10,9 +10,11 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use coapws::proto::link_format::Link;
+use coapws::proto::uri::Scheme;
 use coapws::site::files::FileServer;
 use coapws::tls::TlsIdentity;
-use coapws::{Endpoint, IncomingRequest, Site};
+use coapws::web::WebContent;
+use coapws::{Endpoint, EndpointConfig, IncomingRequest, Site};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +51,49 @@ pub struct ServeArgs {
     /// PEM private key of the server (PKCS#8, RSA or EC).
     #[arg(long, value_name = "KEY", requires = "tls_server_certificate")]
     tls_server_key: Option<PathBuf>,
+    /// Let web pages of ORIGIN (`scheme://host[:port]`) open CoAP WebSockets here, besides
+    /// pages of this server's own host (repeatable; `*` lets every web page in).
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
+    /// Serve the website in DIR on the WebSocket ports instead of the built-in console.
+    #[arg(long, value_name = "DIR")]
+    site: Option<PathBuf>,
+}
+
+/// The built-in browser console (the repository's `web/` folder).
+mod console {
+    include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
+}
+
+/// Listening sockets handed over by a service manager (LISTEN_FDS, LISTEN_FDNAMES: systemd's
+/// socket activation). A stream socket named `tcp`, `tls` or `wss` serves that; any other
+/// stream socket (`ws`, or no name) serves HTTP and CoAP over WebSockets; a datagram socket
+/// serves UDP.
+fn inherited() -> Result<Vec<(String, Inherited)>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+        .map(|n| n.split(':').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for i in 0..fds.len() {
+        let name = names.get(i).cloned().unwrap_or_default();
+        if let Ok(Some(l)) = fds.take_tcp_listener(i) {
+            out.push((name, Inherited::Stream(l)));
+        } else if let Ok(Some(u)) = fds.take_udp_socket(i) {
+            out.push((name, Inherited::Datagram(u)));
+        } else {
+            bail!(
+                "inherited descriptor {} is neither a listening TCP socket nor a UDP socket",
+                i + 3
+            );
+        }
+    }
+    Ok(out)
+}
+
+enum Inherited {
+    Stream(std::net::TcpListener),
+    Datagram(std::net::UdpSocket),
 }
 
 /// The listeners to open, by scheme.
@@ -124,7 +169,28 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
             )
         }
     };
-    let endpoint = Endpoint::builder().site(site).build();
+    let web = match &args.site {
+        Some(dir) => {
+            WebContent::dir(dir).with_context(|| format!("cannot serve {}", dir.display()))?
+        }
+        None => WebContent::embedded(console::FILES),
+    };
+    if args.allow_origin.iter().any(|o| o == "*") {
+        tracing::warn!("--allow-origin '*': every web page a browser opens can reach this server");
+    }
+    let config = EndpointConfig {
+        allowed_origins: args.allow_origin.clone(),
+        ..EndpointConfig::default()
+    };
+    let endpoint = Endpoint::builder()
+        .config(config)
+        .site(site)
+        .web(web)
+        .build();
+    match &args.root {
+        None => tracing::info!("serving the demo site"),
+        Some(r) => tracing::info!(root = %r.display(), writes = args.write, "serving files"),
+    }
 
     let identity = match (&args.tls_server_certificate, &args.tls_server_key) {
         (Some(c), Some(k)) => Some(TlsIdentity::from_pem_files(c, k)?),
@@ -152,7 +218,31 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
             l.wss.push(offset(a, 3001)?);
         }
     }
-    if l.is_empty() {
+    let inherited = inherited()?;
+    let had_inherited = !inherited.is_empty();
+    for (name, socket) in inherited {
+        match socket {
+            Inherited::Datagram(u) => {
+                crate::say(&display("coap", endpoint.listen_udp_on(u)?));
+            }
+            Inherited::Stream(t) => {
+                let scheme = match name.as_str() {
+                    "tcp" => Scheme::CoapTcp,
+                    "tls" => Scheme::CoapsTcp,
+                    "wss" => Scheme::CoapsWs,
+                    _ => Scheme::CoapWs,
+                };
+                if scheme.is_secure() && identity.is_none() {
+                    bail!(
+                        "inherited socket {name:?} needs --tls-server-certificate and --tls-server-key"
+                    );
+                }
+                let a = endpoint.listen_on(t, scheme, identity.as_ref())?;
+                crate::say(&display(&scheme.to_string(), a));
+            }
+        }
+    }
+    if l.is_empty() && !had_inherited {
         let any = |p: u16| SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, p));
         l.ws.push(any(8683));
         l.tcp.push(any(5683));

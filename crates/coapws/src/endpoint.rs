@@ -55,8 +55,11 @@ pub struct EndpointConfig {
     /// Connections (both directions) up at once; listeners refuse more (HTTP 503 for
     /// WebSocket).
     pub max_connections: usize,
-    /// Origins allowed on the WebSocket server; `None` allows all.
-    pub allowed_origins: Option<Vec<String>>,
+    /// Browser origins allowed on the WebSocket server besides the server's own host
+    /// (`scheme://host[:port]`; `*` allows every origin, so any web page could reach the
+    /// server). Clients that send no Origin (not browsers) are always allowed; others get
+    /// HTTP 403.
+    pub allowed_origins: Vec<String>,
     /// Largest body reassembled from blocks: responses (client) and requests (server).
     pub max_body_size: usize,
     /// Block1 uploads in progress at once (server); more get 5.03.
@@ -96,7 +99,7 @@ impl Default for EndpointConfig {
             udp_max_concurrent_requests: 4096,
             write_timeout: Duration::from_secs(30),
             max_connections: 100_000,
-            allowed_origins: None,
+            allowed_origins: Vec::new(),
             max_body_size: 16 << 20,
             max_uploads: 256,
             upload_timeout: Duration::from_secs(60),
@@ -269,6 +272,7 @@ pub(crate) struct Inner {
     pub(crate) tls_client: std::sync::OnceLock<TlsClientConfig>,
     pub(crate) dispatch: Option<Arc<dyn Dispatch>>,
     site: Option<Arc<SiteDispatch>>,
+    pub(crate) web: Option<crate::web::WebContent>,
     pub(crate) pool: Pool,
     pub(crate) live: Mutex<HashMap<u64, ConnectionHandle>>,
     pub(crate) listeners: Mutex<Vec<JoinHandle<()>>>,
@@ -289,6 +293,7 @@ pub struct EndpointBuilder {
     config: EndpointConfig,
     site: Option<Site>,
     tls_client: Option<TlsClientConfig>,
+    web: Option<crate::web::WebContent>,
 }
 
 impl EndpointBuilder {
@@ -300,6 +305,12 @@ impl EndpointBuilder {
     /// What TLS clients trust (default: the system's roots).
     pub fn tls_client(mut self, trust: TlsClientConfig) -> EndpointBuilder {
         self.tls_client = Some(trust);
+        self
+    }
+    /// Serves `content` on every path of the WebSocket listeners but `/.well-known/coap`
+    /// (a website on the same port; without it those paths get 404).
+    pub fn web(mut self, content: crate::web::WebContent) -> EndpointBuilder {
+        self.web = Some(content);
         self
     }
     /// Replaces the settings.
@@ -334,6 +345,7 @@ impl EndpointBuilder {
                 tls_client,
                 dispatch,
                 site,
+                web: self.web,
                 pool: Pool::default(),
                 live: Mutex::new(HashMap::new()),
                 listeners: Mutex::new(Vec::new()),
@@ -500,6 +512,14 @@ impl Endpoint {
         let socket = tokio::net::UdpSocket::bind(addr)
             .await
             .map_err(|e| listen_error(addr, e))?;
+        self.start_udp(socket, addr)
+    }
+
+    pub(crate) fn start_udp(
+        &self,
+        socket: tokio::net::UdpSocket,
+        addr: SocketAddr,
+    ) -> Result<SocketHandle, Error> {
         let c = &self.inner.config;
         let (handle, task) = crate::transport::udp::spawn(
             socket,

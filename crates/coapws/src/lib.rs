@@ -7,6 +7,8 @@
 //! - [`observe`]: [`Observation`] (client) and [`Observable`] (server), RFC 7641.
 //! - [`transfer`]: [`Endpoint::send`]'s whole transfer: block-wise both ways, from memory
 //!   or a file, with [`transfer::Progress`].
+//! - [`web`]: the website on the WebSocket port ([`web::WebContent`]) and the browser origin
+//!   policy ([`web::OriginPolicy`]).
 //! - [`remote`]: [`Remote`], the other end, with role reversal over its connection.
 //! - [`connection`]: the per-connection task (token layer, driver of the RFC 8323 machine).
 //! - [`pool`]: connections by origin. [`transport`]: WebSocket and TCP; [`tls`]: TLS for both.
@@ -33,6 +35,7 @@ pub mod site;
 pub mod tls;
 pub mod transfer;
 pub mod transport;
+pub mod web;
 
 pub use coapws_proto as proto;
 pub use endpoint::{Endpoint, EndpointBuilder, EndpointConfig, Request, Response};

@@ -58,6 +58,45 @@ impl Endpoint {
         self.listen(addr, Scheme::CoapsTcp, Some(tls)).await
     }
 
+    /// Serves `scheme` on a listening socket bound elsewhere (inherited from a service
+    /// manager: socket activation); `identity` for the secure schemes. Returns its address.
+    pub fn listen_on(
+        &self,
+        listener: std::net::TcpListener,
+        scheme: Scheme,
+        identity: Option<&TlsIdentity>,
+    ) -> Result<SocketAddr, Error> {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| listen_error("inherited socket", e))?;
+        let tls = match (scheme, identity) {
+            (Scheme::CoapsWs, Some(i)) => Some(i.server_config(crate::tls::ALPN_HTTP_1_1)?),
+            (Scheme::CoapsTcp, Some(i)) => Some(i.server_config(crate::tls::ALPN_COAP)?),
+            (Scheme::CoapWs | Scheme::CoapTcp, _) => None,
+            _ => return Err(Error::UnsupportedScheme(scheme)),
+        };
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| listen_error(addr, e))?;
+        let listener = TcpListener::from_std(listener).map_err(|e| listen_error(addr, e))?;
+        self.serve_listener(listener, scheme, tls)
+    }
+
+    /// Serves CoAP over UDP on a socket bound elsewhere (socket activation).
+    pub fn listen_udp_on(&self, socket: std::net::UdpSocket) -> Result<SocketAddr, Error> {
+        let addr = socket
+            .local_addr()
+            .map_err(|e| listen_error("inherited socket", e))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| listen_error(addr, e))?;
+        let socket = tokio::net::UdpSocket::from_std(socket).map_err(|e| listen_error(addr, e))?;
+        let handle = self.start_udp(socket, addr)?;
+        let bound = handle.local_addr();
+        info!(%bound, "listening on coap (UDP), inherited");
+        Ok(bound)
+    }
+
     async fn listen(
         &self,
         addr: SocketAddr,
@@ -65,10 +104,22 @@ impl Endpoint {
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<SocketAddr, Error> {
         let listener = bind(addr).await?;
-        let bound = listener.local_addr().map_err(|e| listen_error(addr, e))?;
+        self.serve_listener(listener, scheme, tls)
+    }
+
+    fn serve_listener(
+        &self,
+        listener: TcpListener,
+        scheme: Scheme,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<SocketAddr, Error> {
+        let bound = listener
+            .local_addr()
+            .map_err(|e| listen_error("listener", e))?;
         let c = &self.inner.config;
         let policy = Arc::new(WsServerPolicy {
-            allowed_origins: c.allowed_origins.clone(),
+            origins: crate::web::OriginPolicy::allowing(&c.allowed_origins),
+            web: self.inner.web.clone(),
             max_message_size: c.connection.max_message_size as usize,
             header_timeout: c.connect_timeout,
         });
@@ -85,7 +136,7 @@ impl Endpoint {
     }
 }
 
-pub(crate) fn listen_error(addr: SocketAddr, e: std::io::Error) -> Error {
+pub(crate) fn listen_error(addr: impl std::fmt::Display, e: std::io::Error) -> Error {
     Error::Listen {
         addr: addr.to_string(),
         source: Arc::new(e),

@@ -262,7 +262,7 @@ async fn http_refusals_are_real_http_answers() {
 
     // Origin policy: 403 for an origin not on the list
     let config = EndpointConfig {
-        allowed_origins: Some(vec!["https://good.example".into()]),
+        allowed_origins: vec!["https://good.example".into()],
         ..Default::default()
     };
     let (_s2, addr2) = server_with(config, Some(Site::new())).await;

@@ -1,7 +1,8 @@
 //! CoAP over WebSockets (RFC 8323 §4): the client handshake to `/.well-known/coap` with
 //! subprotocol `coap`, the server's HTTP/1.1 upgrade handling (a real HTTP answer for every
 //! refusal: 404 wrong path, 400 missing `coap` subprotocol or key, 426 wrong version, 403
-//! refused origin), and the frame pump under the connection driver.
+//! refused origin; other paths are the website of [`crate::web`] when there is one), and the
+//! frame pump under the connection driver.
 //!
 //! WebSocket framing comes from `tokio-tungstenite` (chosen by a measured echo benchmark, see
 //! BENCHMARKS.md): it reassembles fragmented messages, enforces the size limit, answers
@@ -193,9 +194,10 @@ where
 /// Policy of the WebSocket server's HTTP side.
 #[derive(Clone, Debug)]
 pub struct WsServerPolicy {
-    /// Origins allowed to connect (browser clients send Origin); `None` allows all. A refused
-    /// origin gets HTTP 403 (RFC 6455 §10.2).
-    pub allowed_origins: Option<Vec<String>>,
+    /// Browser origins allowed to connect; a refused one gets HTTP 403 (RFC 6455 §10.2).
+    pub origins: crate::web::OriginPolicy,
+    /// What other paths than `/.well-known/coap` serve; without it they get 404.
+    pub web: Option<crate::web::WebContent>,
     /// Largest CoAP message accepted (also the WebSocket message limit).
     pub max_message_size: usize,
     /// Time allowed for the HTTP request head.
@@ -289,10 +291,12 @@ fn check_upgrade(
             "The coap subprotocol is required (Sec-WebSocket-Protocol: coap)",
         ));
     }
-    if let (Some(allowed), Some(origin)) =
-        (&policy.allowed_origins, req.headers().get(header::ORIGIN))
-        && !allowed.iter().any(|a| a.as_bytes() == origin.as_bytes())
+    let origin = req.headers().get(header::ORIGIN);
+    if !policy
+        .origins
+        .allows(origin, req.headers().get(header::HOST))
     {
+        info!(origin = ?origin, "WebSocket handshake from a foreign origin refused (see --allow-origin)");
         return Err(refuse(StatusCode::FORBIDDEN, "Origin not allowed"));
     }
     let Some((host, port)) = req
@@ -327,6 +331,13 @@ pub(crate) async fn serve_http<S>(
         let policy = policy.clone();
         let on_upgrade = on_upgrade.clone();
         async move {
+            if req.uri().path() != WELL_KNOWN_COAP
+                && let Some(web) = &policy.web
+            {
+                let r = web.serve(&req).await;
+                debug!(%peer, method = %req.method(), path = %req.uri().path(), status = %r.status(), "HTTP");
+                return Ok::<_, Infallible>(r);
+            }
             let (accept, host, port) = match check_upgrade(&req, &policy, scheme) {
                 Ok(ok) => ok,
                 Err(refusal) => {
