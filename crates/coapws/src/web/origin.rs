@@ -45,7 +45,7 @@ impl OriginPolicy {
             return false;
         };
         let origin = origin.trim().to_ascii_lowercase();
-        if self.allowed.iter().any(|a| *a == origin) {
+        if self.allowed.contains(&origin) {
             return true;
         }
         let authority = origin
