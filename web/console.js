@@ -44,7 +44,6 @@ function clock(d = new Date()) {
 let conn = null;
 let connecting = false;
 let observation = null;
-let logStart = null;
 const MAX_LOG_ROWS = 2000;
 const MAX_NOTIFICATIONS = 300;
 
@@ -69,36 +68,33 @@ function defaultUrl() {
 
 // ---- message log -------------------------------------------------------------------------------
 
-function entryTime(t) {
-  if (t instanceof Date) return t;
-  if (typeof t === 'number' && t > 1e12) return new Date(t);
-  if (typeof t === 'number') return new Date(performance.timeOrigin + t);
-  return new Date();
-}
-
-function onLog(entry) {
-  const t = entryTime(entry.time);
-  if (logStart === null) logStart = t.getTime();
+// The library's entry times are ms since its connect began; `base` is that moment's wall clock.
+function logEntry(entry, base) {
+  const rel = typeof entry.time === 'number' ? entry.time : Date.now() - base;
+  const t = new Date(base + rel);
   const bytes = entry.bytes;
   const size = typeof bytes === 'number' ? bytes : bytes?.length ?? '';
   const body = $('#log tbody');
   const row = el('tr', { class: `dir-${entry.direction} kind-${entry.kind}` },
     el('td', { class: 'time' }, clock(t)),
-    el('td', { class: 'num' }, String(t.getTime() - logStart)),
+    el('td', { class: 'num' }, rel.toFixed(1)),
     el('td', { class: 'dir', title: entry.direction === 'out' ? 'sent' : 'received' }, entry.direction === 'out' ? '→' : '←'),
     el('td', { class: 'kind' }, entry.kind),
     el('td', { class: 'summary' }, entry.summary ?? ''),
     el('td', { class: 'num', title: bytes instanceof Uint8Array ? hex(bytes.subarray(0, 64)) + (bytes.length > 64 ? ' …' : '') : undefined }, String(size)),
     el('td', { class: 'num' }, entry.rtt !== undefined && entry.rtt !== null ? `${Math.round(entry.rtt * 10) / 10} ms` : ''),
   );
+  const wrap = $('#log-panel .log-scroll');
+  const following = wrap.scrollHeight - wrap.scrollTop - wrap.clientHeight < 40;
   body.append(row);
   while (body.rows.length > MAX_LOG_ROWS) body.deleteRow(0);
-  const wrap = $('#log-panel');
-  wrap.scrollTop = wrap.scrollHeight;
+  if (following) wrap.scrollTop = wrap.scrollHeight;
 }
 
+let logBase = Date.now();
+
 function note(text) {
-  onLog({ time: Date.now(), direction: 'in', kind: 'console', summary: text });
+  logEntry({ direction: 'in', kind: 'console', summary: text }, logBase);
 }
 
 // ---- connection --------------------------------------------------------------------------------
@@ -115,7 +111,9 @@ async function doConnect() {
   setState('connecting', `connecting to ${url} …`);
   $('#csm').textContent = '';
   try {
-    const c = await connect(url, { handler: serveRequest, onLog, timeout: 15000 });
+    const base = Date.now();
+    logBase = base;
+    const c = await connect(url, { handler: serveRequest, onLog: (e) => logEntry(e, base), timeout: 15000 });
     conn = c;
     const peer = c.peer || {};
     $('#csm').textContent = `peer CSM: Max-Message-Size ${peer.maxMessageSize ?? '?'} bytes, block-wise ${peer.blockWiseTransfer ? 'yes' : 'no'}`;
@@ -249,6 +247,8 @@ function requestOptions() {
   const cf = $('#content-format').value;
   const accept = $('#accept').value;
   if (accept !== '') opts.accept = Number(accept);
+  const blockSize = $('#block-size').value;
+  if (blockSize !== '') opts.blockSize = Number(blockSize);
   return { opts, cf };
 }
 
@@ -429,7 +429,7 @@ function init() {
   $('#request-form').addEventListener('submit', send);
   $('#observe').addEventListener('click', toggleObserve);
   $('#ask-back').addEventListener('click', askBack);
-  $('#clear-log').addEventListener('click', () => { $('#log tbody').replaceChildren(); logStart = null; });
+  $('#clear-log').addEventListener('click', () => { $('#log tbody').replaceChildren(); });
   $('#path').addEventListener('keydown', (ev) => { if (ev.key === 'Enter') send(ev); });
   setState('idle', 'not connected');
   if (location.protocol === 'http:' || location.protocol === 'https:' || new URLSearchParams(location.search).has('connect')) {
