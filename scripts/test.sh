@@ -29,7 +29,9 @@ die() {
   exit 1
 }
 
-scripts/install-peers.sh libcoap3-bin || die "installing the peers failed"
+# libcoap: UDP and TCP peer; nginx: the front door of deploy/; systemd: systemd-analyze and
+# systemd-socket-activate for the deployment tests.
+scripts/install-peers.sh libcoap3-bin nginx systemd || die "installing the peers failed"
 
 # The interop tests read libcoap's own output (its -v 7 PDU log, its TLS complaints): that format
 # is libcoap 4.3.1's.

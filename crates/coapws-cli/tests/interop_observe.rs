@@ -13,10 +13,8 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// `coapws serve ARGS --ws --tcp --udp` on free ports: the guard and the three base URLs.
 fn serve_all(dir: &std::path::Path, args: &[&str]) -> (ChildGuard, Listeners) {
@@ -78,56 +76,6 @@ fn libcoap_observes_coapws_time_over_udp_and_tcp() {
         let n = timestamps(&stdout(&o));
         assert!(n >= 3, "{scheme}: {n} notifications\n{}", describe(&o));
     }
-}
-
-/// Runs `coapws get --observe URI`, reads `lines` lines from it, then sends SIGINT and
-/// returns the lines and its log; it must exit 0 (it deregisters on Ctrl-C).
-fn coapws_observe(uri: &str, lines: usize) -> (Vec<String>, String) {
-    let mut cmd = Command::new(coapws_bin());
-    cmd.args(["-v", "get", "--observe", uri])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut guard = ChildGuard::spawn(&mut cmd, "coapws get --observe", None);
-    let out = guard.child.stdout.take().unwrap();
-    let mut err = guard.child.stderr.take().unwrap();
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut err, &mut s);
-        s
-    });
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut got = Vec::new();
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    while got.len() < lines {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) => got.push(l),
-            Err(_) => panic!("{uri}: only {got:?} within {COMMAND_TIMEOUT:?}"),
-        }
-    }
-    let pid = guard.child.id().to_string();
-    let kill = Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    assert!(kill.success());
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    let status = loop {
-        if let Some(s) = guard.exited() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "{uri}: no exit after Ctrl-C");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let log = err_reader.join().unwrap();
-    assert_eq!(status.code(), Some(0), "{uri}: exit after Ctrl-C\n{log}");
-    (got, log)
 }
 
 #[test]
