@@ -98,6 +98,15 @@ impl Body<'_> {
     }
 }
 
+/// The message size limit of the peer when `e` says a message was too large for it.
+fn too_large_limit(e: &Error) -> Option<usize> {
+    match e {
+        Error::Datagram(UdpSendError::TooLarge { limit, .. }) => Some(*limit),
+        Error::Send(SendError::TooLarge { limit, .. }) => Some(*limit as usize),
+        _ => None,
+    }
+}
+
 fn body_error(path: &Path, e: std::io::Error) -> Error {
     Error::Body {
         path: path.display().to_string(),
@@ -133,40 +142,21 @@ impl Endpoint {
                 uploaded = blocks;
                 first
             }
-            None => match self.request_on(&remote, message.clone(), t, con).await {
+            None => {
+                let first = self.request_on(&remote, message.clone(), t, con).await;
                 // Too large for one message to this peer: upload in Block1 pieces (RFC 7959
                 // §2.5).
-                Err(Error::Datagram(UdpSendError::TooLarge { limit, .. })) => {
-                    uploaded = true;
-                    let body = message.payload.clone();
-                    self.upload(
-                        &remote,
-                        &message,
-                        Body::Memory(&body),
-                        limit,
-                        t,
-                        con,
-                        progress.as_ref(),
-                    )
-                    .await?
+                match first.as_ref().err().and_then(too_large_limit) {
+                    Some(limit) => {
+                        uploaded = true;
+                        let body = message.payload.clone();
+                        let body = Body::Memory(&body);
+                        self.upload(&remote, &message, body, limit, t, con, progress.as_ref())
+                            .await?
+                    }
+                    None => first?,
                 }
-                Err(Error::Send(SendError::TooLarge { limit, .. })) => {
-                    uploaded = true;
-                    let body = message.payload.clone();
-                    let limit = limit as usize;
-                    self.upload(
-                        &remote,
-                        &message,
-                        Body::Memory(&body),
-                        limit,
-                        t,
-                        con,
-                        progress.as_ref(),
-                    )
-                    .await?
-                }
-                other => other?,
-            },
+            }
         };
         // Follow Block2 until the representation is whole (RFC 7959 §2.4). A body uploaded in
         // blocks is not sent again, nor is a POST's or PUT's; a FETCH's selects the
