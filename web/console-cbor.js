@@ -61,8 +61,14 @@ function item(r, depth) {
     // Indefinite length (or break).
     switch (major) {
       case 2: case 3: {
+        // Chunks are definite strings of the same major type.
         const parts = [];
         for (;;) {
+          r.need(1);
+          const chunkHead = r.b[r.i];
+          if (chunkHead !== 0xff && (chunkHead >> 5 !== major || (chunkHead & 0x1f) === 31)) {
+            throw new Error(`CBOR: bad chunk in an indefinite-length string at byte ${r.i}`);
+          }
           const p = item(r, depth + 1);
           if (p === BREAK) break;
           parts.push(p);

@@ -231,6 +231,8 @@ async function main() {
     for (const p of ['/hello', '/echo', '/time', '/ask-back']) assert(paths.includes(p), `${p} missing from the tree (${paths.join(' ')})`);
     const hello = await page.$eval('#tree .resource[data-path="/hello"]', (b) => b.parentElement.innerText);
     assert(hello.includes('ct=0') && hello.includes('Greeting'), `/hello's entry shows "${hello}"`);
+    const time = await page.$eval('#tree .resource[data-path="/time"]', (b) => b.parentElement.innerText);
+    assert(/\bobs\b/.test(time), `/time's entry shows "${time}", without obs`);
     return paths.join(' ');
   });
 
@@ -320,6 +322,55 @@ async function main() {
     const size = statSync(SCREENSHOT).size;
     assert(size > 10_000, `only ${size} bytes`);
     return `${size} bytes`;
+  });
+
+  await check('Ping, Release, then reconnect through the connect box with a coap+ws:// URI', async () => {
+    await page.click('#ping');
+    await page.waitForFunction(() => [...document.querySelectorAll('#log tbody tr')].some((t) => /pong after/.test(t.innerText)), null, { timeout: WAIT });
+    await page.click('#disconnect');
+    await page.waitForSelector('#state[data-state="closed"]', { timeout: WAIT });
+    assert(await page.isDisabled('#send'), 'Send is enabled on a closed connection');
+    const uri = `coap+ws://127.0.0.1:${demo.port}/.well-known/coap`;
+    await page.fill('#url', uri);
+    await page.$eval('#tree', (t) => { t.dataset.state = 'stale'; });
+    await page.click('#connect');
+    await waitConnected(page);
+    await page.waitForSelector('#tree[data-state="loaded"]', { timeout: WAIT });
+    const r = await sendRequest(page, { method: 'GET', path: '/hello' });
+    assert(r.code === '2.05', `GET after reconnecting: ${r.code}`);
+    return uri;
+  });
+
+  await check('the console\'s CBOR decoder renders RFC 8949 appendix A examples in the browser', async () => {
+    const bad = await page.evaluate(async () => {
+      const { cborToDiagnostic } = await import('./console-cbor.js');
+      const vectors = [
+        ['00', '0'], ['1864', '100'], ['1bffffffffffffffff', '18446744073709551615'],
+        ['c249010000000000000000', "2(h'010000000000000000')"], ['3903e7', '-1000'],
+        ['3bffffffffffffffff', '-18446744073709551616'], ['f90000', '0.0'], ['f98000', '-0.0'],
+        ['f93e00', '1.5'], ['f97bff', '65504.0'], ['fa47c35000', '100000.0'],
+        ['fb7e37e43c8800759c', '1e+300'], ['f90400', '0.00006103515625'], ['f9c400', '-4.0'],
+        ['f97c00', 'Infinity'], ['f97e00', 'NaN'], ['fbfff0000000000000', '-Infinity'],
+        ['f4', 'false'], ['f5', 'true'], ['f6', 'null'], ['f7', 'undefined'], ['f0', 'simple(16)'],
+        ['f8ff', 'simple(255)'], ['d74401020304', "23(h'01020304')"], ['40', "h''"], ['60', '""'],
+        ['62225c', '"\\"\\\\"'], ['62c3bc', '"\u00fc"'], ['80', '[]'], ['8301820203820405', '[1, [2, 3], [4, 5]]'],
+        ['a26161016162820203', '{"a": 1, "b": [2, 3]}'], ['5f42010243030405ff', "(_ h'0102', h'030405')"],
+        ['7f657374726561646d696e67ff', '(_ "strea", "ming")'], ['9fff', '[_ ]'],
+        ['bf6346756ef563416d7421ff', '{_ "Fun": true, "Amt": -2}'],
+      ];
+      const hex = (h) => Uint8Array.from(h.match(/../g), (x) => parseInt(x, 16));
+      const out = [];
+      for (const [h, want] of vectors) {
+        let got;
+        try { got = cborToDiagnostic(hex(h)); } catch (e) { got = `error: ${e.message}`; }
+        if (got !== want) out.push(`${h}: ${got} (want ${want})`);
+      }
+      for (const h of ['18', '5f01ff', 'ff', '1c', '62c3']) {
+        try { out.push(`${h}: decoded as ${cborToDiagnostic(hex(h))}, not refused`); } catch { /* refused, right */ }
+      }
+      return out;
+    });
+    assert(bad.length === 0, bad.join('; '));
   });
 
   await check('no errors in the page', async () => {
