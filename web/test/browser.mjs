@@ -407,6 +407,26 @@ async function main() {
     assert(gets === Math.ceil(body.length / 512), `${gets} GET messages with Block2 in the log for ${body.length} bytes`);
     return `PUT ${put.code}, ${body.length} bytes in ${puts} Block1 messages, back in ${gets} Block2 GETs`;
   });
+  await check('extra options reach the server: PUT with If-None-Match on an existing file gets 4.12', async () => {
+    const file = path.join(root, 'from-browser.txt');
+    const before = readFileSync(file);
+    const r = await sendRequest(filesPage, { method: 'PUT', path: '/from-browser.txt', contentFormat: '0', payload: 'overwritten', options: 'If-None-Match=' });
+    assert(r.code === '4.12', `PUT with If-None-Match: ${r.code}`);
+    assert(readFileSync(file).equals(before), 'the file changed');
+    const log = await filesPage.$$eval('#log tbody tr.dir-out', (trs) => trs.map((t) => t.cells[4].innerText).filter((x) => /^PUT/.test(x)).pop());
+    assert(/If-None-Match/.test(log), `the last PUT in the log: ${log}`);
+    return r.code;
+  });
+
+  await check('GET /.well-known/core in the request panel is shown as a link list', async () => {
+    const r = await sendRequest(filesPage, { method: 'GET', path: '/.well-known/core', accept: '40' });
+    assert(r.code === '2.05', `code ${r.code}`);
+    assert(/^link-format, \d+ links?$/.test(r.decoded), `payload decoded as ${r.decoded}`);
+    const items = await filesPage.$$eval('#response .payload-links li', (ls) => ls.map((l) => l.innerText));
+    assert(items.length >= 1 && items.every((i) => i.startsWith('<')), `links: ${items.join(' | ')}`);
+    return items.join(' | ');
+  });
+
   await check('no errors in the file server\'s page', async () => {
     assert(filesPage.consoleErrors.length === 0, filesPage.consoleErrors.join('; '));
   });
