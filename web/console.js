@@ -68,6 +68,21 @@ function defaultUrl() {
 
 // ---- message log -------------------------------------------------------------------------------
 
+// A message with a payload can be opened in the log to see the payload (text, or hex).
+function summaryCell(entry) {
+  const payload = entry.message?.payload;
+  if (!(payload instanceof Uint8Array) || payload.length === 0) return entry.summary ?? '';
+  const head = payload.subarray(0, 1024);
+  let text;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(head);
+    if (/[\x00-\x08\x0e-\x1f]/.test(text)) text = null;
+  } catch { text = null; }
+  const shown = text ?? hex(head);
+  const more = payload.length > head.length ? ` … (${payload.length - head.length} more bytes)` : '';
+  return el('details', {}, el('summary', {}, entry.summary ?? ''), el('pre', { class: 'log-payload' }, shown + more));
+}
+
 // The library's entry times are ms since its connect began; `base` is that moment's wall clock.
 function logEntry(entry, base) {
   const rel = typeof entry.time === 'number' ? entry.time : Date.now() - base;
@@ -80,7 +95,7 @@ function logEntry(entry, base) {
     el('td', { class: 'num' }, rel.toFixed(1)),
     el('td', { class: 'dir', title: entry.direction === 'out' ? 'sent' : 'received' }, entry.direction === 'out' ? '→' : '←'),
     el('td', { class: 'kind' }, entry.kind),
-    el('td', { class: 'summary' }, entry.summary ?? ''),
+    el('td', { class: 'summary' }, summaryCell(entry)),
     el('td', { class: 'num', title: bytes instanceof Uint8Array ? hex(bytes.subarray(0, 64)) + (bytes.length > 64 ? ' …' : '') : undefined }, String(size)),
     el('td', { class: 'num' }, entry.rtt !== undefined && entry.rtt !== null ? `${Math.round(entry.rtt * 10) / 10} ms` : ''),
   );

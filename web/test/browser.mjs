@@ -314,6 +314,16 @@ async function main() {
     assert(rows.some((r) => r.cells[4].includes('/hello')), 'the GET of /hello is not in the log');
     assert(rows.some((r) => /ms$/.test(r.cells[6])), 'no round-trip time in the log');
     assert(rows.every((r) => /^\d\d:\d\d:\d\d\.\d{3}$/.test(r.cells[0])), 'a row without a time');
+    // A response with a payload opens to show it.
+    const summaries = page.locator('#log tbody tr.dir-in.kind-response details > summary');
+    const n = await summaries.count();
+    let opened = null;
+    for (let i = 0; i < n && !opened; i++) {
+      await summaries.nth(i).click();
+      const shown = await summaries.nth(i).locator('xpath=..').locator('pre').innerText();
+      if (shown.includes('Hello, CoAP over WebSockets!')) opened = shown;
+    }
+    assert(opened, `none of ${n} responses with a payload opens to show /hello's`);
     return `${rows.length} rows`;
   });
 
