@@ -146,7 +146,8 @@ async function doConnect() {
     });
     discover();
   } catch (e) {
-    setState('error', `cannot connect to ${url}: ${e.message ?? e}`);
+    const why = String(e.message ?? e);
+    setState('error', why.includes(url) ? why : `cannot connect to ${url}: ${why}`);
   } finally {
     connecting = false;
   }
