@@ -662,7 +662,7 @@ export class CoapObservation {
     this.first.catch(() => {});
   }
   _push(item) {
-    if (this._done) return;
+    if (this._done || (this._cancelling && item.response)) return;
     const w = this._waiters.shift();
     if (w) w(item);
     else this._queue.push(item);
@@ -693,14 +693,15 @@ export class CoapObservation {
   [Symbol.asyncIterator]() { return this; }
   /**
    * Deregisters (GET with Observe=1 on the same token and options) and resolves with the
-   * server's answer to it; ends the iteration. Resolves undefined if the observation had
-   * already ended.
+   * server's answer to it; ends the iteration at once (notifications not yet taken by next()
+   * are dropped). Resolves undefined if the observation had already ended.
    * @param {{timeout?: number}} [opts]
    * @returns {Promise<CoapResponse|undefined>}
    */
   cancel(opts = {}) {
     if (this._cancelling) return this._cancelling;
     if (this._done) return Promise.resolve(undefined);
+    this._queue = this._queue.filter((it) => !it.response);
     this._cancelling = this._conn._deregister(this, opts.timeout);
     return this._cancelling;
   }
