@@ -408,9 +408,11 @@ async function askBack() {
   if (!conn) return;
   const out = $('#ask-back-result');
   out.dataset.state = 'pending';
-  out.textContent = 'GET /ask-back …';
+  const asked = $('#ask-back-path').value.trim() || '/whoami';
+  const query = asked === '/whoami' ? [] : [`path=${asked}`];
+  out.textContent = `GET /ask-back${query.length ? `?${query[0]}` : ''} …`;
   try {
-    const res = await conn.get('/ask-back');
+    const res = await conn.get('/ask-back', { query });
     out.dataset.state = res.ok ? 'done' : 'error';
     out.dataset.code = res.codeString;
     out.replaceChildren(el('span', { class: `code code-${res.codeString[0]}` }, codeText(res.codeString)), ' ', el('q', {}, res.text()));

@@ -304,6 +304,21 @@ async function main() {
     return r.text;
   });
 
+  await check('ask-back for a path the page does not serve: the page answers 4.04 and the server says so', async () => {
+    await page.fill('#ask-back-path', '/not-here');
+    await page.$eval('#ask-back-result', (e) => { e.dataset.state = 'stale'; });
+    await page.click('#ask-back');
+    await page.waitForSelector('#ask-back-result[data-state="done"], #ask-back-result[data-state="error"]');
+    const r = await page.$eval('#ask-back-result', (e) => ({ code: e.dataset.code, text: e.innerText }));
+    // The demo site reports the page's answer in its own response (its code has varied: 5.02, 2.05).
+    assert(r.code === '2.05' || r.code === '5.02', `code ${r.code}: ${r.text}`);
+    assert(r.text.includes('/not-here') && r.text.includes('4.04'), `ask-back shows "${r.text}"`);
+    const served = await page.$$eval('#served li', (ls) => ls.map((l) => `${l.dataset.path} ${l.dataset.code}`));
+    assert(served.includes('/not-here 4.04'), `requests served: ${served.join(', ')}`);
+    await page.fill('#ask-back-path', '/whoami');
+    return r.text;
+  });
+
   await check('the message log shows messages both ways with sizes and round-trip times', async () => {
     const rows = await page.$$eval('#log tbody tr', (trs) => trs.map((t) => ({ cls: t.className, cells: [...t.cells].map((c) => c.innerText) })));
     const out = rows.filter((r) => r.cls.includes('dir-out'));
