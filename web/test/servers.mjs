@@ -10,7 +10,9 @@ import dgram from 'node:dgram';
 export const repo = fileURLToPath(new URL('../..', import.meta.url));
 
 const children = new Set();
-process.on('exit', () => { for (const c of children) try { c.kill('SIGKILL'); } catch { /* gone */ } });
+const killAll = () => { for (const c of children) try { c.kill('SIGKILL'); } catch { /* gone */ } };
+process.on('exit', killAll);
+for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(sig, () => { killAll(); process.exit(1); });
 
 /** The WebSocket constructor the tests use: node's global one (node --experimental-websocket). */
 export function webSocket() {
