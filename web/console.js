@@ -3,9 +3,10 @@
 
 import { connect, codeString, optionName, parseLinkFormat } from './coap.js';
 import {
-  CONTENT_FORMATS, contentFormatName, encodePayload, optionValueText, paramEntries, parseOptions,
+  CONTENT_FORMATS, encodePayload, optionValueText, parseOptions,
   renderPayload, hex,
 } from './console-payload.js';
+import { renderTree } from './console-tree.js';
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -155,15 +156,6 @@ async function doConnect() {
 
 // ---- discovery ---------------------------------------------------------------------------------
 
-const SHOWN_ATTRS = ['rt', 'if', 'ct', 'obs', 'sz', 'title'];
-
-function linkPath(target) {
-  try {
-    if (/^[a-z][a-z0-9+.-]*:/i.test(target)) return new URL(target.replace(/^coaps?\+?[a-z]*:/i, 'http:')).pathname;
-  } catch { /* fall through */ }
-  return target.startsWith('/') ? target : `/${target}`;
-}
-
 async function discover() {
   if (!conn) return;
   const tree = $('#tree');
@@ -176,62 +168,13 @@ async function discover() {
       return;
     }
     const links = parseLinkFormat(res.text());
-    tree.replaceChildren(buildTree(links));
+    tree.replaceChildren(renderTree(links, selectPath));
     tree.dataset.state = 'loaded';
     tree.dataset.count = String(links.length);
   } catch (e) {
     tree.replaceChildren(el('p', { class: 'error' }, `discovery failed: ${e.message ?? e}`));
     tree.dataset.state = 'error';
   }
-}
-
-function buildTree(links) {
-  // A trie of path segments; a node with a link is a resource, others are folders.
-  const root = { children: new Map(), link: null };
-  for (const link of links) {
-    const segments = linkPath(link.target).split('/').filter(Boolean);
-    let node = root;
-    for (const s of segments) {
-      if (!node.children.has(s)) node.children.set(s, { children: new Map(), link: null });
-      node = node.children.get(s);
-    }
-    if (segments.length === 0) node.rootLink = link;
-    else node.link = link;
-  }
-  const render = (node, prefix) => {
-    const ul = el('ul');
-    for (const [name, child] of [...node.children.entries()].sort(([a], [b]) => a.localeCompare(b))) {
-      const path = `${prefix}/${name}`;
-      const li = el('li');
-      if (child.link) li.append(resourceEntry(path, child.link, name));
-      else li.append(el('span', { class: 'folder' }, `${name}/`));
-      if (child.children.size) li.append(render(child, path));
-      ul.append(li);
-    }
-    return ul;
-  };
-  const top = render(root, '');
-  if (root.rootLink) top.prepend(el('li', {}, resourceEntry('/', root.rootLink, '/')));
-  return top;
-}
-
-function resourceEntry(path, link, name) {
-  const attrs = paramEntries(link.params);
-  const shown = el('span', { class: 'attrs' });
-  for (const key of SHOWN_ATTRS) {
-    for (const [k, v] of attrs) {
-      if (k !== key) continue;
-      const value = v === true || v === '' || v === undefined ? '' : String(v);
-      const text = key === 'title' ? value : `${key}${value ? `=${value}` : ''}`;
-      const title = key === 'ct' && value ? contentFormatName(Number(value)) : undefined;
-      shown.append(el('span', { class: `attr attr-${key}`, title }, text));
-    }
-  }
-  const button = el('button', {
-    type: 'button', class: 'resource', 'data-path': path, title: `select ${path}`,
-    onclick: () => selectPath(path, attrs),
-  }, name === '/' ? '/' : `/${name}`);
-  return el('span', { class: 'entry' }, button, shown);
 }
 
 function selectPath(path, attrs) {
@@ -448,7 +391,6 @@ function init() {
   $('#observe').addEventListener('click', toggleObserve);
   $('#ask-back').addEventListener('click', askBack);
   $('#clear-log').addEventListener('click', () => { $('#log tbody').replaceChildren(); });
-  $('#path').addEventListener('keydown', (ev) => { if (ev.key === 'Enter') send(ev); });
   setState('idle', 'not connected');
   if (location.protocol === 'http:' || location.protocol === 'https:' || new URLSearchParams(location.search).has('connect')) {
     doConnect();

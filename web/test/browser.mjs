@@ -398,6 +398,39 @@ async function main() {
     assert(bad.length === 0, bad.join('; '));
   });
 
+  await check('the resource tree nests paths, keeps folders apart from resources, and groups other servers', async () => {
+    const r = await page.evaluate(async () => {
+      const { parseLinkFormat } = await import('./coap.js');
+      const { renderTree } = await import('./console-tree.js');
+      const links = parseLinkFormat('</sensors/temp>;rt="temperature";if=sensor;obs;ct="0 60",</sensors/hum>;rt=humidity,'
+        + '</a/b/c>;title="Deep",</>;ct=40,<coap://other.example/x/y>;rt=remote');
+      const picked = [];
+      const ul = renderTree(links, (path, attrs) => picked.push([path, attrs.map(([k]) => k).join(' ')]));
+      const box = document.createElement('div');
+      box.append(ul);
+      document.body.append(box);
+      const buttons = [...box.querySelectorAll('.resource')].map((b) => b.dataset.path);
+      const folders = [...box.querySelectorAll('.folder')].map((f) => f.textContent);
+      const temp = box.querySelector('.resource[data-path="/sensors/temp"]');
+      const depth = (e) => { let d = 0; for (let x = e; x !== box; x = x.parentElement) if (x.tagName === 'UL') d++; return d; };
+      temp.click();
+      box.querySelector('.resource[data-path="coap://other.example/x/y"]').click();
+      const attrs = temp.parentElement.innerText;
+      const ctTitle = temp.parentElement.querySelector('.attr-ct')?.title;
+      const out = { buttons, folders, depth: depth(temp), deep: depth(box.querySelector('.resource[data-path="/a/b/c"]')), picked, attrs, ctTitle };
+      box.remove();
+      return out;
+    });
+    const want = ['/', '/a/b/c', '/sensors/hum', '/sensors/temp', 'coap://other.example/x/y'];
+    assert(JSON.stringify([...r.buttons].sort()) === JSON.stringify(want), `resources ${r.buttons.join(' ')}`);
+    assert(r.folders.includes('/sensors') && r.folders.includes('/a') && r.folders.includes('/b') && r.folders.includes('coap://other.example'), `folders ${r.folders.join(' ')}`);
+    assert(r.depth === 2 && r.deep === 3, `depths ${r.depth}, ${r.deep}`);
+    assert(/rt=temperature/.test(r.attrs) && /if=sensor/.test(r.attrs) && /\bobs\b/.test(r.attrs), `attributes "${r.attrs}"`);
+    assert(r.ctTitle === 'text/plain; charset=utf-8, application/cbor', `ct title "${r.ctTitle}"`);
+    assert(JSON.stringify(r.picked) === JSON.stringify([['/sensors/temp', 'rt if obs ct'], ['coap://other.example/x/y', 'rt']]), `selected ${JSON.stringify(r.picked)}`);
+    return `${r.buttons.length} resources, ${r.folders.length} folders`;
+  });
+
   await check('no errors in the page', async () => {
     assert(page.consoleErrors.length === 0, page.consoleErrors.join('; '));
   });
