@@ -5,7 +5,8 @@
 use anyhow::{Result, bail};
 use clap::Args;
 use coapws::proto::Code;
-use coapws::{Endpoint, EndpointConfig, Request};
+use coapws::{EndpointConfig, Request};
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,8 @@ pub struct BenchArgs {
     /// POST this payload instead of GET.
     #[arg(long)]
     payload: Option<String>,
+    #[command(flatten)]
+    common: crate::client::CommonArgs,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -38,7 +41,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     if !(args.duration > 0.0 && args.duration <= 600.0) {
-        bail!("--duration must be between 0 and 600 seconds");
+        bail!("--duration must be more than 0 and at most 600 seconds");
     }
     if args.connections == 0
         || args.connections > 10_000
@@ -55,9 +58,9 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     let measure = Duration::from_secs_f64(args.duration);
     let mut endpoints = Vec::new();
     for _ in 0..args.connections {
-        let ep = Endpoint::builder()
-            .config(EndpointConfig::default())
-            .build();
+        let ep = args
+            .common
+            .endpoint(EndpointConfig::default(), template.uri.scheme.is_secure())?;
         // Open the connection before the clock starts.
         ep.send(template.clone()).await?;
         endpoints.push(ep);
@@ -70,15 +73,18 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
             let (ep, req) = (ep.clone(), template.clone());
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Vec::new();
-                let mut errors = 0u64;
+                let mut errors: HashMap<String, u64> = HashMap::new();
                 while Instant::now() < until {
                     let t = Instant::now();
-                    let ok = matches!(ep.send(req.clone()).await, Ok(r) if r.code().is_success());
+                    let failure = match ep.send(req.clone()).await {
+                        Ok(r) if r.code().is_success() => None,
+                        Ok(r) => Some(r.code().to_string()),
+                        Err(e) => Some(e.to_string()),
+                    };
                     if t >= measure_from {
-                        if ok {
-                            latencies.push(t.elapsed());
-                        } else {
-                            errors += 1;
+                        match failure {
+                            None => latencies.push(t.elapsed()),
+                            Some(f) => *errors.entry(f).or_default() += 1,
                         }
                     }
                 }
@@ -87,12 +93,15 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         }
     }
     let mut all = Vec::new();
-    let mut errors = 0;
+    let mut kinds: HashMap<String, u64> = HashMap::new();
     for t in tasks {
         let (l, e) = t.await?;
         all.extend(l);
-        errors += e;
+        for (k, n) in e {
+            *kinds.entry(k).or_default() += n;
+        }
     }
+    let errors: u64 = kinds.values().sum();
     for ep in &endpoints {
         ep.shutdown().await;
     }
@@ -114,6 +123,12 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         percentile(&all, 0.99),
         all.last().copied().unwrap_or_default()
     ));
+    // Which errors, most frequent first.
+    let mut kinds: Vec<_> = kinds.into_iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    for (kind, n) in kinds {
+        crate::say(&format!("error {kind}: {n}"));
+    }
     Ok(if errors == 0 {
         ExitCode::SUCCESS
     } else {

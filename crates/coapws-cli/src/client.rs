@@ -4,9 +4,10 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use clap::Args;
 use coapws::proto::Code;
+use coapws::proto::Message;
 use coapws::proto::content_format::ContentFormat;
 use coapws::tls::TlsClientConfig;
-use coapws::{Endpoint, EndpointConfig, Request};
+use coapws::{Endpoint, EndpointConfig, IncomingRequest, Request, Resource, Site};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +16,8 @@ use std::time::Duration;
 /// Arguments of the request commands.
 #[derive(Args, Debug)]
 pub struct ClientArgs {
-    /// The resource, e.g. coap+ws://localhost/hello
+    /// The resource, e.g. coap+ws://localhost:8683/hello (a default `coapws serve`; without a
+    /// port coap+ws means 80, coap and coap+tcp 5683)
     uri: String,
     /// Payload: TEXT, or @FILE to read it from a file.
     #[arg(long)]
@@ -35,13 +37,49 @@ pub struct ClientArgs {
     /// Over UDP (coap://), send the request Non-confirmable.
     #[arg(long)]
     non: bool,
-    /// Also trust the CA certificates in this PEM file (besides the system's roots).
-    #[arg(long, value_name = "FILE")]
-    ca_cert: Vec<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Largest response body taken, in bytes (block-wise transfers stop with an error beyond
+    /// it).
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    max_body_size: usize,
     /// Observe the resource (RFC 7641): print each notification's payload on its own line
     /// until the observation ends or Ctrl-C, which deregisters.
     #[arg(long)]
     observe: bool,
+}
+
+/// Client flags shared by the request commands and `bench`.
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Also trust the CA certificates in this PEM file (besides the system's roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Vec<PathBuf>,
+}
+
+impl CommonArgs {
+    /// A client endpoint for `scheme` with these flags; it answers `/whoami` when the server
+    /// asks back (role reversal: the demo's `/ask-back`).
+    pub fn endpoint(&self, config: EndpointConfig, secure: bool) -> Result<Endpoint> {
+        let whoami = Resource::new().get(|_r: IncomingRequest| async {
+            Message::response(
+                Code::CONTENT,
+                format!("coapws {} client", env!("CARGO_PKG_VERSION")),
+            )
+            .with_content_format(ContentFormat::TEXT_PLAIN.0)
+        });
+        let mut builder = Endpoint::builder()
+            .config(config)
+            .site(Site::new().resource("/whoami", whoami));
+        if secure {
+            let mut trust = TlsClientConfig::system();
+            for ca in &self.ca_cert {
+                trust.add_ca_file(ca)?;
+            }
+            builder = builder.tls_client(trust);
+        }
+        Ok(builder.build())
+    }
 }
 
 fn content_format(arg: &str) -> Result<u16> {
@@ -82,6 +120,12 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
         request = request.accept(content_format(a)?);
     }
     if args.non {
+        if request.uri.scheme.is_reliable() {
+            anyhow::bail!(
+                "--non is for coap:// (UDP) only: {} has no message types",
+                request.uri.scheme
+            );
+        }
         request = request.non();
     }
     if let Some(bits) = args.no_response {
@@ -94,15 +138,10 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
     let mut config = EndpointConfig::default();
     // A one-shot client should not linger: the server closes on our Release at once.
     config.connection.release_timeout = Duration::from_millis(500);
-    let mut builder = Endpoint::builder().config(config);
-    if request.uri.scheme.is_secure() {
-        let mut trust = TlsClientConfig::system();
-        for ca in &args.ca_cert {
-            trust.add_ca_file(ca)?;
-        }
-        builder = builder.tls_client(trust);
-    }
-    let endpoint = builder.build();
+    config.max_body_size = args.max_body_size;
+    let endpoint = args
+        .common
+        .endpoint(config, request.uri.scheme.is_secure())?;
     if args.observe {
         let result = observe(&endpoint, request).await;
         endpoint.shutdown().await;
@@ -116,6 +155,9 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
     let response = match result {
         Ok(r) => r,
         Err(coapws::Error::NoResponse) => return Ok(ExitCode::SUCCESS),
+        Err(e @ coapws::Error::Block(coapws::proto::blockwise::BlockError::TooLarge { .. })) => {
+            anyhow::bail!("{e} (raise it with --max-body-size)")
+        }
         Err(e) => return Err(e.into()),
     };
     let m = &response.message;
@@ -139,10 +181,13 @@ async fn observe(endpoint: &Endpoint, request: Request) -> Result<ExitCode> {
     use coapws::ObserveEnd;
     let mut observation = endpoint.observe(request).await?;
     let mut first = true;
+    // One Ctrl-C listener for the whole run: once tokio handles SIGINT, a signal that comes
+    // while no listener exists (between two notifications) would be lost.
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         let next = tokio::select! {
             n = observation.next() => n,
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut ctrl_c => {
                 // Deregister before leaving (RFC 7641 §3.6); the answer does not matter.
                 let _ = observation.cancel().await;
                 return Ok(ExitCode::SUCCESS);

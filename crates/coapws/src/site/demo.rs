@@ -80,10 +80,16 @@ async fn ask_back(req: IncomingRequest) -> Message {
             }
             r
         }
+        // The client answered, just not with a representation (aiocoap-client, for one,
+        // serves nothing): that still shows the request went back over the connection.
         Ok(answer) => Message::response(
-            Code::BAD_GATEWAY,
-            format!("the client answered {path} with {}", answer.code),
-        ),
+            Code::CONTENT,
+            format!(
+                "asked your client for {path} over this connection; it answered {}",
+                answer.code
+            ),
+        )
+        .with_content_format(ContentFormat::TEXT_PLAIN.0),
         Err(e) => Message::response(Code::BAD_GATEWAY, format!("asking the client failed: {e}")),
     }
 }

@@ -328,18 +328,37 @@ impl Site {
             return Message::response(Code::CONTENT, link_format::serialize(&links))
                 .with_content_format(ContentFormat::LINK_FORMAT.0);
         }
-        if let Some(resource) = self.exact.get(&path) {
+        let accept = m.options.accept();
+        let response = if let Some(resource) = self.exact.get(&path) {
             if let Some(o) = &resource.observable {
                 request.observe_with(o);
             }
-            return match resource.methods.iter().find(|(c, _)| *c == m.code) {
+            match resource.methods.iter().find(|(c, _)| *c == m.code) {
                 Some((_, h)) => h.call(request).await,
-                None => Message::new(Code::METHOD_NOT_ALLOWED),
-            };
-        }
-        if let Some(s) = self.subtrees.iter().find(|s| path.starts_with(&s.prefix)) {
-            return s.handler.call(request).await;
-        }
-        Message::new(Code::NOT_FOUND)
+                None => return Message::new(Code::METHOD_NOT_ALLOWED),
+            }
+        } else if let Some(s) = self.subtrees.iter().find(|s| path.starts_with(&s.prefix)) {
+            s.handler.call(request).await
+        } else {
+            return Message::new(Code::NOT_FOUND);
+        };
+        not_acceptable(accept, response)
+    }
+}
+
+/// RFC 7252 §5.10.4: a 2.xx representation in another Content-Format than the request's
+/// Accept becomes 4.06 Not Acceptable (handlers that can offer several formats pick the one
+/// asked for; the rest need not check).
+fn not_acceptable(accept: Option<u16>, response: Message) -> Message {
+    match (accept, response.options.content_format()) {
+        (Some(want), Some(have)) if want != have && response.code.is_success() => diagnostic(
+            Code::NOT_ACCEPTABLE,
+            format!(
+                "available as {} only, not as the Accept asked for ({})",
+                ContentFormat(have),
+                ContentFormat(want)
+            ),
+        ),
+        _ => response,
     }
 }
