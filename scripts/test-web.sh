@@ -2,7 +2,8 @@
 # Tests of the browser CoAP library web/coap.js under node --test:
 #   1. unit tests (codec vectors shared with the Rust codec, option values, link-format);
 #   2. end to end against a live `coapws serve` ($COAPWS_BIN, default target/debug/coapws) and
-#      aiocoap's WebSocket servers (target/peers/venv, installed by scripts/install-peers.sh).
+#      aiocoap's WebSocket servers (target/peers/venv, installed by scripts/install-peers.sh),
+#      and a deliberately misbehaving WebSocket peer (Python websockets from that venv).
 # The tests start their servers themselves on free loopback ports and kill them when done.
 # Needs node >= 20; node 20's WebSocket is enabled with --experimental-websocket (no npm).
 # Ends with "web: N passed, M failed"; exits non-zero on any failure.
@@ -65,7 +66,7 @@ run() {
 }
 
 run unit 60 web/test/codec.test.mjs
-run e2e 300 web/test/coapws.test.mjs web/test/aiocoap.test.mjs
+run e2e 300 web/test/coapws.test.mjs web/test/aiocoap.test.mjs web/test/hostile.test.mjs
 
 echo "test-web: $(( $(date +%s) - start )) s; TAP reports in ${out#"$root"/}"
 echo "web: $passed passed, $failed failed"

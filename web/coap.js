@@ -844,7 +844,7 @@ export class CoapConnection {
   _receive(data) {
     if (this._isClosed) return;
     if (typeof data === 'string') {
-      this.abort('Text frame received', 1003);
+      this.abort('Text frame received');
       return;
     }
     let bytes;
@@ -857,7 +857,7 @@ export class CoapConnection {
     try {
       msg = decodeMessage(bytes);
     } catch (e) {
-      this.abort(`Malformed message: ${e.message}`, 1007);
+      this.abort(`Malformed message: ${e.message}`);
       return;
     }
     const pending = msg.code >= 64 && msg.code < 192 ? this._pending.get(toHex(msg.token)) : undefined;
@@ -883,7 +883,7 @@ export class CoapConnection {
           if (n === SignalOption.MAX_MESSAGE_SIZE) this.peer.maxMessageSize = decodeUint(v);
           else if (n === SignalOption.BLOCK_WISE_TRANSFER) this.peer.blockWiseTransfer = true;
           else if (n % 2 === 1) {
-            this.abort('Unknown critical CSM option', 1002, n);
+            this.abort('Unknown critical CSM option', n);
             return;
           }
         }
@@ -1285,14 +1285,14 @@ export class CoapConnection {
    * Abort (7.05) with a diagnostic, then close; every pending request fails.
    * @param {string} [diagnostic]
    */
-  abort(diagnostic = '', wsCode = 1000, badCsmOption) {
+  abort(diagnostic = '', badCsmOption) {
     if (this._isClosed) return;
     try {
       const options = badCsmOption !== undefined ? [[SignalOption.BAD_CSM_OPTION, encodeUint(badCsmOption)]] : [];
       this._send({ code: Code.ABORT, token: new Uint8Array(0), options, payload: utf8.encode(diagnostic) });
     } catch { /* the socket may be gone already */ }
     this._fail(new CoapError(`aborted${diagnostic ? ': ' + diagnostic : ''}`));
-    this._closeSocket(wsCode, 'abort');
+    this._closeSocket(1000, 'abort');
   }
 
   /** Closes the WebSocket; every pending request fails with CoapError. */
@@ -1302,6 +1302,9 @@ export class CoapConnection {
 
   _closeSocket(code, reason) {
     const ws = this._ws;
+    // The WebSocket API lets scripts close with 1000 or 3000–4999 only (not 1002, 1003, 1007):
+    // an Abort's diagnostic says what went wrong.
+    if (code !== 1000 && (code < 3000 || code > 4999)) code = 1000;
     this._fail(new CoapError(`connection closed${reason ? ' (' + reason + ')' : ''}`));
     try { ws.close(code, reason); } catch { try { ws.close(); } catch { /* already closed */ } }
     // Some servers never answer the closing handshake: do not wait for them forever.

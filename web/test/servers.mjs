@@ -131,3 +131,10 @@ export async function startAiocoapFileserver(dir) {
   await waitListening(p, port + 3000, 20000, 'aiocoap-fileserver');
   return { ...p, port: port + 3000, url: `coap+ws://127.0.0.1:${port + 3000}` };
 }
+
+/** The venv's python running ARGS; resolves once its output matches ready (bounded). */
+export async function startVenvPython(args, ready, what) {
+  const p = start(join(venv, 'python'), args, { hint: venvHint });
+  const m = await p.waitFor(ready, 20000, what);
+  return { ...p, match: m };
+}
