@@ -942,7 +942,11 @@ export class CoapConnection {
   }
 
   _serveRequest(msg) {
-    const work = this._answer(msg).catch(() => {});
+    const work = this._answer(msg).catch((e) => {
+      try {
+        if (!this._isClosed) this._send({ code: Code.INTERNAL_SERVER_ERROR, token: msg.token, options: [], payload: utf8.encode(String(e?.message ?? e)) });
+      } catch { /* nothing more to do */ }
+    });
     this._inFlight.add(work);
     work.finally(() => this._inFlight.delete(work));
   }
@@ -995,7 +999,7 @@ export class CoapConnection {
     // Block2: answer the block asked for, or cut a reply too large for the peer.
     const whole = encodeMessage({ code, token: msg.token, options, payload }).length;
     if (block2 !== undefined || whole > this.peer.maxMessageSize) {
-      const asked = block2 !== undefined ? decodeBlock(block2) : { num: 0, szx: 6 };
+      const asked = block2 !== undefined ? decodeBlock(block2) : { num: 0, szx: 6, size: 1024 };
       let szx = Math.min(asked.szx, 6);
       while (szx > 0 && (1 << (szx + 4)) + whole - payload.length + 16 > this.peer.maxMessageSize) szx--;
       const size = 1 << (szx + 4);
