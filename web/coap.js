@@ -4,6 +4,16 @@
 // tokens), RFC 6690 link-format parsing, and a connection that does the CSM exchange, Ping/Pong,
 // Release and Abort, requests with block-wise transfer both ways (RFC 7959, BERT), Observe
 // (RFC 7641) as an async iterator, and serving requests the server sends back (role reversal).
+//
+//   import { connect } from './coap.js';
+//   const conn = await connect('coap+ws://example.org', { onLog: (e) => console.log(e.summary) });
+//   const r = await conn.get('/hello');               // r.codeString, r.text(), r.json()
+//   for await (const n of conn.observe('/time')) { … } // break deregisters
+//   conn.serve(async (req) => ({ payload: 'I am a browser' }));
+//
+// In node 20 run with --experimental-websocket, or pass { WebSocket } (e.g. the "ws" package).
+// A path that is an absolute URI ("coap://host/x") is sent as Proxy-Uri, for a proxying server.
+// Closes always use WebSocket code 1000: the WebSocket API refuses 1002/1003/1007 from scripts.
 
 /** @typedef {Array<[number, Uint8Array]>} OptionList options in wire order, values as bytes */
 /** @typedef {{code: number, token: Uint8Array, options: OptionList, payload: Uint8Array}} CoapMessage */
