@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tests of the browser CoAP library web/coap.js under node --test:
 #   1. unit tests (codec vectors shared with the Rust codec, option values, link-format);
-#   2. end to end against a live `coapws serve` ($COAPWS_BIN, default target/debug/coapws)
+#   2. end to end against a live `coapws serve` ($COAPWS_BIN, default target/debug/coapws),
 #      aiocoap's WebSocket servers (target/peers/venv, installed by scripts/install-peers.sh),
 #      and a deliberately misbehaving WebSocket peer (Python websockets from that venv).
 # The tests start their servers themselves on free loopback ports and kill them when done.
