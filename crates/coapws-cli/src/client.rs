@@ -19,9 +19,19 @@ pub struct ClientArgs {
     /// The resource, e.g. coap+ws://localhost:8683/hello (a default `coapws serve`; without a
     /// port coap+ws means 80, coap and coap+tcp 5683)
     uri: String,
-    /// Payload: TEXT, or @FILE to read it from a file.
+    /// Payload: TEXT, @FILE to read it from a file (sent block by block), or @- for stdin.
     #[arg(long)]
     payload: Option<String>,
+    /// Any option, as NUMBER=VALUE (repeatable): VALUE is a uint when all digits, bytes when
+    /// 0x followed by hex digits, else text; NUMBER= alone is an empty option.
+    #[arg(long = "option", value_name = "NUMBER=VALUE")]
+    options: Vec<String>,
+    /// Write the payload to FILE instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Print the response code and options (by name) before the payload.
+    #[arg(short = 'i', long)]
+    include: bool,
     /// Content-Format of the payload: a number or a name (e.g. 0, text/plain, json).
     #[arg(long)]
     content_format: Option<String>,
@@ -82,6 +92,57 @@ impl CommonArgs {
     }
 }
 
+/// `NUMBER=VALUE` of `--option`.
+fn option_arg(arg: &str) -> Result<(coapws::proto::OptionNumber, Bytes)> {
+    let (n, v) = arg
+        .split_once('=')
+        .with_context(|| format!("--option {arg:?}: expected NUMBER=VALUE"))?;
+    let n: u16 = n
+        .trim()
+        .parse()
+        .with_context(|| format!("--option {arg:?}: {n:?} is not an option number"))?;
+    let value = if let Some(hex) = v.strip_prefix("0x") {
+        if hex.len() % 2 != 0 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+            anyhow::bail!("--option {arg:?}: bad hex");
+        }
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("checked hex"))
+            .collect::<Vec<u8>>()
+    } else if !v.is_empty() && v.bytes().all(|c| c.is_ascii_digit()) {
+        let x: u32 = v
+            .parse()
+            .with_context(|| format!("--option {arg:?}: uint too large"))?;
+        let b = x.to_be_bytes();
+        b[b.iter().position(|&c| c != 0).unwrap_or(4)..].to_vec()
+    } else {
+        v.as_bytes().to_vec()
+    };
+    Ok((coapws::proto::OptionNumber(n), Bytes::from(value)))
+}
+
+/// An option's value as people read it: text for string options, a number for uints, Block
+/// values decoded, hex otherwise.
+fn option_value(n: coapws::proto::OptionNumber, v: &[u8]) -> String {
+    use coapws::proto::OptionNumber as O;
+    if matches!(n, O::BLOCK1 | O::BLOCK2) {
+        if let Some(b) = coapws::proto::BlockValue::decode(v) {
+            return format!("{}/{}/{}", b.num, u8::from(b.more), b.size());
+        }
+    }
+    match n.info().map(|i| i.format) {
+        Some(coapws::proto::option::ValueFormat::String) => String::from_utf8_lossy(v).into_owned(),
+        Some(coapws::proto::option::ValueFormat::Uint) if v.len() <= 4 => v
+            .iter()
+            .fold(0u32, |a, &b| a << 8 | u32::from(b))
+            .to_string(),
+        _ => {
+            let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
+            format!("0x{hex}")
+        }
+    }
+}
+
 fn content_format(arg: &str) -> Result<u16> {
     Ok(ContentFormat::parse_arg(arg)
         .with_context(|| format!("bad content format {arg:?}"))?
@@ -93,6 +154,12 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
     let mut request = Request::new(method, &args.uri)?;
     if let Some(p) = &args.payload {
         request = match p.strip_prefix('@') {
+            Some("-") => {
+                let mut body = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
+                    .context("cannot read the payload from stdin")?;
+                request.payload(body)
+            }
             // Read block by block as the upload goes, never whole.
             Some(file) => {
                 std::fs::metadata(file)
@@ -115,6 +182,10 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
     }
     if let Some(cf) = &args.content_format {
         request = request.content_format(content_format(cf)?);
+    }
+    for o in &args.options {
+        let (number, value) = option_arg(o)?;
+        request.options.push(number, value);
     }
     if let Some(a) = &args.accept {
         request = request.accept(content_format(a)?);
@@ -161,10 +232,27 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
         Err(e) => return Err(e.into()),
     };
     let m = &response.message;
+    if args.include {
+        let mut head = m.code.to_string();
+        for (n, v) in m.options.iter() {
+            head.push_str(&format!("\n{n}: {}", option_value(n, v)));
+        }
+        crate::say(&head);
+    }
     if m.code.is_success() {
-        let mut out = std::io::stdout().lock();
-        out.write_all(&m.payload)?;
-        out.flush()?;
+        match &args.output {
+            Some(file) => std::fs::write(file, &m.payload)
+                .with_context(|| format!("cannot write {}", file.display()))?,
+            None => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&m.payload)?;
+                // On a terminal the prompt should not follow the payload on its line.
+                if std::io::IsTerminal::is_terminal(&out) && !m.payload.ends_with(b"\n") {
+                    out.write_all(b"\n")?;
+                }
+                out.flush()?;
+            }
+        }
         Ok(ExitCode::SUCCESS)
     } else {
         if m.payload.is_empty() {

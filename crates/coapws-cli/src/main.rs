@@ -3,6 +3,7 @@
 
 mod bench;
 mod client;
+mod discover;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,15 @@ enum Command {
     Ipatch(client::ClientArgs),
     /// Load a resource with requests for a while and print requests/s and latencies.
     Bench(bench::BenchArgs),
+    /// Show a server's resources (its /.well-known/core) as a tree.
+    Discover(discover::DiscoverArgs),
+    /// Print a shell completion script (e.g. `coapws completions bash > /etc/bash_completion.d/coapws`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `coapws man | man -l -`.
+    Man,
 }
 
 /// Writes one line to stdout. A closed stdout (a pipe whose reader went away) is not worth
@@ -93,6 +103,21 @@ fn main() -> ExitCode {
             Command::Bench(a) => {
                 init_logging(cli.verbose, "warn");
                 bench::run(a).await
+            }
+            Command::Discover(a) => discover::run(a, cli.verbose).await,
+            Command::Completions { shell } => {
+                use clap::CommandFactory;
+                let mut out = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "coapws", &mut out);
+                std::io::Write::write_all(&mut std::io::stdout(), &out)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Man => {
+                use clap::CommandFactory;
+                let mut out = Vec::new();
+                clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+                std::io::Write::write_all(&mut std::io::stdout(), &out)?;
+                Ok(ExitCode::SUCCESS)
             }
         }
     });

@@ -174,3 +174,98 @@ fn observe_exits_on_ctrl_c_right_after_a_notification() {
         assert_eq!(lines.len(), 1);
     }
 }
+
+/// `-o FILE`, `--payload @-` (stdin), `-i` (code and options by name), `--option NUM=VALUE`.
+#[test]
+fn output_stdin_include_and_any_option() {
+    let tmp = TempDir::new("flags");
+    let (_s, base) = serve_ws(&tmp, &[]);
+    let out = tmp.path().join("hello.txt");
+    let o = coapws(&["get", &format!("{base}/hello"), "-o", s(&out)]);
+    assert!(
+        o.status.success() && stdout(&o).is_empty(),
+        "{}",
+        describe(&o)
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), HELLO);
+
+    // /echo answers with the payload and the Content-Format it was sent: 50 (JSON) given as a
+    // raw option number, the body from stdin.
+    let mut cmd = std::process::Command::new(coapws_bin());
+    cmd.args([
+        "post",
+        &format!("{base}/echo"),
+        "--payload",
+        "@-",
+        "--option",
+        "12=50",
+        "-i",
+    ])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"{\"a\":1}").unwrap();
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", describe(&o));
+    assert_eq!(
+        stdout(&o),
+        "2.04 Changed\nContent-Format(12): 50\n{\"a\":1}"
+    );
+
+    // Hex and text values, and a malformed one.
+    let o = coapws(&["get", &format!("{base}/hello"), "--option", "2000=0xzz"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("bad hex"), "{}", describe(&o));
+    // A text option: Uri-Query (15) tells /ask-back which path to ask our client for.
+    let o = coapws(&[
+        "get",
+        &format!("{base}/ask-back"),
+        "--option",
+        "15=path=/nothing",
+    ]);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(stdout(&o).contains("for /nothing"), "{}", describe(&o));
+}
+
+/// `coapws discover` shows the resource tree with the attributes people look for.
+#[test]
+fn discover_shows_the_resource_tree() {
+    let tmp = TempDir::new("discover");
+    let (_s, base) = serve_ws(&tmp, &[]);
+    let o = coapws(&["discover", &base]);
+    assert!(o.status.success(), "{}", describe(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "/");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("├── hello  ct=0 title=\"Greeting\"")),
+        "{out}"
+    );
+    assert!(lines.iter().any(|l| l.contains("time  ct=0 obs")), "{out}");
+    assert!(lines.last().unwrap().starts_with("└── "), "{out}");
+}
+
+/// Shell completions and a man page come from the same definitions as `--help`.
+#[test]
+fn completions_and_man_page() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = coapws(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", describe(&o));
+        let script = stdout(&o);
+        assert!(
+            script.contains("coapws") && script.contains("discover"),
+            "{shell}"
+        );
+        assert!(
+            script.contains("observe"),
+            "{shell}: flags are completed too"
+        );
+    }
+    let o = coapws(&["man"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains(".TH coapws 1"), "{}", describe(&o));
+}
