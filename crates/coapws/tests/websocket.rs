@@ -948,3 +948,27 @@ async fn block1_upload_state_is_bounded_ordered_and_expires() {
     assert_eq!(r.payload.len(), 1024 + 10, "the echo of both blocks");
     assert!(r.payload[..1024].iter().all(|&c| c == b'a' + 6));
 }
+
+/// Regression: when a client closed, the server dropped the TCP connection without its own
+/// Close frame (RFC 6455 §5.5.1), so clients saw 1006 instead of a clean 1000.
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_frame() {
+    use futures_util::SinkExt;
+    let (_server, addr) = server().await;
+    let mut ws = raw(addr).await;
+    handshake_csm(&mut ws).await;
+    use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
+    let bye = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    };
+    ws.send(tokio_tungstenite::tungstenite::Message::Close(Some(bye)))
+        .await
+        .unwrap();
+    // The answer echoes the code; a dropped connection would give no frame at all.
+    assert_eq!(
+        close_code(&mut ws).await,
+        Some(1000),
+        "the server's Close frame"
+    );
+}

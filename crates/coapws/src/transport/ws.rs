@@ -48,6 +48,8 @@ pub(crate) struct WsIo<S> {
     ws: WebSocketStream<S>,
     /// Set when the WebSocket layer itself saw a protocol violation (close with 1002).
     protocol_error: bool,
+    /// The peer sent its Close frame (and was answered): the closing handshake is done.
+    peer_closed: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WsIo<S> {
@@ -55,6 +57,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WsIo<S> {
         WsIo {
             ws,
             protocol_error: false,
+            peer_closed: false,
         }
     }
 }
@@ -67,6 +70,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameIo for WsIo<S> {
                 Some(Ok(WsMessage::Text(_))) => Inbound::Text,
                 Some(Ok(WsMessage::Close(frame))) => {
                     debug!(?frame, "WebSocket close received");
+                    // RFC 6455 §5.5.1: answer with a Close frame of our own. tungstenite
+                    // queued it; it goes out with this flush.
+                    self.peer_closed = true;
+                    let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.flush()).await;
                     Inbound::Closed(None)
                 }
                 // Pings are answered by tungstenite; pongs and raw frames mean nothing here.
@@ -96,6 +103,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameIo for WsIo<S> {
     }
 
     async fn close(&mut self, why: &ConnectionError) {
+        if self.peer_closed {
+            return;
+        }
         let code = if self.protocol_error {
             1002
         } else {
