@@ -40,6 +40,49 @@ impl std::fmt::Debug for Progress {
     }
 }
 
+/// Given the first response to `next` (a request without Block1 options), asks for the later
+/// Block2 pieces, if any, with `ask`, and returns the whole representation (RFC 7959 §2.4: in
+/// order, its ETag unchanged, at most `max` bytes). A response that is not 2.xx ends it as it is.
+pub(crate) async fn collect_block2<F, Fut>(
+    first: Message,
+    mut next: Message,
+    max: usize,
+    mut ask: F,
+    progress: Option<&Progress>,
+) -> Result<Message, Error>
+where
+    F: FnMut(Message) -> Fut,
+    Fut: std::future::Future<Output = Result<Message, Error>>,
+{
+    let mut blocks = Block2Collector::new(max);
+    let total = first
+        .options
+        .get_uint(OptionNumber::SIZE2)
+        .map(|s| s as usize);
+    let mut response = first;
+    loop {
+        if !response.code.is_success() {
+            return Ok(response);
+        }
+        let piece = response.options.block2().is_some();
+        match blocks.feed(response)? {
+            Collected::Complete(m) => {
+                if let Some(p) = progress.filter(|_| piece) {
+                    p.report(m.payload.len(), total);
+                }
+                return Ok(m);
+            }
+            Collected::Next(block) => {
+                if let Some(p) = progress {
+                    p.report(blocks.received(), total);
+                }
+                next.options.set(OptionNumber::BLOCK2, block.encode());
+                response = ask(next.clone()).await?;
+            }
+        }
+    }
+}
+
 /// Where an upload's body comes from.
 enum Body<'a> {
     Memory(&'a Bytes),
@@ -230,43 +273,20 @@ impl Endpoint {
     async fn collect_blocks(
         &self,
         remote: &Remote,
-        mut next: Message,
+        next: Message,
         first: Response,
         t: Option<Duration>,
         con: bool,
         progress: Option<&Progress>,
     ) -> Result<Response, Error> {
-        let mut blocks = Block2Collector::new(self.config().max_body_size);
-        let total = first
-            .message
-            .options
-            .get_uint(OptionNumber::SIZE2)
-            .map(|s| s as usize);
-        let mut response = first;
-        loop {
-            if !response.code().is_success() {
-                return Ok(response);
-            }
-            let piece = response.message.options.block2().is_some();
-            match blocks.feed(response.message)? {
-                Collected::Complete(m) => {
-                    if let Some(p) = progress.filter(|_| piece) {
-                        p.report(m.payload.len(), total);
-                    }
-                    return Ok(Response {
-                        message: m,
-                        remote: response.remote,
-                    });
-                }
-                Collected::Next(block) => {
-                    if let Some(p) = progress {
-                        p.report(blocks.received(), total);
-                    }
-                    next.options.set(OptionNumber::BLOCK2, block.encode());
-                    response = self.request_on(remote, next.clone(), t, con).await?;
-                }
-            }
-        }
+        let ask =
+            |m: Message| async move { self.request_on(remote, m, t, con).await.map(|r| r.message) };
+        let max = self.config().max_body_size;
+        let message = collect_block2(first.message, next, max, ask, progress).await?;
+        Ok(Response {
+            message,
+            remote: first.remote,
+        })
     }
 
     /// Sends `body` with `message`'s options in Block1 pieces that fit `limit`-byte messages;

@@ -623,3 +623,45 @@ async fn a_file_server_upload_streams_to_disk() {
     assert!(!dir.join("big.bin").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Regression: a request a server sent back to its client (role reversal, `Remote::request`)
+/// kept only the first block of a large answer.
+#[tokio::test]
+async fn role_reversal_answers_come_whole() {
+    let config = EndpointConfig {
+        connection: coapws::proto::connection::ConnectionConfig {
+            max_message_size: 1152,
+            ..Default::default()
+        },
+        ..EndpointConfig::default()
+    };
+    let site = Site::new().resource(
+        "/ask",
+        Resource::new().get(|req: IncomingRequest| async move {
+            let q = Message::request(Code::GET, "/big-answer");
+            match req.remote.request(q, Duration::from_secs(5)).await {
+                Ok(a) => Message::response(Code::CONTENT, format!("{} bytes", a.payload.len())),
+                Err(e) => Message::response(Code::BAD_GATEWAY, e.to_string()),
+            }
+        }),
+    );
+    let server = Endpoint::builder().config(config).site(site).build();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let ws = server.listen_ws(any).await.unwrap();
+    let udp = server.listen_udp(any).await.unwrap();
+    let answer = pattern(5000, 3);
+    let a = answer.clone();
+    let client = Endpoint::builder()
+        .site(Site::new().resource(
+            "/big-answer",
+            Resource::new().get(move |_r: IncomingRequest| {
+                let a = a.clone();
+                async move { Message::response(Code::CONTENT, a) }
+            }),
+        ))
+        .build();
+    for base in [format!("coap+ws://{ws}"), format!("coap://{udp}")] {
+        let r = client.get(&format!("{base}/ask")).await.unwrap();
+        assert_eq!(r.message.payload_text(), "5000 bytes", "{base}");
+    }
+}
