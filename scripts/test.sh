@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command: installs the peers, checks formatting and lints, runs every test
 # (unit, property, integration over loopback, interop with aiocoap and libcoap, doc tests, the
-# fuzz targets over their seed corpora), and ends with one line counting them all:
+# fuzz targets over their seed corpora, the browser library under node, the console in headless
+# Chromium), and ends with one line counting them all:
 #
 #     tests: N passed, M failed
 #
@@ -103,6 +104,23 @@ if [ ${#fuzz_problems[@]} -eq 0 ]; then
   fi
 fi
 
+# The browser library under node (unit and end to end) and the console in headless Chromium:
+# each script ends with "NAME: N passed, M failed"; a script that does not say so has failed.
+suites=()
+for suite in web browser; do
+  step "running scripts/test-$suite.sh"
+  COAPWS_BIN=target/debug/coapws timeout --kill-after=30 600 "scripts/test-$suite.sh" 2>&1 \
+    | tee "$work/$suite.log"
+  line=$(grep -E "^$suite: [0-9]+ passed, [0-9]+ failed$" "$work/$suite.log" | tail -n 1)
+  if [ -n "$line" ]; then
+    suites+=("$line")
+  else
+    suites+=("$suite: 0 passed, 1 failed")
+    echo "test.sh: scripts/test-$suite.sh ended without its summary line" >&2
+  fi
+done
+export COAPWS_SUITES="${suites[*]}"
+
 # The summary: per test binary (by its source file), tests passed and failed, and the checks.
 python3 - "$work/artifacts.json" "$work/tests.log" "$work/doc.log" "$MINIMUMS" "$test_rc" "$doc_rc" \
   "$fuzz_passed" "${fuzz_problems[@]}" >"$work/summary" <<'PY'
@@ -169,7 +187,7 @@ for name, n_passed, n_failed, finished, names in binaries:
         problems.append(f"{name}: ran {n_passed + n_failed} tests, expects at least {want} ({minimums_file})")
     if n_failed and not names:
         problems.append(f"{name}: {n_failed} failed (names not in the log)")
-for name in sorted(set(minimums) - seen):
+for name in sorted(n for n in set(minimums) - seen if not n.startswith("suite:")):
     problems.append(f"{name}: expected test binary did not run")
 if test_rc == "124" or doc_rc == "124":
     problems.append("the time limit was reached: a test hangs or the run is too slow")
@@ -179,6 +197,14 @@ if doc_rc != "0" and failed == 0 and not problems:
     problems.append(f"cargo test --doc exited with status {doc_rc}")
 problems += fuzz_problems
 passed += int(fuzz_passed)
+# The node and browser suites: "web: N passed, M failed browser: N passed, M failed".
+for name, n_passed, n_failed in re.findall(r"(\w+): (\d+) passed, (\d+) failed", os.environ.get("COAPWS_SUITES", "")):
+    passed += int(n_passed)
+    if int(n_failed):
+        problems.append(f"scripts/test-{name}.sh: {n_failed} failed (see its output above)")
+    want = minimums.get(f"suite:{name}", 1)
+    if int(n_passed) + int(n_failed) < want:
+        problems.append(f"scripts/test-{name}.sh: ran {int(n_passed) + int(n_failed)} checks, expects at least {want}")
 for p in problems:
     print(f"REFUSED {p}")
 print(f"tests: {passed} passed, {failed + len(problems)} failed")

@@ -162,8 +162,10 @@ test('an observation ends when the connection closes', async () => {
 
 test('role reversal: the server GETs /whoami from us; serve() sets and replaces the handler', async () => {
   const c = await open(demo.url);
+  // Without a handler we answer 5.01; the demo server reports that answer as its own 2.05.
   const none = await c.get('/ask-back');
-  assert.equal(none.ok, false, `without a handler: ${none.codeString} ${none.text()}`);
+  assert.equal(none.codeString, '2.05', `without a handler: ${none.codeString} ${none.text()}`);
+  assert.match(none.text(), /it answered 5\.01 Not Implemented$/);
 
   const seen = [];
   c.serve(async (req) => {
