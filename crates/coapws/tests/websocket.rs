@@ -682,7 +682,9 @@ async fn role_reversal_both_ways() {
     let r = plain.get(&uri(addr, "/ask-back")).await.unwrap();
     assert_eq!(r.code(), Code::CONTENT);
     assert!(
-        r.message.payload_text().ends_with("it answered 5.01 Not Implemented"),
+        r.message
+            .payload_text()
+            .ends_with("it answered 5.01 Not Implemented"),
         "{}",
         r.message.payload_text()
     );
