@@ -335,3 +335,29 @@ fn allow_origin_widens_the_browser_origin_policy() {
         "foreign"
     );
 }
+
+#[test]
+fn site_serves_a_folder_instead_of_the_console() {
+    let tmp = TempDir::new("site");
+    let dir = tmp.subdir("www");
+    std::fs::write(dir.join("index.html"), "<html>my device</html>").unwrap();
+    std::fs::write(dir.join("app.js"), "export {}").unwrap();
+    let (_g, l) = coapws_serve(tmp.path(), &["--ws", "127.0.0.1:0", "--site", s(&dir)], 1);
+    let addr: SocketAddr = l
+        .url("coap+ws")
+        .strip_prefix("coap+ws://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (status, body) = http_get(addr, "/");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(body, "<html>my device</html>");
+    let (status, body) = http_get(addr, "/app.js");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(body, "export {}");
+    // The console is not there any more; CoAP is.
+    let (status, _) = http_get(addr, "/console.js");
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+    let o = coapws_client("get", &[&format!("{}/hello", l.url("coap+ws"))]);
+    assert_ok_payload(&o, HELLO.as_bytes(), "CoAP beside the site");
+}

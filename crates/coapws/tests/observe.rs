@@ -663,3 +663,66 @@ async fn recv_udp_from(s: &UdpSocket) -> (UdpHeader, Message, SocketAddr) {
     let (h, m) = wire::decode(&d, &DecodeLimits::default()).unwrap();
     (h, m, from)
 }
+
+/// A raw CoAP-over-TCP peer (RFC 8323 §3 framing by hand through the codec).
+struct RawTcp {
+    stream: tokio::net::TcpStream,
+    decoder: coapws::proto::codec::tcp::StreamDecoder,
+}
+
+impl RawTcp {
+    async fn connect(addr: SocketAddr) -> RawTcp {
+        let mut raw = RawTcp {
+            stream: tokio::net::TcpStream::connect(addr).await.unwrap(),
+            decoder: coapws::proto::codec::tcp::StreamDecoder::new(DecodeLimits::default()),
+        };
+        // Our CSM (empty: base values), then the server's.
+        raw.send(&Message::new(Code::CSM)).await;
+        assert_eq!(raw.next().await.code, Code::CSM);
+        raw
+    }
+    async fn send(&mut self, m: &Message) {
+        use tokio::io::AsyncWriteExt;
+        let b = coapws::proto::codec::tcp::encode(m).unwrap();
+        self.stream.write_all(&b).await.unwrap();
+    }
+    async fn next(&mut self) -> Message {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(m) = self.decoder.next_message().unwrap() {
+                return m;
+            }
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, self.stream.read(&mut buf))
+                .await
+                .expect("message in time")
+                .unwrap();
+            assert!(n > 0, "the server closed");
+            self.decoder.push(&buf[..n]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn re_registration_with_the_same_token_does_not_duplicate_over_tcp() {
+    let f = fixture().await;
+    let mut tcp = RawTcp::connect(f.tcp).await;
+    let reg = || common::get("/obs", 7).with_uint_option(OptionNumber::OBSERVE, 0);
+    for _ in 0..2 {
+        tcp.send(&reg()).await;
+        let r = tcp.next().await;
+        assert_eq!(r.code, Code::CONTENT);
+        assert!(r.options.observe().is_some());
+    }
+    assert_eq!(f.server.observer_count(), 1);
+    f.change();
+    assert!(tcp.next().await.options.observe().is_some());
+    tcp.send(&common::get("/obs", 7).with_uint_option(OptionNumber::OBSERVE, 1))
+        .await;
+    let answer = tcp.next().await;
+    assert!(
+        answer.options.observe().is_none(),
+        "a second notification came: {answer:?}"
+    );
+    f.observers_become(0).await;
+}
