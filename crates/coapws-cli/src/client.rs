@@ -218,6 +218,7 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
         endpoint.shutdown().await;
         return result;
     }
+    let uri = request.uri.clone();
     let result = endpoint.send(request).await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -229,7 +230,7 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
         Err(e @ coapws::Error::Block(coapws::proto::blockwise::BlockError::TooLarge { .. })) => {
             anyhow::bail!("{e} (raise it with --max-body-size)")
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(crate::hints::request_error(e, &uri)),
     };
     let m = &response.message;
     if args.include {

@@ -4,6 +4,7 @@
 mod bench;
 mod client;
 mod discover;
+mod hints;
 mod serve;
 
 use clap::{Parser, Subcommand};

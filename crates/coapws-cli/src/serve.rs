@@ -253,20 +253,50 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         }
     }
     for a in l.ws {
-        crate::say(&display("coap+ws", endpoint.listen_ws(a).await?));
+        crate::say(&display(
+            "coap+ws",
+            endpoint
+                .listen_ws(a)
+                .await
+                .map_err(crate::hints::listen_error)?,
+        ));
     }
     for a in l.tcp {
-        crate::say(&display("coap+tcp", endpoint.listen_tcp(a).await?));
+        crate::say(&display(
+            "coap+tcp",
+            endpoint
+                .listen_tcp(a)
+                .await
+                .map_err(crate::hints::listen_error)?,
+        ));
     }
     for a in l.udp {
-        crate::say(&display("coap", endpoint.listen_udp(a).await?));
+        crate::say(&display(
+            "coap",
+            endpoint
+                .listen_udp(a)
+                .await
+                .map_err(crate::hints::listen_error)?,
+        ));
     }
     if let Some(id) = &identity {
         for a in l.wss {
-            crate::say(&display("coaps+ws", endpoint.listen_wss(a, id).await?));
+            crate::say(&display(
+                "coaps+ws",
+                endpoint
+                    .listen_wss(a, id)
+                    .await
+                    .map_err(crate::hints::listen_error)?,
+            ));
         }
         for a in l.tls {
-            crate::say(&display("coaps+tcp", endpoint.listen_tls(a, id).await?));
+            crate::say(&display(
+                "coaps+tcp",
+                endpoint
+                    .listen_tls(a, id)
+                    .await
+                    .map_err(crate::hints::listen_error)?,
+            ));
         }
     }
     wait_for_signal().await;

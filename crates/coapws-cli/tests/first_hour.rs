@@ -269,3 +269,21 @@ fn completions_and_man_page() {
     assert!(o.status.success());
     assert!(stdout(&o).contains(".TH coapws 1"), "{}", describe(&o));
 }
+
+/// A port in use says how to choose others.
+#[test]
+fn a_port_in_use_gets_a_hint() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap();
+    let o = coapws(&["serve", "--ws", &addr.to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("error: cannot listen on {addr}")),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: another server holds that port"),
+        "{err}"
+    );
+}

@@ -235,6 +235,10 @@ pub(crate) fn spawn<T: FrameIo>(
         inbound_running: 0,
         broken: false,
         on_close,
+        stats: Stats {
+            started: Some(Instant::now()),
+            ..Stats::default()
+        },
     };
     tokio::spawn(driver.run());
     (handle, remote)
@@ -255,6 +259,18 @@ struct Driver<T> {
     /// The transport failed under a write: nothing more is written.
     broken: bool,
     on_close: Option<Box<dyn FnOnce(u64) + Send>>,
+    /// What the connection did, for its closing log line.
+    stats: Stats,
+}
+
+/// Counts for a connection's closing log line.
+#[derive(Default)]
+struct Stats {
+    started: Option<Instant>,
+    requests_in: u64,
+    requests_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 impl<T: FrameIo> Driver<T> {
@@ -289,8 +305,14 @@ impl<T: FrameIo> Driver<T> {
     fn inbound(&mut self, inbound: Inbound) {
         let now = Instant::now();
         match inbound {
-            Inbound::Frame(f) => self.core.handle_frame(f, now),
-            Inbound::Data(d) => self.core.handle_bytes(&d, now),
+            Inbound::Frame(f) => {
+                self.stats.bytes_in += f.len() as u64;
+                self.core.handle_frame(f, now)
+            }
+            Inbound::Data(d) => {
+                self.stats.bytes_in += d.len() as u64;
+                self.core.handle_bytes(&d, now)
+            }
             Inbound::Text => {
                 warn!(remote = %self.remote, "text frame received: aborting");
                 self.core.handle_text_frame();
@@ -327,6 +349,7 @@ impl<T: FrameIo> Driver<T> {
                     return;
                 }
                 message.token = self.fresh_token();
+                self.stats.requests_out += 1;
                 debug!(target: "coapws::wire", remote = %self.remote, ?message, "send request");
                 match self.core.send_request(&message) {
                     Ok(()) => self.waiting.insert(message.token, id, reply),
@@ -468,6 +491,7 @@ impl<T: FrameIo> Driver<T> {
     }
 
     fn incoming_request(&mut self, m: Message) {
+        self.stats.requests_in += 1;
         debug!(target: "coapws::wire", remote = %self.remote, message = ?m, "received request");
         let token = m.token.clone();
         let Some(dispatch) = self.dispatch.clone() else {
@@ -535,6 +559,7 @@ impl<T: FrameIo> Driver<T> {
         if frames.is_empty() {
             return true;
         }
+        self.stats.bytes_out += frames.iter().map(|f| f.len() as u64).sum::<u64>();
         match tokio::time::timeout(self.config.write_timeout, self.io.send(frames)).await {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
@@ -559,7 +584,19 @@ impl<T: FrameIo> Driver<T> {
         if let Some(f) = self.on_close.take() {
             f(self.handle.id);
         }
-        info!(remote = %self.remote, conn = self.handle.id, why = %why, "connection closed");
+        let s = &self.stats;
+        let secs = s.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        info!(
+            remote = %self.remote,
+            conn = self.handle.id,
+            why = %why,
+            duration = format_args!("{secs:.1}s"),
+            requests_in = s.requests_in,
+            requests_out = s.requests_out,
+            bytes_in = s.bytes_in,
+            bytes_out = s.bytes_out,
+            "connection closed"
+        );
     }
 }
 

@@ -223,12 +223,36 @@ impl Remote {
     }
 }
 
+/// `a` as people read it: an IPv4 client reaching a `[::]` listener shows as IPv4, not as
+/// `[::ffff:a.b.c.d]`.
+pub(crate) fn display_addr(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => a,
+        },
+        v4 => v4,
+    }
+}
+
 impl fmt::Display for Remote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let peer = display_addr(self.peer_addr);
         match self.side {
-            Side::Client => write!(f, "{}://{}", self.scheme, self.peer_addr),
-            Side::Server => write!(f, "{} client {}", self.scheme, self.peer_addr),
+            Side::Client => write!(f, "{}://{peer}", self.scheme),
+            Side::Server => write!(f, "{} client {peer}", self.scheme),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ipv4_mapped_addresses_show_as_ipv4() {
+        let mapped = "[::ffff:127.0.0.1]:5683".parse().unwrap();
+        assert_eq!(super::display_addr(mapped).to_string(), "127.0.0.1:5683");
+        let v6 = "[::1]:5683".parse().unwrap();
+        assert_eq!(super::display_addr(v6).to_string(), "[::1]:5683");
     }
 }
 
