@@ -245,17 +245,6 @@ impl fmt::Display for Remote {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ipv4_mapped_addresses_show_as_ipv4() {
-        let mapped = "[::ffff:127.0.0.1]:5683".parse().unwrap();
-        assert_eq!(super::display_addr(mapped).to_string(), "127.0.0.1:5683");
-        let v6 = "[::1]:5683".parse().unwrap();
-        assert_eq!(super::display_addr(v6).to_string(), "[::1]:5683");
-    }
-}
-
 impl fmt::Debug for Remote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Remote")
@@ -266,5 +255,16 @@ impl fmt::Debug for Remote {
             .field("port", &self.port)
             .field("side", &self.side)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ipv4_mapped_addresses_show_as_ipv4() {
+        let mapped = "[::ffff:127.0.0.1]:5683".parse().unwrap();
+        assert_eq!(super::display_addr(mapped).to_string(), "127.0.0.1:5683");
+        let v6 = "[::1]:5683".parse().unwrap();
+        assert_eq!(super::display_addr(v6).to_string(), "[::1]:5683");
     }
 }
