@@ -261,7 +261,7 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
         } else {
             eprintln!("{}: {}", m.code, m.payload_text());
         }
-        Ok(ExitCode::FAILURE)
+        Ok(crate::exit::of_code(m.code))
     }
 }
 
@@ -302,9 +302,9 @@ async fn observe(endpoint: &Endpoint, request: Request) -> Result<ExitCode> {
                 } else {
                     eprintln!("{}: {}", m.code, m.payload_text());
                 }
-                return Ok(ExitCode::FAILURE);
+                return Ok(crate::exit::of_code(m.code));
             }
-            Err(end) => anyhow::bail!("{end}"),
+            Err(end) => return Err(end.into()),
         }
     }
 }

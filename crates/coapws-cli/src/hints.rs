@@ -32,10 +32,26 @@ pub fn request_error(e: Error, uri: &Uri) -> anyhow::Error {
         _ => None,
     };
     match hint {
-        Some(h) => anyhow::anyhow!("{text}\nhint: {h}"),
+        Some(hint) => Hinted { error: e, hint }.into(),
         None => e.into(),
     }
 }
+
+/// An error with a hint on its own line after it.
+#[derive(Debug)]
+pub struct Hinted {
+    /// The error.
+    pub error: Error,
+    hint: String,
+}
+
+impl std::fmt::Display for Hinted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\nhint: {}", self.error, self.hint)
+    }
+}
+
+impl std::error::Error for Hinted {}
 
 /// Where a default `coapws serve` listens for `uri`'s scheme.
 fn serve_port(uri: &Uri) -> u16 {
@@ -45,12 +61,13 @@ fn serve_port(uri: &Uri) -> u16 {
 /// A listener's error, with a hint where one helps.
 pub fn listen_error(e: Error) -> anyhow::Error {
     match &e {
-        Error::Listen { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
-            anyhow::anyhow!(
-                "{e}\nhint: another server holds that port; choose others with --ws, --tcp, \
-                 --udp (port 0 picks a free one) or --bind HOST:PORT"
-            )
+        Error::Listen { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => Hinted {
+            error: e,
+            hint: "another server holds that port; choose others with --ws, --tcp, --udp \
+                   (port 0 picks a free one) or --bind HOST:PORT"
+                .to_owned(),
         }
+        .into(),
         _ => e.into(),
     }
 }

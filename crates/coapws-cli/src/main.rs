@@ -126,9 +126,56 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", error_text(&e));
-            ExitCode::FAILURE
+            exit_code_of(&e)
         }
     }
+}
+
+/// Exit statuses (as curl has its own for each kind of failure; README, "Exit status"):
+/// 0 a 2.xx answer; 1 the command itself failed (arguments, files, a listener); 2 usage
+/// (clap); 3 a 4.xx answer; 4 a 5.xx answer; 5 no connection (refused, unreachable, name,
+/// handshake); 6 no answer in time; 7 the connection or exchange broke off (closed, aborted,
+/// Reset, a block-wise transfer that failed).
+pub mod exit {
+    /// The server answered 4.xx.
+    pub const CLIENT_ERROR: u8 = 3;
+    /// The server answered 5.xx.
+    pub const SERVER_ERROR: u8 = 4;
+    /// No connection could be made.
+    pub const NO_CONNECTION: u8 = 5;
+    /// No answer in time.
+    pub const TIMEOUT: u8 = 6;
+    /// The connection or the exchange broke off.
+    pub const BROKEN: u8 = 7;
+
+    /// The status for a response code that is not 2.xx.
+    pub fn of_code(code: coapws::proto::Code) -> std::process::ExitCode {
+        std::process::ExitCode::from(if code.class() == 4 {
+            CLIENT_ERROR
+        } else {
+            SERVER_ERROR
+        })
+    }
+}
+
+fn exit_code_of(e: &anyhow::Error) -> ExitCode {
+    use coapws::Error as E;
+    let error = e
+        .downcast_ref::<coapws::Error>()
+        .or_else(|| e.downcast_ref::<hints::Hinted>().map(|h| &h.error));
+    let code = match error {
+        Some(E::Connect { .. } | E::Handshake { .. }) => exit::NO_CONNECTION,
+        Some(E::Timeout) => exit::TIMEOUT,
+        Some(E::Connection(_) | E::Reset | E::Block(_) | E::Send(_) | E::ObservationEnded) => {
+            exit::BROKEN
+        }
+        _ => match e.downcast_ref::<coapws::ObserveEnd>() {
+            Some(coapws::ObserveEnd::Timeout) => exit::TIMEOUT,
+            Some(_) => exit::BROKEN,
+            None => 1,
+        },
+    };
+    ExitCode::from(code)
 }
 
 /// An error and its causes on one line, each cause once: library errors already name their

@@ -51,13 +51,14 @@ fn demo_site_requests_and_exit_codes() {
     ]);
     assert_eq!(stdout(&o), "from a file");
 
+    // Exit status 3: the server answered 4.xx.
     let o = coapws(&["get", &format!("{base}/missing")]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(3));
     assert!(stdout(&o).is_empty());
     assert!(stderr(&o).contains("4.04 Not Found"), "{}", stderr(&o));
 
     let o = coapws(&["delete", &format!("{base}/hello")]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(3));
     assert!(
         stderr(&o).contains("4.05 Method Not Allowed"),
         "{}",
@@ -95,8 +96,9 @@ fn client_failures_are_clear() {
     // nobody else can take the port meanwhile.
     let held = bound_not_listening();
     let dead = held.local_addr().unwrap();
+    // Exit status 5: no connection.
     let o = coapws(&["get", &format!("coap+ws://{dead}/x"), "--timeout", "5"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(5));
     assert!(
         stderr(&o).contains(&format!("cannot connect to {dead}")) && stderr(&o).contains("refused"),
         "{}",
@@ -107,7 +109,7 @@ fn client_failures_are_clear() {
     // the WebSocket handshake against a plain CoAP-over-TCP port fails with a clear message
     let tcp = s.url("coap+tcp").replace("coap+tcp", "coap+ws");
     let o = coapws(&["get", &format!("{tcp}/hello"), "--timeout", "3"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(5));
     let authority = tcp.trim_start_matches("coap+ws://");
     assert!(
         stderr(&o).contains(&format!("error: handshake with {authority} failed"))
@@ -264,7 +266,11 @@ fn tls_listeners_and_client_trust() {
         assert_eq!(stdout(&o), "Hello, CoAP over WebSockets!");
         // without the CA: a clear certificate error, never a plain-text fallback
         let o = coapws(&["get", &format!("{url}/hello")]);
-        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(
+            o.status.code(),
+            Some(5),
+            "a failed TLS handshake: no connection"
+        );
         assert!(
             stderr(&o).contains("certificate"),
             "{scheme}: {}",

@@ -23,7 +23,7 @@ fn errors_are_printed_once() {
         "--timeout",
         "5",
     ]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(5), "no connection");
     let err = stderr(&o);
     assert_eq!(err.matches("refused").count(), 1, "{err}");
     assert!(
@@ -66,7 +66,7 @@ fn accept_that_cannot_be_met_gets_4_06() {
     let tmp = TempDir::new("accept");
     let (_s, base) = serve_ws(&tmp, &[]);
     let o = coapws(&["get", &format!("{base}/hello"), "--accept", "json"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(3), "a 4.xx answer");
     assert!(
         stderr(&o).starts_with("4.06 Not Acceptable"),
         "{}",
@@ -286,4 +286,29 @@ fn a_port_in_use_gets_a_hint() {
         err.contains("hint: another server holds that port"),
         "{err}"
     );
+}
+
+/// Exit statuses tell the kinds of failure apart (as curl's do): 3 for 4.xx, 4 for 5.xx, 5 for
+/// no connection, 6 for a timeout, 1 for the command's own errors.
+#[test]
+fn exit_statuses_tell_failures_apart() {
+    let tmp = TempDir::new("exit");
+    let (_s, base) = serve_ws(&tmp, &[]);
+    let status = |args: &[&str]| coapws(args).status.code();
+    assert_eq!(status(&["get", &format!("{base}/hello")]), Some(0));
+    assert_eq!(status(&["get", &format!("{base}/missing")]), Some(3));
+    // Nobody on port 9: no connection.
+    assert_eq!(
+        status(&["get", "coap+ws://127.0.0.1:9/x", "--timeout", "5"]),
+        Some(5)
+    );
+    // A UDP server that never answers: a timeout.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    assert_eq!(
+        status(&["get", &format!("coap://{addr}/x"), "--timeout", "1"]),
+        Some(6)
+    );
+    assert_eq!(status(&["get", "coap://[::1/x"]), Some(1));
+    assert_eq!(status(&["get", "--no-such-flag", "coap://x/"]), Some(2));
 }

@@ -91,7 +91,7 @@ fn coapws_client_to_aiocoap_fileserver_over_tcp() {
     assert_ok_containing(&o, &["</>", "ct=40"], "GET /.well-known/core");
 
     let o = coapws_client("get", &[&format!("{base}/no-such-file")]);
-    assert_eq!(o.status.code(), Some(1), "GET missing\n{}", describe(&o));
+    assert_eq!(o.status.code(), Some(3), "GET missing\n{}", describe(&o));
     assert!(
         stderr(&o).contains("4.04 Not Found"),
         "GET missing\n{}",
@@ -215,7 +215,7 @@ fn coapws_client_to_aiocoap_fileserver_over_wss_and_tls() {
         "get",
         &["--ca-cert", s(&ca), &format!("{wss}/no-such-file")],
     );
-    assert_eq!(o.status.code(), Some(1), "GET missing\n{}", describe(&o));
+    assert_eq!(o.status.code(), Some(3), "GET missing\n{}", describe(&o));
     assert!(
         stderr(&o).contains("4.04 Not Found"),
         "GET missing\n{}",
@@ -225,7 +225,7 @@ fn coapws_client_to_aiocoap_fileserver_over_wss_and_tls() {
     let o = coapws_client("get", &[&format!("{wss}/file.txt")]);
     assert_eq!(
         o.status.code(),
-        Some(1),
+        Some(5),
         "without --ca-cert\n{}",
         describe(&o)
     );
@@ -347,7 +347,7 @@ fn coapws_client_to_libcoap_server_over_tcp() {
     );
 
     let o = coapws_client("get", &[&format!("{base}/no-such-resource")]);
-    assert_eq!(o.status.code(), Some(1), "GET missing\n{}", describe(&o));
+    assert_eq!(o.status.code(), Some(3), "GET missing\n{}", describe(&o));
     assert!(
         stderr(&o).contains("4.04 Not Found"),
         "GET missing\n{}",

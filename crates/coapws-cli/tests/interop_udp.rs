@@ -52,7 +52,7 @@ fn aiocoap_client_to_coapws_demo_over_udp() {
     assert_ok_payload(&o, b"echo over coap://", "aiocoap POST coap:// /echo");
 
     let o = aiocoap_client(&[&format!("{base}/missing")]);
-    assert_fails_with(&o, "4.04", "aiocoap GET coap:// /missing");
+    assert_peer_fails_with(&o, "4.04", "aiocoap GET coap:// /missing");
 
     let o = aiocoap_client(&["-v", &format!("{base}/.well-known/core")]);
     assert_ok_containing(

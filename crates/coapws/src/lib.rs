@@ -13,12 +13,83 @@
 //! - [`connection`]: the per-connection task (token layer, driver of the RFC 8323 machine).
 //! - [`pool`]: connections by origin. [`transport`]: WebSocket and TCP; [`tls`]: TLS for both.
 //!
+//! # The five common jobs
+//!
+//! GET a resource (any scheme: `coap://`, `coap+tcp://`, `coaps+tcp://`, `coap+ws://`,
+//! `coaps+ws://`; large bodies come block-wise on their own):
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), coapws::Error> {
 //! let endpoint = coapws::Endpoint::client();
 //! let response = endpoint.get("coap+ws://127.0.0.1:8683/hello").await?;
 //! println!("{} {}", response.code(), response.message.payload_text());
 //! # Ok(()) }
+//! ```
+//!
+//! Observe a resource (RFC 7641) until it ends; dropping the observation deregisters:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), coapws::Error> {
+//! use coapws::{Endpoint, Request};
+//! let endpoint = Endpoint::client();
+//! let mut time = endpoint.observe(Request::get("coap://127.0.0.1/time")?).await?;
+//! loop {
+//!     match time.next().await {
+//!         Ok(n) => println!("{}", n.message.payload_text()),
+//!         Err(end) => break println!("{end}"),
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Serve a resource, observable, on every transport:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), coapws::Error> {
+//! use coapws::proto::{Code, Message};
+//! use coapws::{Endpoint, IncomingRequest, Observable, Resource, Site};
+//! let temperature = Observable::new();
+//! let site = Site::new().resource(
+//!     "/temp",
+//!     Resource::new()
+//!         .get(|_req: IncomingRequest| async { Message::response(Code::CONTENT, "21.5") })
+//!         .observable(&temperature),
+//! );
+//! let server = Endpoint::builder().site(site).build();
+//! server.listen_ws("[::]:8683".parse().unwrap()).await?;
+//! server.listen_udp("[::]:5683".parse().unwrap()).await?;
+//! temperature.notify(); // every observer gets a fresh rendering
+//! # Ok(()) }
+//! ```
+//!
+//! Role reversal: a server asks the client that connected to it (which has no URI) over the
+//! same connection:
+//!
+//! ```no_run
+//! use coapws::proto::{Code, Message};
+//! use coapws::{IncomingRequest, Resource};
+//! use std::time::Duration;
+//! let ask = Resource::new().get(|req: IncomingRequest| async move {
+//!     let question = Message::request(Code::GET, "/whoami");
+//!     match req.remote.request(question, Duration::from_secs(5)).await {
+//!         Ok(answer) => Message::response(Code::CONTENT, answer.payload),
+//!         Err(e) => Message::response(Code::BAD_GATEWAY, e.to_string()),
+//!     }
+//! });
+//! ```
+//!
+//! Go through a forward proxy (RFC 7252 §5.7.2): send to the proxy, name the target in
+//! Proxy-Uri:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), coapws::Error> {
+//! use coapws::proto::OptionNumber;
+//! use coapws::{Endpoint, Request};
+//! let endpoint = Endpoint::client();
+//! let via_proxy = Request::get("coap+ws://proxy.example:8683")?
+//!     .option(OptionNumber::PROXY_URI, "coap://[fd00::7]/sensors/temp");
+//! let response = endpoint.send(via_proxy).await?;
+//! # let _ = response; Ok(()) }
 //! ```
 
 pub mod connection;

@@ -367,8 +367,25 @@ pub fn assert_ok_payload(o: &Output, expected: &[u8], what: &str) {
     );
 }
 
-/// A failed request: exit status 1 and `code` (e.g. "4.04") in the output.
+/// A request of `coapws` answered with `code` (e.g. "4.04"): its exit status for that class
+/// (3 for 4.xx, 4 for 5.xx) and the code in the output.
 pub fn assert_fails_with(o: &Output, code: &str, what: &str) {
+    let status = if code.starts_with('4') { 3 } else { 4 };
+    assert_eq!(
+        o.status.code(),
+        Some(status),
+        "{what}: expected exit status {status}\n{}",
+        describe(o)
+    );
+    assert!(
+        all_text(o).contains(code),
+        "{what}: expected {code} in the output\n{}",
+        describe(o)
+    );
+}
+
+/// A request of aiocoap-client answered with `code`: exit status 1 and the code in the output.
+pub fn assert_peer_fails_with(o: &Output, code: &str, what: &str) {
     assert_eq!(
         o.status.code(),
         Some(1),

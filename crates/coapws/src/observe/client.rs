@@ -52,6 +52,8 @@ impl std::fmt::Display for ObserveEnd {
     }
 }
 
+impl std::error::Error for ObserveEnd {}
+
 /// A running observation. Dropping it deregisters.
 pub struct Observation {
     endpoint: Endpoint,
