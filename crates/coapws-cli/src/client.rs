@@ -32,6 +32,14 @@ pub struct ClientArgs {
     /// Print the response code and options (by name) before the payload.
     #[arg(short = 'i', long)]
     include: bool,
+    /// Write the payload's bytes as they are, also to a terminal (where it is otherwise shown
+    /// by Content-Format: JSON indented, CBOR as diagnostic notation, link-format one link per
+    /// line; binary refused).
+    #[arg(long)]
+    raw: bool,
+    /// Say nothing on stderr about a non-2.xx answer (the exit status tells it).
+    #[arg(short = 'q', long)]
+    quiet: bool,
     /// Content-Format of the payload: a number or a name (e.g. 0, text/plain, json).
     #[arg(long)]
     content_format: Option<String>,
@@ -246,20 +254,28 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
                 .with_context(|| format!("cannot write {}", file.display()))?,
             None => {
                 let mut out = std::io::stdout().lock();
-                out.write_all(&m.payload)?;
-                // On a terminal the prompt should not follow the payload on its line.
-                if std::io::IsTerminal::is_terminal(&out) && !m.payload.ends_with(b"\n") {
-                    out.write_all(b"\n")?;
+                if std::io::IsTerminal::is_terminal(&out) && !args.raw {
+                    let shown = crate::pretty::for_terminal(&m.payload, m.options.content_format())
+                        .map_err(|why| anyhow::anyhow!("{why}: use -o FILE, a pipe, or --raw"))?;
+                    out.write_all(shown.as_bytes())?;
+                    // The prompt should not follow the payload on its line.
+                    if !shown.ends_with('\n') {
+                        out.write_all(b"\n")?;
+                    }
+                } else {
+                    out.write_all(&m.payload)?;
                 }
                 out.flush()?;
             }
         }
         Ok(ExitCode::SUCCESS)
     } else {
-        if m.payload.is_empty() {
-            eprintln!("{}", m.code);
-        } else {
-            eprintln!("{}: {}", m.code, m.payload_text());
+        if !args.quiet {
+            if m.payload.is_empty() {
+                eprintln!("{}", m.code);
+            } else {
+                eprintln!("{}: {}", m.code, m.payload_text());
+            }
         }
         Ok(crate::exit::of_code(m.code))
     }

@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod discover;
 mod hints;
+mod pretty;
 mod serve;
 
 use clap::{Parser, Subcommand};

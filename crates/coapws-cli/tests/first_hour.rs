@@ -312,3 +312,110 @@ fn exit_statuses_tell_failures_apart() {
     assert_eq!(status(&["get", "coap://[::1/x"]), Some(1));
     assert_eq!(status(&["get", "--no-such-flag", "coap://x/"]), Some(2));
 }
+
+/// Runs `coapws ARGS` with stdout on a terminal (a pseudo-terminal from util-linux `script`);
+/// what the terminal showed.
+fn on_terminal(args: &[&str]) -> String {
+    let line = std::iter::once(coapws_bin().to_owned())
+        .chain(
+            args.iter()
+                .map(|a| format!("'{}'", a.replace('\'', "'\\''"))),
+        )
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"]);
+    let o = run(cmd, COMMAND_TIMEOUT);
+    stdout(&o).replace("\r\n", "\n")
+}
+
+/// On a terminal payloads are shown by Content-Format (JSON indented, CBOR as diagnostic
+/// notation, link-format a link per line) and binary is refused; piped or with --raw, bytes.
+#[test]
+fn payloads_are_readable_on_a_terminal_and_raw_when_piped() {
+    let tmp = TempDir::new("pretty");
+    let (_s, base) = serve_ws(&tmp, &[]);
+    let echo = format!("{base}/echo");
+    let shown = on_terminal(&[
+        "post",
+        &echo,
+        "--payload",
+        r#"{"a":[1,2]}"#,
+        "--content-format",
+        "json",
+    ]);
+    assert_eq!(shown, "{\n  \"a\": [\n    1,\n    2\n  ]\n}\n");
+    // Piped, the same request writes the bytes as they came.
+    let o = coapws(&[
+        "post",
+        &echo,
+        "--payload",
+        r#"{"a":[1,2]}"#,
+        "--content-format",
+        "json",
+    ]);
+    assert_eq!(stdout(&o), r#"{"a":[1,2]}"#);
+
+    let cbor = tmp.path().join("x.cbor");
+    std::fs::write(
+        &cbor,
+        [0xa2, 0x61, 0x61, 0x01, 0x61, 0x62, 0x82, 0x02, 0x03],
+    )
+    .unwrap();
+    let at = format!("@{}", s(&cbor));
+    let shown = on_terminal(&["post", &echo, "--payload", &at, "--content-format", "cbor"]);
+    assert_eq!(shown, "{\"a\": 1, \"b\": [2, 3]}\n");
+
+    let shown = on_terminal(&["get", &format!("{base}/.well-known/core")]);
+    assert_eq!(
+        shown.lines().count(),
+        4,
+        "the demo's four resources, a line each: {shown}"
+    );
+    assert!(shown.lines().all(|l| l.starts_with("</")), "{shown}");
+
+    let bin = tmp.path().join("x.bin");
+    std::fs::write(&bin, [0u8, 1, 2, 0xff]).unwrap();
+    let at = format!("@{}", s(&bin));
+    let shown = on_terminal(&[
+        "post",
+        &echo,
+        "--payload",
+        &at,
+        "--content-format",
+        "octet-stream",
+    ]);
+    assert!(
+        shown.contains("is not written to a terminal: use -o FILE, a pipe, or --raw"),
+        "{shown}"
+    );
+    let o = coapws(&[
+        "post",
+        &echo,
+        "--payload",
+        &at,
+        "--content-format",
+        "octet-stream",
+    ]);
+    assert_eq!(o.stdout, [0u8, 1, 2, 0xff]);
+    let shown = on_terminal(&[
+        "post",
+        &echo,
+        "--payload",
+        &at,
+        "--content-format",
+        "octet-stream",
+        "--raw",
+    ]);
+    assert!(!shown.contains("not written"), "{shown:?}");
+}
+
+/// `-q` says nothing on stderr about a non-2.xx answer; the exit status still tells it.
+#[test]
+fn quiet_leaves_it_to_the_exit_status() {
+    let tmp = TempDir::new("quiet");
+    let (_s, base) = serve_ws(&tmp, &[]);
+    let o = coapws(&["get", &format!("{base}/missing"), "-q"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).is_empty(), "{}", describe(&o));
+}
