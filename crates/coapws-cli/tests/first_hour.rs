@@ -419,3 +419,27 @@ fn quiet_leaves_it_to_the_exit_status() {
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).is_empty(), "{}", describe(&o));
 }
+
+/// `-v` shows each message as it goes: options by name with their values, Block values
+/// decoded, and over UDP each datagram's type and Message ID.
+#[test]
+fn verbose_shows_the_wire_readably() {
+    let tmp = TempDir::new("verbose");
+    let root = tmp.subdir("root");
+    std::fs::write(root.join("big.txt"), printable(3000, 1)).unwrap();
+    let (_s, l) = coapws_serve(tmp.path(), &[s(&root), "--udp", "127.0.0.1:0"], 1);
+    let o = coapws(&["-v", "get", &format!("{}/big.txt", l.url("coap"))]);
+    assert!(o.status.success(), "{}", describe(&o));
+    let log = stderr(&o);
+    assert!(log.contains(r#"Uri-Path:"big.txt""#), "{log}");
+    assert!(log.contains("datagram out: Confirmable mid 0x"), "{log}");
+    assert!(log.contains("datagram in: Acknowledgement mid 0x"), "{log}");
+    assert!(
+        log.contains("Block2:0/1/1024"),
+        "the first block, decoded: {log}"
+    );
+    assert!(
+        log.contains("Block2:2/0/1024"),
+        "the last block, decoded: {log}"
+    );
+}

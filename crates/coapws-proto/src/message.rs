@@ -152,3 +152,88 @@ impl fmt::Debug for Message {
         d.finish()
     }
 }
+
+/// A message on one line as people read it: code, token, options by name with their values
+/// decoded (text, numbers, Block as NUM/M/SIZE), and the payload (text when short, else its
+/// size). What `Message::summary` gives; `-v` logs use it.
+pub struct Summary<'a>(&'a Message);
+
+impl Message {
+    /// This message on one line, for logs.
+    pub fn summary(&self) -> Summary<'_> {
+        Summary(self)
+    }
+}
+
+impl fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::option::ValueFormat;
+        let m = self.0;
+        write!(f, "{}", m.code)?;
+        if !m.token.is_empty() {
+            write!(f, " token {}", m.token)?;
+        }
+        for (n, v) in m.options.iter() {
+            let name = n
+                .info()
+                .map_or_else(|| format!("Option{}", n.0), |i| i.name.to_owned());
+            if matches!(n, OptionNumber::BLOCK1 | OptionNumber::BLOCK2) {
+                if let Some(b) = crate::option::BlockValue::decode(v) {
+                    write!(f, " {name}:{}/{}/{}", b.num, u8::from(b.more), b.size())?;
+                    continue;
+                }
+            }
+            match n.info().map(|i| i.format) {
+                Some(ValueFormat::String) => write!(f, " {name}:{:?}", String::from_utf8_lossy(v))?,
+                Some(ValueFormat::Uint) if v.len() <= 4 => {
+                    let x = v.iter().fold(0u32, |a, &b| a << 8 | u32::from(b));
+                    write!(f, " {name}:{x}")?
+                }
+                Some(ValueFormat::Empty) => write!(f, " {name}")?,
+                _ => {
+                    write!(f, " {name}:0x")?;
+                    for b in v.iter() {
+                        write!(f, "{b:02x}")?;
+                    }
+                }
+            }
+        }
+        if !m.payload.is_empty() {
+            match std::str::from_utf8(&m.payload) {
+                Ok(t) if t.len() <= 64 => write!(f, " payload {t:?}")?,
+                _ => write!(f, " payload {} bytes", m.payload.len())?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+    use crate::option::BlockValue;
+
+    #[test]
+    fn a_message_on_one_line() {
+        let m = Message::request(Code::GET, "/sensors/temp")
+            .with_token(Token::new(vec![0x1a]))
+            .with_uint_option(OptionNumber::OBSERVE, 0)
+            .with_option(
+                OptionNumber::BLOCK2,
+                BlockValue {
+                    num: 3,
+                    more: true,
+                    szx: 6,
+                }
+                .encode(),
+            )
+            .with_option(OptionNumber::ETAG, vec![0xab, 0xcd]);
+        // Options in wire order: ETag (4), Observe (6), Uri-Path (11), Block2 (23).
+        assert_eq!(
+            m.summary().to_string(),
+            "0.01 GET token 1a ETag:0xabcd Observe:0 Uri-Path:\"sensors\" Uri-Path:\"temp\" Block2:3/1/1024"
+        );
+        let r = Message::response(Code::CONTENT, "21.5");
+        assert_eq!(r.summary().to_string(), "2.05 Content payload \"21.5\"");
+    }
+}

@@ -350,7 +350,7 @@ impl<T: FrameIo> Driver<T> {
                 }
                 message.token = self.fresh_token();
                 self.stats.requests_out += 1;
-                debug!(target: "coapws::wire", remote = %self.remote, ?message, "send request");
+                debug!(target: "coapws::wire", remote = %self.remote, message = %message.summary(), "send request");
                 match self.core.send_request(&message) {
                     Ok(()) => self.waiting.insert(message.token, id, reply),
                     Err(e) => reply.finish(Err(e.into())),
@@ -377,7 +377,7 @@ impl<T: FrameIo> Driver<T> {
                 }
                 self.core.cancel_request(&token);
                 message.token = token.clone();
-                debug!(target: "coapws::wire", remote = %self.remote, ?message, "send request (same token)");
+                debug!(target: "coapws::wire", remote = %self.remote, message = %message.summary(), "send request (same token)");
                 if let Err(e) = self.core.send_request(&message) {
                     self.waiting.finish(&token, Err(e.into()));
                 }
@@ -388,7 +388,7 @@ impl<T: FrameIo> Driver<T> {
                 };
                 self.core.cancel_request(&token);
                 message.token = token;
-                debug!(target: "coapws::wire", remote = %self.remote, ?message, "deregister");
+                debug!(target: "coapws::wire", remote = %self.remote, message = %message.summary(), "deregister");
                 // Nobody waits for the answer; the core forgets the token when it comes.
                 let _ = self.core.send_request(&message);
             }
@@ -410,7 +410,7 @@ impl<T: FrameIo> Driver<T> {
     }
 
     fn send_response(&mut self, m: Message) {
-        debug!(target: "coapws::wire", remote = %self.remote, message = ?m, "send response");
+        debug!(target: "coapws::wire", remote = %self.remote, message = %m.summary(), "send response");
         match self.core.send_response(&m) {
             Ok(()) => {}
             Err(SendError::TooLarge { size, limit }) => {
@@ -454,7 +454,7 @@ impl<T: FrameIo> Driver<T> {
                 }
                 Event::Request(m) => self.incoming_request(m),
                 Event::Response(m) => {
-                    debug!(target: "coapws::wire", remote = %self.remote, message = ?m, "received response");
+                    debug!(target: "coapws::wire", remote = %self.remote, message = %m.summary(), "received response");
                     let token = m.token.clone();
                     if self.core.is_outstanding(&token) {
                         // A notification: the core keeps the token open. A one-shot request
@@ -492,7 +492,7 @@ impl<T: FrameIo> Driver<T> {
 
     fn incoming_request(&mut self, m: Message) {
         self.stats.requests_in += 1;
-        debug!(target: "coapws::wire", remote = %self.remote, message = ?m, "received request");
+        debug!(target: "coapws::wire", remote = %self.remote, message = %m.summary(), "received request");
         let token = m.token.clone();
         let Some(dispatch) = self.dispatch.clone() else {
             // RFC 8323 / RFC 7252: an endpoint without a server role.

@@ -148,6 +148,28 @@ impl SocketHandle {
     }
 }
 
+/// With `-v` (debug on `coapws::wire`): each datagram with its message type and Message ID.
+fn log_datagram(direction: &str, peer: SocketAddr, datagram: &bytes::Bytes) {
+    if !tracing::enabled!(target: "coapws::wire", tracing::Level::DEBUG) {
+        return;
+    }
+    let peer = crate::remote::display_addr(peer);
+    let limits = coapws_proto::DecodeLimits::with_max_message_size(datagram.len());
+    match coapws_proto::codec::udp::decode(datagram, &limits) {
+        Ok((h, m)) => debug!(
+            target: "coapws::wire",
+            %peer,
+            "datagram {direction}: {:?} mid {:#06x} {}",
+            h.mtype,
+            h.message_id,
+            m.summary()
+        ),
+        Err(e) => {
+            debug!(target: "coapws::wire", %peer, error = %e, "datagram {direction}: malformed, {} bytes", datagram.len())
+        }
+    }
+}
+
 static SOCKET_IDS: AtomicU64 = AtomicU64::new(1 << 40);
 
 /// Starts the task of `socket`; returns its handle and the task.
@@ -214,6 +236,7 @@ impl SocketDriver {
     async fn run(mut self) {
         loop {
             while let Some((to, datagram)) = self.layer.poll_transmit() {
+                log_datagram("out", to, &datagram);
                 if let Err(e) = self.socket.send_to(&datagram, to).await {
                     // Unreachable peers and the like: the retransmission timer handles it.
                     debug!(%to, error = %e, "send_to failed");
@@ -240,6 +263,7 @@ impl SocketDriver {
                 r = self.socket.recv_from(&mut self.buf) => match r {
                     Ok((n, from)) => {
                         let data = bytes::Bytes::copy_from_slice(&self.buf[..n]);
+                        log_datagram("in", from, &data);
                         self.layer.handle_datagram(from, data, Instant::now());
                     }
                     // ICMP errors surface here on some systems: not fatal for a shared socket.
@@ -265,7 +289,7 @@ impl SocketDriver {
                 if reply.is_closed() {
                     return;
                 }
-                debug!(target: "coapws::wire", %to, ?message, confirmable, "send request");
+                debug!(target: "coapws::wire", %to, message = %message.summary(), confirmable, "send request");
                 match self.layer.send_request(to, message, confirmable, now) {
                     Ok(token) => self.waiting.insert((to, token), id, reply),
                     Err(e) => reply.finish(Err(Error::Datagram(e))),
@@ -293,7 +317,7 @@ impl SocketDriver {
                 }
                 self.layer.cancel_request(to, &token);
                 message.token = token.clone();
-                debug!(target: "coapws::wire", %to, ?message, confirmable, "send request (same token)");
+                debug!(target: "coapws::wire", %to, message = %message.summary(), confirmable, "send request (same token)");
                 if let Err(e) = self
                     .layer
                     .send_request_with_token(to, message, confirmable, now)
@@ -307,7 +331,7 @@ impl SocketDriver {
                 message,
                 confirmable,
             } => {
-                debug!(target: "coapws::wire", %to, ?message, confirmable, "send notification");
+                debug!(target: "coapws::wire", %to, message = %message.summary(), confirmable, "send notification");
                 if let Err(e) = self
                     .layer
                     .send_notification(to, &token, message, confirmable, now)
@@ -340,7 +364,7 @@ impl SocketDriver {
     ) {
         match message {
             Some(m) => {
-                debug!(target: "coapws::wire", %to, message = ?m, "send response");
+                debug!(target: "coapws::wire", %to, message = %m.summary(), "send response");
                 if let Err(e) = self.layer.send_response(to, key, m, now) {
                     warn!(%to, error = %e, "response not sendable");
                     let r = Message::response(Code::INTERNAL_SERVER_ERROR, e.to_string());
@@ -357,7 +381,7 @@ impl SocketDriver {
         match ev {
             UdpEvent::Request { from, key, message } => self.incoming(from, key, message),
             UdpEvent::Response { from, message } => {
-                debug!(target: "coapws::wire", %from, ?message, "received response");
+                debug!(target: "coapws::wire", %from, message = %message.summary(), "received response");
                 let key = (from, message.token.clone());
                 if self.layer.is_outstanding(from, &message.token) {
                     // A notification. A one-shot request (or nobody) takes no more: forget
@@ -391,7 +415,7 @@ impl SocketDriver {
     }
 
     fn incoming(&mut self, from: SocketAddr, key: RequestKey, message: Message) {
-        debug!(target: "coapws::wire", %from, ?message, "received request");
+        debug!(target: "coapws::wire", %from, message = %message.summary(), "received request");
         let now = Instant::now();
         let Some(dispatch) = self.dispatch.clone() else {
             let r = Message::response(Code::NOT_IMPLEMENTED, "no resources served here");
