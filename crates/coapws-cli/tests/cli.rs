@@ -183,11 +183,7 @@ fn file_server() {
     assert_eq!(stdout(&o), "alpha");
     let o = coapws(&["-v", "get", &format!("{base}/sub/b.json")]);
     assert_eq!(stdout(&o), "{}");
-    assert!(
-        stderr(&o).contains("Content-Format(12), Some(50)"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("Content-Format:50"), "{}", stderr(&o));
     let o = coapws(&["get", &format!("{base}/")]);
     assert_eq!(stdout(&o), "</a.txt>;ct=0,</sub/>");
     let o = coapws(&["get", &format!("{base}/sub/")]);
