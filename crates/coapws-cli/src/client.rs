@@ -218,6 +218,8 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
     // A one-shot client should not linger: the server closes on our Release at once.
     config.connection.release_timeout = Duration::from_millis(500);
     config.max_body_size = args.max_body_size;
+    // Nobody listening on a UDP port is then an error at once, as over TCP.
+    config.udp_connected_clients = true;
     let endpoint = args
         .common
         .endpoint(config, request.uri.scheme.is_secure())?;

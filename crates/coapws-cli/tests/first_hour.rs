@@ -443,3 +443,27 @@ fn verbose_shows_the_wire_readably() {
         "the last block, decoded: {log}"
     );
 }
+
+/// Regression: `coap://127.0.0.1:1/x` (nobody listening) waited the full 30 s and said
+/// "request timed out", where the system reports port-unreachable at once.
+#[test]
+fn udp_to_a_port_nobody_listens_on_fails_at_once() {
+    // A UDP port just freed: nobody listens there.
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let started = std::time::Instant::now();
+    let o = coapws(&["get", &format!("coap://127.0.0.1:{port}/x")]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(o.status.code(), Some(5), "{}", describe(&o));
+    assert!(
+        stderr(&o).contains("Connection refused"),
+        "{}",
+        describe(&o)
+    );
+}

@@ -85,6 +85,12 @@ pub struct EndpointConfig {
     /// Client: when a notification's Max-Age has lapsed by this much without a newer one, the
     /// observation re-registers (RFC 7641 §3.3.1).
     pub observe_max_age_grace: Duration,
+    /// Client over UDP: each server gets a socket of its own, connected to it, so that the
+    /// operating system's "port unreachable" (nobody listens there) fails its requests at once
+    /// with [`Error::Connect`] instead of after every retransmission. Off by default: one
+    /// shared socket serves every peer (and answers requests back), but cannot tell which peer
+    /// an ICMP error is about. The `coapws` command turns it on for its one-shot requests.
+    pub udp_connected_clients: bool,
 }
 
 impl Default for EndpointConfig {
@@ -109,6 +115,7 @@ impl Default for EndpointConfig {
             max_observers_per_connection: 64,
             observe_con_every: 10,
             observe_max_age_grace: Duration::from_secs(5),
+            udp_connected_clients: false,
         }
     }
 }
@@ -269,6 +276,8 @@ pub(crate) struct Inner {
     pub(crate) config: EndpointConfig,
     udp_v4: tokio::sync::OnceCell<SocketHandle>,
     udp_v6: tokio::sync::OnceCell<SocketHandle>,
+    /// With `udp_connected_clients`: a socket per UDP server, connected to it.
+    udp_connected: tokio::sync::Mutex<HashMap<SocketAddr, SocketHandle>>,
     pub(crate) tls_client: std::sync::OnceLock<TlsClientConfig>,
     pub(crate) dispatch: Option<Arc<dyn Dispatch>>,
     site: Option<Arc<SiteDispatch>>,
@@ -341,6 +350,7 @@ impl EndpointBuilder {
             inner: Arc::new(Inner {
                 udp_v4: tokio::sync::OnceCell::new(),
                 udp_v6: tokio::sync::OnceCell::new(),
+                udp_connected: tokio::sync::Mutex::new(HashMap::new()),
                 config: self.config,
                 tls_client,
                 dispatch,
@@ -485,6 +495,18 @@ impl Endpoint {
     async fn udp_remote(&self, uri: &Uri) -> Result<Remote, Error> {
         let port = uri.port_or_default();
         let addr = crate::net::resolve(&uri.host, port).await?;
+        if self.inner.config.udp_connected_clients {
+            let socket = self.connected_udp(addr).await?;
+            return Ok(Remote {
+                scheme: Scheme::Coap,
+                peer_addr: addr,
+                local_addr: socket.local_addr(),
+                host: uri.host.clone(),
+                port,
+                side: Side::Client,
+                link: Link::Datagram(socket, addr),
+            });
+        }
         let slot = if addr.is_ipv4() {
             &self.inner.udp_v4
         } else {
@@ -513,6 +535,29 @@ impl Endpoint {
         })
     }
 
+    /// The socket of this endpoint connected to `peer` (opened on first use).
+    async fn connected_udp(&self, peer: SocketAddr) -> Result<SocketHandle, Error> {
+        let mut sockets = self.inner.udp_connected.lock().await;
+        if let Some(s) = sockets.get(&peer).filter(|s| s.is_alive()) {
+            return Ok(s.clone());
+        }
+        let any: SocketAddr = if peer.is_ipv4() {
+            "0.0.0.0:0".parse().expect("address")
+        } else {
+            "[::]:0".parse().expect("address")
+        };
+        let socket = tokio::net::UdpSocket::bind(any)
+            .await
+            .map_err(|e| listen_error(any, e))?;
+        socket
+            .connect(peer)
+            .await
+            .map_err(|e| Error::connect(peer.to_string(), e))?;
+        let handle = self.start_udp_with(socket, any, Some(peer))?;
+        sockets.insert(peer, handle.clone());
+        Ok(handle)
+    }
+
     pub(crate) async fn open_udp(&self, addr: SocketAddr) -> Result<SocketHandle, Error> {
         let socket = tokio::net::UdpSocket::bind(addr)
             .await
@@ -525,6 +570,15 @@ impl Endpoint {
         socket: tokio::net::UdpSocket,
         addr: SocketAddr,
     ) -> Result<SocketHandle, Error> {
+        self.start_udp_with(socket, addr, None)
+    }
+
+    fn start_udp_with(
+        &self,
+        socket: tokio::net::UdpSocket,
+        addr: SocketAddr,
+        connected: Option<SocketAddr>,
+    ) -> Result<SocketHandle, Error> {
         let c = &self.inner.config;
         let (handle, task) = crate::transport::udp::spawn(
             socket,
@@ -534,6 +588,7 @@ impl Endpoint {
                 per_peer: c.max_concurrent_requests,
                 total: c.udp_max_concurrent_requests,
             },
+            connected,
         )
         .map_err(|e| listen_error(addr, e))?;
         lock(&self.inner.listeners).push(task);

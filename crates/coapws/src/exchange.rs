@@ -117,6 +117,18 @@ impl<K: Eq + Hash + Clone> Waiting<K> {
         self.by_key.remove(&key);
         Some(key)
     }
+    /// Fails every waiting request with `error`; returns their keys, for the transport to
+    /// forget.
+    pub(crate) fn fail_all_keys(&mut self, error: &Error) -> Vec<K> {
+        self.by_id.clear();
+        self.by_key
+            .drain()
+            .map(|(key, (_, reply))| {
+                reply.finish(Err(error.clone()));
+                key
+            })
+            .collect()
+    }
     /// Fails every waiting request with `error`.
     pub(crate) fn fail_all(&mut self, error: &Error) {
         self.by_id.clear();

@@ -178,6 +178,7 @@ pub(crate) fn spawn(
     config: UdpConfig,
     dispatch: Option<Arc<dyn Dispatch>>,
     limits: RequestLimits,
+    connected: Option<SocketAddr>,
 ) -> std::io::Result<(SocketHandle, tokio::task::JoinHandle<()>)> {
     let local = socket.local_addr()?;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -204,6 +205,7 @@ pub(crate) fn spawn(
         running_total: 0,
         limits,
         buf: vec![0u8; max_datagram + 1],
+        connected,
     };
     info!(%local, "coap (UDP) socket up");
     Ok((handle.clone(), tokio::spawn(driver.run())))
@@ -221,6 +223,8 @@ struct SocketDriver {
     running_total: usize,
     limits: RequestLimits,
     buf: Vec<u8>,
+    /// The one peer of a connected client socket: the system reports its ICMP errors here.
+    connected: Option<SocketAddr>,
 }
 
 /// How many incoming requests a UDP socket handles at once.
@@ -238,8 +242,10 @@ impl SocketDriver {
             while let Some((to, datagram)) = self.layer.poll_transmit() {
                 log_datagram("out", to, &datagram);
                 if let Err(e) = self.socket.send_to(&datagram, to).await {
-                    // Unreachable peers and the like: the retransmission timer handles it.
+                    // Unreachable peers and the like: the retransmission timer handles it,
+                    // unless the socket is connected and the system said so.
                     debug!(%to, error = %e, "send_to failed");
+                    self.unreachable(&e);
                 }
             }
             while let Some(ev) = self.layer.poll_event() {
@@ -266,13 +272,32 @@ impl SocketDriver {
                         log_datagram("in", from, &data);
                         self.layer.handle_datagram(from, data, Instant::now());
                     }
-                    // ICMP errors surface here on some systems: not fatal for a shared socket.
-                    Err(e) => debug!(error = %e, "recv_from failed"),
+                    // ICMP errors surface here for a connected socket: not fatal for a shared one.
+                    Err(e) => {
+                        debug!(error = %e, "recv_from failed");
+                        self.unreachable(&e);
+                    }
                 },
                 _ = crate::connection::sleep_until(deadline), if deadline.is_some() => {
                     self.layer.handle_timeout(Instant::now());
                 }
             }
+        }
+    }
+
+    /// A connected socket's peer is unreachable (nobody listens: the system got an ICMP port
+    /// unreachable): every request to it fails now, instead of after its retransmissions.
+    fn unreachable(&mut self, e: &std::io::Error) {
+        let Some(peer) = self.connected else { return };
+        if e.kind() != std::io::ErrorKind::ConnectionRefused {
+            return;
+        }
+        let error = Error::connect(
+            peer.to_string(),
+            std::io::Error::new(e.kind(), e.to_string()),
+        );
+        for (to, token) in self.waiting.fail_all_keys(&error) {
+            self.layer.cancel_request(to, &token);
         }
     }
 
