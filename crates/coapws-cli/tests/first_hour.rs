@@ -369,8 +369,8 @@ fn payloads_are_readable_on_a_terminal_and_raw_when_piped() {
     let shown = on_terminal(&["get", &format!("{base}/.well-known/core")]);
     assert_eq!(
         shown.lines().count(),
-        4,
-        "the demo's four resources, a line each: {shown}"
+        5,
+        "the demo's five resources, a line each: {shown}"
     );
     assert!(shown.lines().all(|l| l.starts_with("</")), "{shown}");
 

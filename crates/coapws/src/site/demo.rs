@@ -1,6 +1,6 @@
 //! The built-in demo site of `coapws serve` without a ROOT: `/hello`, `/echo`, `/time`
 //! (observable, a notification every second; call [`site`] inside a tokio runtime for the
-//! clock to tick), and
+//! clock to tick), `/notes` (PUT a note, GET or observe it), and
 //! `/ask-back`, which shows role reversal: it GETs a path (Uri-Query `path=…`, default
 //! `/whoami`) from the very client that asked, over the same connection, and returns the
 //! client's answer.
@@ -37,6 +37,7 @@ pub fn site() -> Site {
                 })
                 .attr("title", "Echoes POSTed payloads"),
         )
+        .resource("/notes", notes())
         .resource(
             "/ask-back",
             Resource::new().get(ask_back).attr(
@@ -63,6 +64,43 @@ pub fn site() -> Site {
                 )
                 .attr("ct", "0"),
         )
+}
+
+/// The most a PUT to `/notes` may store.
+pub const NOTES_LIMIT: usize = 64 << 10;
+
+/// `/notes`: a note kept in memory, set with PUT (up to [`NOTES_LIMIT`] bytes, with its
+/// Content-Format), read with GET, observable: every PUT notifies its observers.
+fn notes() -> Resource {
+    let note = std::sync::Arc::new(std::sync::Mutex::new((
+        bytes::Bytes::from_static(b"(no notes yet: PUT some)"),
+        ContentFormat::TEXT_PLAIN.0,
+    )));
+    let changed = Observable::new();
+    let (read, write, signal) = (note.clone(), note, changed.clone());
+    Resource::new()
+        .get(move |_req: IncomingRequest| {
+            let (body, cf) = read.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            async move { Message::response(Code::CONTENT, body).with_content_format(cf) }
+        })
+        .put(move |req: IncomingRequest| {
+            let m = &req.message;
+            let answer = if m.payload.len() > NOTES_LIMIT {
+                Message::response(Code::REQUEST_ENTITY_TOO_LARGE, "notes are 64 KiB at most")
+                    .with_uint_option(coapws_proto::OptionNumber::SIZE1, NOTES_LIMIT as u32)
+            } else {
+                let cf = m
+                    .options
+                    .content_format()
+                    .unwrap_or(ContentFormat::OCTET_STREAM.0);
+                *write.lock().unwrap_or_else(|p| p.into_inner()) = (m.payload.clone(), cf);
+                signal.notify();
+                Message::new(Code::CHANGED)
+            };
+            async move { answer }
+        })
+        .observable(&changed)
+        .attr("title", "A note kept in memory: PUT it, GET or observe it")
 }
 
 async fn ask_back(req: IncomingRequest) -> Message {
