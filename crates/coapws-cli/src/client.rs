@@ -40,6 +40,10 @@ pub struct ClientArgs {
     /// Say nothing on stderr about a non-2.xx answer (the exit status tells it).
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Send the request to this forward proxy (e.g. coap+ws://proxy:8683), naming the URI in
+    /// Proxy-Uri (RFC 7252 §5.7.2).
+    #[arg(long, value_name = "PROXY")]
+    proxy: Option<String>,
     /// Content-Format of the payload: a number or a name (e.g. 0, text/plain, json).
     #[arg(long)]
     content_format: Option<String>,
@@ -159,7 +163,17 @@ fn content_format(arg: &str) -> Result<u16> {
 
 pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode> {
     crate::init_logging(verbose, "warn");
-    let mut request = Request::new(method, &args.uri)?;
+    let mut request = match &args.proxy {
+        Some(proxy) => {
+            // Checked as a CoAP URI, then named whole to the proxy.
+            let target = coapws::proto::uri::Uri::parse(&args.uri)?;
+            Request::new(method, proxy)?.option(
+                coapws::proto::OptionNumber::PROXY_URI,
+                target.to_string().into_bytes(),
+            )
+        }
+        None => Request::new(method, &args.uri)?,
+    };
     if let Some(p) = &args.payload {
         request = match p.strip_prefix('@') {
             Some("-") => {
@@ -244,9 +258,29 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
     };
     let m = &response.message;
     if args.include {
-        let mut head = m.code.to_string();
+        // Coloured by class on a terminal that has colour (NO_COLOR turns it off).
+        let colour = std::io::IsTerminal::is_terminal(&std::io::stdout())
+            && std::env::var_os("NO_COLOR").is_none()
+            && std::env::var("TERM").is_ok_and(|t| t != "dumb");
+        let code = m.code.to_string();
+        let mut head = if colour {
+            let c = match m.code.class() {
+                2 => "32",
+                4 => "33",
+                _ => "31",
+            };
+            format!("\x1b[1;{c}m{code}\x1b[0m")
+        } else {
+            code
+        };
         for (n, v) in m.options.iter() {
-            head.push_str(&format!("\n{n}: {}", option_value(n, v)));
+            let line = format!("{n}: {}", option_value(n, v));
+            if colour {
+                head.push_str(&format!("\n\x1b[2m{line}\x1b[0m"));
+            } else {
+                head.push('\n');
+                head.push_str(&line);
+            }
         }
         crate::say(&head);
     }

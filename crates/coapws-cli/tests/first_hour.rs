@@ -324,7 +324,10 @@ fn on_terminal(args: &[&str]) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     let mut cmd = std::process::Command::new("script");
-    cmd.args(["-qec", &line, "/dev/null"]);
+    // A terminal that has colour, whatever the environment running the tests says.
+    cmd.args(["-qec", &line, "/dev/null"])
+        .env("TERM", "xterm")
+        .env_remove("NO_COLOR");
     let o = run(cmd, COMMAND_TIMEOUT);
     stdout(&o).replace("\r\n", "\n")
 }
@@ -466,4 +469,39 @@ fn udp_to_a_port_nobody_listens_on_fails_at_once() {
         "{}",
         describe(&o)
     );
+}
+
+/// `--proxy` sends the request to a forward proxy with the URI in Proxy-Uri: coapws serve is no
+/// proxy, and says so with 5.05 (exit status 4), which shows the option arrived.
+#[test]
+fn proxy_names_the_target_in_proxy_uri() {
+    let tmp = TempDir::new("proxy");
+    let (_s, base) = serve_ws(&tmp, &[]);
+    let o = coapws(&["get", "coap://[fd00::7]/temp", "--proxy", &base, "-v"]);
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    assert!(
+        stderr(&o).contains("5.05 Proxying Not Supported"),
+        "{}",
+        describe(&o)
+    );
+    assert!(
+        stderr(&o).contains(r#"Proxy-Uri:"coap://[fd00::7]/temp""#),
+        "{}",
+        describe(&o)
+    );
+}
+
+/// `-i` colours the code by class on a terminal, and not when piped or with NO_COLOR.
+#[test]
+fn include_is_coloured_on_a_terminal_only() {
+    let tmp = TempDir::new("colour");
+    let (_s, base) = serve_ws(&tmp, &[]);
+    let uri = format!("{base}/hello");
+    let shown = on_terminal(&["get", "-i", &uri]);
+    assert!(
+        shown.starts_with("\u{1b}[1;32m2.05 Content\u{1b}[0m"),
+        "{shown:?}"
+    );
+    let o = coapws(&["get", "-i", &uri]);
+    assert!(stdout(&o).starts_with("2.05 Content\n"), "{}", describe(&o));
 }
