@@ -410,7 +410,8 @@ impl Endpoint {
         if next.code != Code::FETCH {
             next.payload = Bytes::new();
         }
-        self.follow_block2(remote, next, first, None, true).await
+        self.collect_blocks(remote, next, first, None, true, None)
+            .await
     }
 
     pub(crate) async fn request_on(

@@ -259,18 +259,7 @@ impl Endpoint {
 
     /// Given the first response to `next` (a request without Block1 options), fetches the
     /// later Block2 pieces, if any, and returns the whole representation.
-    pub(crate) async fn follow_block2(
-        &self,
-        remote: &Remote,
-        next: Message,
-        first: Response,
-        t: Option<Duration>,
-        con: bool,
-    ) -> Result<Response, Error> {
-        self.collect_blocks(remote, next, first, t, con, None).await
-    }
-
-    async fn collect_blocks(
+    pub(crate) async fn collect_blocks(
         &self,
         remote: &Remote,
         next: Message,

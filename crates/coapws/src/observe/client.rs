@@ -248,7 +248,7 @@ impl Observation {
         let t = Some(self.timeout);
         match self
             .endpoint
-            .follow_block2(&self.remote, rest, first, t, self.confirmable)
+            .collect_blocks(&self.remote, rest, first, t, self.confirmable, None)
             .await
         {
             Ok(whole) => Some(Ok(whole)),
