@@ -4,8 +4,8 @@
 
 use anyhow::{Result, bail};
 use clap::Args;
+use coapws::EndpointConfig;
 use coapws::proto::Code;
-use coapws::{EndpointConfig, Request};
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -51,8 +51,11 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         bail!("--connections and --concurrency must be between 1 and 10000");
     }
     let template = match &args.payload {
-        Some(p) => Request::new(Code::POST, &args.uri)?.payload(p.clone().into_bytes()),
-        None => Request::get(&args.uri)?,
+        Some(p) => args
+            .common
+            .request(Code::POST, &args.uri)?
+            .payload(p.clone().into_bytes()),
+        None => args.common.request(Code::GET, &args.uri)?,
     };
     let warmup = Duration::from_secs(1);
     let measure = Duration::from_secs_f64(args.duration);

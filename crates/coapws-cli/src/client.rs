@@ -22,10 +22,6 @@ pub struct ClientArgs {
     /// Payload: TEXT, @FILE to read it from a file (sent block by block), or @- for stdin.
     #[arg(long)]
     payload: Option<String>,
-    /// Any option, as NUMBER=VALUE (repeatable): VALUE is a uint when all digits, bytes when
-    /// 0x followed by hex digits, else text; NUMBER= alone is an empty option.
-    #[arg(long = "option", value_name = "NUMBER=VALUE")]
-    options: Vec<String>,
     /// Write the payload to FILE instead of stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
@@ -40,19 +36,12 @@ pub struct ClientArgs {
     /// Say nothing on stderr about a non-2.xx answer (the exit status tells it).
     #[arg(short = 'q', long)]
     quiet: bool,
-    /// Send the request to this forward proxy (e.g. coap+ws://proxy:8683), naming the URI in
-    /// Proxy-Uri (RFC 7252 §5.7.2).
-    #[arg(long, value_name = "PROXY")]
-    proxy: Option<String>,
     /// Content-Format of the payload: a number or a name (e.g. 0, text/plain, json).
     #[arg(long)]
     content_format: Option<String>,
     /// Accept: the content format wanted, a number or a name.
     #[arg(long)]
     accept: Option<String>,
-    /// Seconds to wait for the response.
-    #[arg(long, default_value_t = 30.0)]
-    timeout: f64,
     /// No-Response bits (RFC 7967): 2 suppresses 2.xx, 8 4.xx, 16 5.xx.
     #[arg(long)]
     no_response: Option<u8>,
@@ -71,15 +60,50 @@ pub struct ClientArgs {
     observe: bool,
 }
 
-/// Client flags shared by the request commands and `bench`.
+/// Client flags shared by the request commands, `bench` and `discover`.
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {
     /// Also trust the CA certificates in this PEM file (besides the system's roots).
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Vec<PathBuf>,
+    /// Seconds to wait for each response.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+    /// Send the request to this forward proxy (e.g. coap+ws://proxy:8683), naming the URI in
+    /// Proxy-Uri (RFC 7252 §5.7.2).
+    #[arg(long, value_name = "PROXY")]
+    pub proxy: Option<String>,
+    /// Any option, as NUMBER=VALUE (repeatable): VALUE is a uint when all digits, bytes when
+    /// 0x followed by hex digits, else text; NUMBER= alone is an empty option.
+    #[arg(long = "option", value_name = "NUMBER=VALUE")]
+    pub options: Vec<String>,
 }
 
 impl CommonArgs {
+    /// A request of `method` for `uri` with these flags: through the proxy if one is given,
+    /// with the extra options and the timeout.
+    pub fn request(&self, method: Code, uri: &str) -> Result<Request> {
+        let mut request = match &self.proxy {
+            Some(proxy) => {
+                // Checked as a CoAP URI, then named whole to the proxy.
+                let target = coapws::proto::uri::Uri::parse(uri)?;
+                Request::new(method, proxy)?.option(
+                    coapws::proto::OptionNumber::PROXY_URI,
+                    target.to_string().into_bytes(),
+                )
+            }
+            None => Request::new(method, uri)?,
+        };
+        for o in &self.options {
+            let (number, value) = option_arg(o)?;
+            request.options.push(number, value);
+        }
+        if !(self.timeout > 0.0 && self.timeout.is_finite()) {
+            anyhow::bail!("--timeout must be a positive number of seconds");
+        }
+        Ok(request.timeout(Duration::from_secs_f64(self.timeout)))
+    }
+
     /// A client endpoint for `scheme` with these flags; it answers `/whoami` when the server
     /// asks back (role reversal: the demo's `/ask-back`).
     pub fn endpoint(&self, config: EndpointConfig, secure: bool) -> Result<Endpoint> {
@@ -163,17 +187,7 @@ fn content_format(arg: &str) -> Result<u16> {
 
 pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode> {
     crate::init_logging(verbose, "warn");
-    let mut request = match &args.proxy {
-        Some(proxy) => {
-            // Checked as a CoAP URI, then named whole to the proxy.
-            let target = coapws::proto::uri::Uri::parse(&args.uri)?;
-            Request::new(method, proxy)?.option(
-                coapws::proto::OptionNumber::PROXY_URI,
-                target.to_string().into_bytes(),
-            )
-        }
-        None => Request::new(method, &args.uri)?,
-    };
+    let mut request = args.common.request(method, &args.uri)?;
     if let Some(p) = &args.payload {
         request = match p.strip_prefix('@') {
             Some("-") => {
@@ -205,10 +219,6 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
     if let Some(cf) = &args.content_format {
         request = request.content_format(content_format(cf)?);
     }
-    for o in &args.options {
-        let (number, value) = option_arg(o)?;
-        request.options.push(number, value);
-    }
     if let Some(a) = &args.accept {
         request = request.accept(content_format(a)?);
     }
@@ -224,10 +234,6 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
     if let Some(bits) = args.no_response {
         request = request.no_response(bits);
     }
-    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
-        anyhow::bail!("--timeout must be a positive number of seconds");
-    }
-    request = request.timeout(Duration::from_secs_f64(args.timeout));
     let mut config = EndpointConfig::default();
     // A one-shot client should not linger: the server closes on our Release at once.
     config.connection.release_timeout = Duration::from_millis(500);

@@ -1,22 +1,19 @@
 //! `coapws discover URI`: the target's `/.well-known/core` (RFC 6690) as a tree of its
 //! resources, each with the attributes a user looks for (rt, if, ct, obs, sz, title).
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
+use coapws::EndpointConfig;
+use coapws::proto::Code;
 use coapws::proto::link_format::{self, Link};
-use coapws::{EndpointConfig, Request};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// Arguments of `discover`.
 #[derive(Args, Debug)]
 pub struct DiscoverArgs {
     /// The server, e.g. coap+ws://localhost:8683 (any path is replaced by /.well-known/core)
     uri: String,
-    /// Seconds to wait for the answer.
-    #[arg(long, default_value_t = 30.0)]
-    timeout: f64,
     #[command(flatten)]
     common: crate::client::CommonArgs,
 }
@@ -62,13 +59,10 @@ fn print(node: &Node, prefix: &str, out: &mut Vec<String>) {
 
 pub async fn run(args: DiscoverArgs, verbose: u8) -> Result<ExitCode> {
     crate::init_logging(verbose, "warn");
-    let mut request = Request::get(&args.uri)?;
-    request.uri.path = vec![".well-known".into(), "core".into()];
-    request.uri.query.clear();
-    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
-        bail!("--timeout must be a positive number of seconds");
-    }
-    let request = request.timeout(Duration::from_secs_f64(args.timeout));
+    let mut base = coapws::proto::uri::Uri::parse(&args.uri)?;
+    base.path = vec![".well-known".into(), "core".into()];
+    base.query.clear();
+    let request = args.common.request(Code::GET, &base.to_string())?;
     let endpoint = args
         .common
         .endpoint(EndpointConfig::default(), request.uri.scheme.is_secure())?;

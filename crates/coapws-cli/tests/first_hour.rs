@@ -505,3 +505,33 @@ fn include_is_coloured_on_a_terminal_only() {
     let o = coapws(&["get", "-i", &uri]);
     assert!(stdout(&o).starts_with("2.05 Content\n"), "{}", describe(&o));
 }
+
+/// The request commands, `bench` and `discover` share one set of client flags: here
+/// `--option` (an Accept the resource cannot meet) reaches the server from `bench`.
+#[test]
+fn bench_takes_the_same_client_flags() {
+    let tmp = TempDir::new("bench-flags");
+    let (_s, base) = serve_ws(&tmp, &[]);
+    let o = coapws(&[
+        "bench",
+        &format!("{base}/hello"),
+        "-d",
+        "0.2",
+        "--option",
+        "17=50",
+        "--timeout",
+        "5",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("error 4.06 Not Acceptable: "),
+        "{}",
+        describe(&o)
+    );
+    for cmd in ["get", "bench", "discover"] {
+        let help = stdout(&coapws(&[cmd, "--help"]));
+        for flag in ["--ca-cert", "--timeout", "--proxy", "--option"] {
+            assert!(help.contains(flag), "{cmd} --help lacks {flag}");
+        }
+    }
+}
