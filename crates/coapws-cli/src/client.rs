@@ -50,6 +50,11 @@ pub struct ClientArgs {
     non: bool,
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Largest block to use both ways, in bytes (16, 32, …, 1024): the response is asked for in
+    /// Block2 pieces of at most that size, and uploads go in Block1 pieces no larger (libcoap's
+    /// -b). Without it, blocks are as large as the peer takes (BERT where it may).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(16..=1024))]
+    block_size: Option<u16>,
     /// Largest response body taken, in bytes (block-wise transfers stop with an error beyond
     /// it).
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
@@ -218,6 +223,9 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
     }
     if let Some(cf) = &args.content_format {
         request = request.content_format(content_format(cf)?);
+    }
+    if let Some(b) = args.block_size {
+        request = request.block_size(usize::from(b));
     }
     if let Some(a) = &args.accept {
         request = request.accept(content_format(a)?);

@@ -535,3 +535,51 @@ fn bench_takes_the_same_client_flags() {
         }
     }
 }
+
+/// `--block-size` asks for small blocks both ways (libcoap's -b), even where BERT could go.
+#[test]
+fn block_size_sets_the_blocks_both_ways() {
+    let tmp = TempDir::new("block-size");
+    let root = tmp.subdir("root");
+    let body = printable(3000, 4);
+    std::fs::write(root.join("big.txt"), &body).unwrap();
+    let (_s, base) = serve_ws(&tmp, &[s(&root), "--write"]);
+    let o = coapws(&[
+        "-v",
+        "get",
+        &format!("{base}/big.txt"),
+        "--block-size",
+        "256",
+    ]);
+    assert!(o.status.success() && o.stdout == body, "{}", describe(&o));
+    let log = stderr(&o);
+    assert_eq!(
+        log.matches("send request").count(),
+        12,
+        "3000 bytes in 256-byte blocks: {log}"
+    );
+    assert!(log.contains("Block2:0/0/256"), "{log}");
+    let src = tmp.path().join("up.txt");
+    std::fs::write(&src, &body).unwrap();
+    let at = format!("@{}", s(&src));
+    let o = coapws(&[
+        "-v",
+        "put",
+        &format!("{base}/up.txt"),
+        "--payload",
+        &at,
+        "--block-size",
+        "512",
+    ]);
+    assert!(o.status.success(), "{}", describe(&o));
+    let log = stderr(&o);
+    assert_eq!(
+        log.matches("send request").count(),
+        6,
+        "3000 bytes in 512-byte blocks: {log}"
+    );
+    assert!(log.contains("Block1:0/1/512"), "{log}");
+    assert!(std::fs::read(root.join("up.txt")).unwrap() == body);
+    let o = coapws(&["get", &format!("{base}/big.txt"), "--block-size", "2048"]);
+    assert_eq!(o.status.code(), Some(2), "out of range: {}", describe(&o));
+}

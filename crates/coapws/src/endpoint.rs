@@ -140,6 +140,10 @@ pub struct Request {
     pub body_file: Option<std::path::PathBuf>,
     /// Told how a block-wise transfer advances.
     pub progress: Option<crate::transfer::Progress>,
+    /// Largest block size to use both ways, as its size exponent (0: 16 bytes … 6: 1024
+    /// bytes): the response is asked for in Block2 pieces of at most this size, and uploads go
+    /// in Block1 pieces no larger (no BERT). `None`: as large as the peer takes.
+    pub block_szx: Option<u8>,
 }
 
 impl Request {
@@ -154,6 +158,7 @@ impl Request {
             confirmable: true,
             body_file: None,
             progress: None,
+            block_szx: None,
         })
     }
     /// A GET of `uri`.
@@ -169,6 +174,11 @@ impl Request {
     /// upload goes (a large file is never held in memory whole).
     pub fn payload_file(mut self, path: impl Into<std::path::PathBuf>) -> Request {
         self.body_file = Some(path.into());
+        self
+    }
+    /// Uses blocks of at most `bytes` (16, 32, …, 1024; rounded down to one of them) both ways.
+    pub fn block_size(mut self, bytes: usize) -> Request {
+        self.block_szx = Some(coapws_proto::blockwise::fitting_szx(bytes));
         self
     }
     /// Reports the progress of block-wise uploads and downloads to `progress`.

@@ -83,6 +83,13 @@ where
     }
 }
 
+/// How large an upload's blocks may be: what fits the peer's messages, and at most the size
+/// the request asked for.
+struct Upload {
+    limit: usize,
+    szx: Option<u8>,
+}
+
 /// Where an upload's body comes from.
 enum Body<'a> {
     Memory(&'a Bytes),
@@ -176,28 +183,57 @@ impl Endpoint {
         let (t, con) = (request.timeout, request.confirmable);
         let progress = request.progress.clone();
         let mut message = request.to_message();
+        let szx = request.block_szx.map(|s| s.min(6));
+        // A size asked for: the response in Block2 pieces of at most that (RFC 7959 §2.4).
+        if let Some(szx) = szx
+            && matches!(message.code, Code::GET | Code::FETCH)
+            && !message.options.contains(OptionNumber::BLOCK2)
+        {
+            let first = BlockValue {
+                num: 0,
+                more: false,
+                szx,
+            };
+            message.options.set(OptionNumber::BLOCK2, first.encode());
+        }
         let mut uploaded = false;
         let first = match &request.body_file {
             Some(path) => {
                 let (first, blocks) = self
-                    .send_file(&remote, &mut message, path, t, con, progress.as_ref())
+                    .send_file(&remote, &mut message, path, szx, t, con, progress.as_ref())
                     .await?;
                 uploaded = blocks;
                 first
             }
             None => {
-                let first = self.request_on(&remote, message.clone(), t, con).await;
-                // Too large for one message to this peer: upload in Block1 pieces (RFC 7959
-                // §2.5).
-                match first.as_ref().err().and_then(too_large_limit) {
-                    Some(limit) => {
+                // A block size asked for and a body larger than one block: in blocks at once.
+                let capped = szx.filter(|s| message.payload.len() > 16usize << s);
+                let mut limit = usize::MAX;
+                let whole = match capped {
+                    Some(_) => None,
+                    None => match self.request_on(&remote, message.clone(), t, con).await {
+                        Ok(r) => Some(r),
+                        // Too large for one message to this peer: upload in Block1 pieces
+                        // (RFC 7959 §2.5).
+                        Err(e) => match too_large_limit(&e) {
+                            Some(l) => {
+                                limit = l;
+                                None
+                            }
+                            None => return Err(e),
+                        },
+                    },
+                };
+                match whole {
+                    Some(r) => r,
+                    None => {
                         uploaded = true;
                         let body = message.payload.clone();
                         let body = Body::Memory(&body);
-                        self.upload(&remote, &message, body, limit, t, con, progress.as_ref())
+                        let up = Upload { limit, szx: capped };
+                        self.upload(&remote, &message, body, up, t, con, progress.as_ref())
                             .await?
                     }
-                    None => first?,
                 }
             }
         };
@@ -217,11 +253,13 @@ impl Endpoint {
     /// Sends `message` with the file at `path` as its body: whole when it fits one message to
     /// the peer (read into `message`), block by block from disk otherwise. Returns the final
     /// response and whether blocks were used.
+    #[allow(clippy::too_many_arguments)]
     async fn send_file(
         &self,
         remote: &Remote,
         message: &mut Message,
         path: &PathBuf,
+        szx: Option<u8>,
         t: Option<Duration>,
         con: bool,
         progress: Option<&Progress>,
@@ -238,7 +276,8 @@ impl Endpoint {
             }
             None => self.config().udp.max_message_size,
         };
-        if len <= block_room(message, limit) {
+        let capped = szx.filter(|s| len > 16usize << s);
+        if capped.is_none() && len <= block_room(message, limit) {
             let body = tokio::fs::read(path)
                 .await
                 .map_err(|e| body_error(path, e))?;
@@ -251,8 +290,9 @@ impl Endpoint {
             len,
             chunk: tokio::sync::Mutex::new((0, Bytes::new())),
         };
+        let up = Upload { limit, szx: capped };
         let r = self
-            .upload(remote, message, body, limit, t, con, progress)
+            .upload(remote, message, body, up, t, con, progress)
             .await?;
         Ok((r, true))
     }
@@ -286,7 +326,7 @@ impl Endpoint {
         remote: &Remote,
         message: &Message,
         body: Body<'_>,
-        limit: usize,
+        up: Upload,
         timeout: Option<Duration>,
         confirmable: bool,
         progress: Option<&Progress>,
@@ -299,15 +339,19 @@ impl Endpoint {
             .options
             .set(OptionNumber::REQUEST_TAG, request_tag());
         let message = &message;
-        let room = block_room(message, limit);
+        let room = block_room(message, up.limit);
         // RFC 8323 §6: BERT (SZX 7, several 1024-byte units per message) where the peer's
-        // CSM allows it and a message holds more than one unit.
-        let bert = remote
-            .connection()
-            .and_then(|c| c.peer_settings())
-            .is_some_and(|p| p.bert())
+        // CSM allows it and a message holds more than one unit, unless a size was asked for.
+        let bert = up.szx.is_none()
+            && remote
+                .connection()
+                .and_then(|c| c.peer_settings())
+                .is_some_and(|p| p.bert())
             && room >= 2048;
         let mut szx = if bert { 7 } else { fitting_szx(room) };
+        if let Some(cap) = up.szx {
+            szx = szx.min(cap);
+        }
         let total = body.len();
         let mut offset = 0;
         loop {
