@@ -298,10 +298,15 @@ pub(crate) struct Inner {
 }
 
 impl Drop for Inner {
-    /// An endpoint dropped without [`Endpoint::shutdown`] still stops listening.
+    /// An endpoint dropped without [`Endpoint::shutdown`] still stops listening, and ends
+    /// every connection it had (with Release: the peers finish what is outstanding, then the
+    /// connections close within the release timeout).
     fn drop(&mut self) {
         for l in lock(&self.listeners).drain(..) {
             l.abort();
+        }
+        for (_, c) in lock(&self.live).drain() {
+            c.release();
         }
     }
 }
@@ -390,6 +395,21 @@ impl Endpoint {
     /// The settings.
     pub fn config(&self) -> &EndpointConfig {
         &self.inner.config
+    }
+
+    /// The remote for `uri` (a pooled connection, or a UDP socket), within `limit`: a host
+    /// that stalls the TCP, TLS or WebSocket handshake costs no more than the request's own
+    /// timeout.
+    pub(crate) async fn remote_within(
+        &self,
+        uri: &Uri,
+        limit: Option<Duration>,
+    ) -> Result<Remote, Error> {
+        let limit = limit.unwrap_or(self.inner.config.request_timeout);
+        match tokio::time::timeout(limit, self.remote_for(uri)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout),
+        }
     }
 
     /// The remote for `uri`: a pooled connection, or this endpoint's UDP socket.

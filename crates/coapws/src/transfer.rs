@@ -179,7 +179,7 @@ impl Endpoint {
     }
 
     async fn transfer(&self, request: Request) -> Result<Response, Error> {
-        let remote = self.remote_for(&request.uri).await?;
+        let remote = self.remote_within(&request.uri, request.timeout).await?;
         let (t, con) = (request.timeout, request.confirmable);
         let progress = request.progress.clone();
         let mut message = request.to_message();

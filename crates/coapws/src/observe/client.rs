@@ -88,7 +88,7 @@ impl Endpoint {
     /// here) and returns it; its first [`Observation::next`] is the registration's response.
     /// Fails only when the request cannot be sent at all (connection refused, bad URI).
     pub async fn observe(&self, request: Request) -> Result<Observation, Error> {
-        let remote = self.remote_for(&request.uri).await?;
+        let remote = self.remote_within(&request.uri, request.timeout).await?;
         let mut registration = request.to_message();
         registration.options.set_uint(OptionNumber::OBSERVE, 0);
         let (id, feed) = remote.observe(registration.clone(), request.confirmable)?;
