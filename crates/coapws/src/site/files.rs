@@ -245,28 +245,53 @@ impl FileServer {
     }
 
     /// Where a PUT may write: `Ok(existed)`, or the answer refusing it.
+    /// Where a PUT may write: `Ok(existed)`, or the answer refusing it. Every file system look
+    /// happens in one blocking call, off the async runtime.
     async fn put_target(&self, path: &Path, want_dir: bool, m: &Message) -> Result<bool, Message> {
         if want_dir || path == self.root.as_path() {
             return Err(text(Code::BAD_REQUEST, "cannot PUT a directory"));
         }
-        let existed = tokio::fs::metadata(path).await.is_ok();
-        if existed && m.options.contains(OptionNumber::IF_NONE_MATCH) {
+        let if_match: Vec<bytes::Bytes> =
+            m.options.get_all(OptionNumber::IF_MATCH).cloned().collect();
+        let if_none_match = m.options.contains(OptionNumber::IF_NONE_MATCH);
+        let (me, path) = (self.clone(), path.to_owned());
+        let checked = tokio::task::spawn_blocking(move || {
+            me.check_put_target(&path, &if_match, if_none_match)
+        })
+        .await;
+        checked
+            .unwrap_or_else(|_| Err(text(Code::INTERNAL_SERVER_ERROR, "cannot check the target")))
+    }
+
+    fn check_put_target(
+        &self,
+        path: &Path,
+        if_match: &[bytes::Bytes],
+        if_none_match: bool,
+    ) -> Result<bool, Message> {
+        let current = std::fs::metadata(path).ok();
+        let existed = current.is_some();
+        if existed && if_none_match {
             return Err(Message::new(Code::PRECONDITION_FAILED));
         }
-        if !existed && m.options.contains(OptionNumber::IF_MATCH) {
-            return Err(Message::new(Code::PRECONDITION_FAILED));
+        // RFC 7252 §5.10.8.1: an empty If-Match asks that the file exist, a value that its
+        // ETag (as GET gives it) be that value.
+        if !if_match.is_empty() {
+            let etag = current.as_ref().map(file_etag);
+            let matched = if_match
+                .iter()
+                .any(|want| want.is_empty() && existed || etag.as_deref() == Some(want.as_ref()));
+            if !matched {
+                return Err(Message::new(Code::PRECONDITION_FAILED));
+            }
         }
         let Some(parent) = path.parent() else {
             return Err(text(Code::BAD_REQUEST, "bad path"));
         };
-        if !tokio::fs::metadata(parent).await.is_ok_and(|m| m.is_dir()) || !self.inside_root(parent)
-        {
+        if !std::fs::metadata(parent).is_ok_and(|m| m.is_dir()) || !self.inside_root(parent) {
             return Err(text(Code::NOT_FOUND, "no such directory"));
         }
-        if existed
-            && (!self.inside_root(path)
-                || tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir()))
-        {
+        if existed && (!self.inside_root(path) || current.is_some_and(|m| m.is_dir())) {
             return Err(text(Code::BAD_REQUEST, "not a file"));
         }
         Ok(existed)
@@ -460,7 +485,13 @@ impl FileServer {
     async fn delete(&self, path: &Path) -> Message {
         // The directory the entry is in must be inside the root once symlinks are followed;
         // a symlink as the last part is removed itself, not what it points to.
-        if !path.parent().is_some_and(|p| self.inside_root(p)) {
+        let (me, p) = (self.clone(), path.to_owned());
+        let inside = tokio::task::spawn_blocking(move || {
+            p.parent().is_some_and(|parent| me.inside_root(parent))
+        })
+        .await
+        .unwrap_or(false);
+        if !inside {
             debug!(path = %path.display(), "DELETE outside the root refused");
             return text(Code::NOT_FOUND, "no such file");
         }
