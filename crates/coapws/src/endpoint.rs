@@ -294,6 +294,9 @@ pub(crate) struct Inner {
     pub(crate) web: Option<crate::web::WebContent>,
     pub(crate) pool: Pool,
     pub(crate) live: Mutex<HashMap<u64, ConnectionHandle>>,
+    /// Accepted connections still in their TLS, HTTP or WebSocket handshake: they count
+    /// against `max_connections` too.
+    pub(crate) handshaking: Arc<std::sync::atomic::AtomicUsize>,
     pub(crate) listeners: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -373,6 +376,7 @@ impl EndpointBuilder {
                 web: self.web,
                 pool: Pool::default(),
                 live: Mutex::new(HashMap::new()),
+                handshaking: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
                 listeners: Mutex::new(Vec::new()),
             }),
         }

@@ -12,6 +12,7 @@ use crate::transport::ws::{self, WsServerPolicy};
 use coapws_proto::connection::{Connection, Framing};
 use coapws_proto::uri::{Host, Scheme};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -197,6 +198,23 @@ async fn refuse_at_capacity(mut tcp: tokio::net::TcpStream, http: bool) {
     let _ = tcp.shutdown().await;
 }
 
+/// One accepted connection in its handshake, counted in `Inner::handshaking` while it lives
+/// (without keeping the endpoint alive).
+struct Handshaking(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Handshaking {
+    fn new(inner: &Inner) -> Handshaking {
+        inner.handshaking.fetch_add(1, Ordering::Relaxed);
+        Handshaking(inner.handshaking.clone())
+    }
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One listening socket of any reliable scheme.
 struct Listener {
     scheme: Scheme,
@@ -223,16 +241,21 @@ impl Listener {
         peer: SocketAddr,
         local: SocketAddr,
     ) {
-        if let Some(inner) = self.inner.upgrade() {
-            let live = lock(&inner.live).len();
-            if live >= inner.config.max_connections {
-                warn!(%peer, live, "connection limit reached: refusing");
-                refuse_at_capacity(tcp, self.scheme == Scheme::CoapWs).await;
-                return;
-            }
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        let live = lock(&inner.live).len();
+        let handshaking = inner.handshaking.load(Ordering::Relaxed);
+        if live + handshaking >= inner.config.max_connections {
+            warn!(%peer, live, handshaking, "connection limit reached: refusing");
+            refuse_at_capacity(tcp, self.scheme == Scheme::CoapWs).await;
+            return;
         }
+        // Counted until the connection is up (or the handshake fails).
+        let counted = Handshaking::new(&inner);
+        drop(inner);
         let Some(acceptor) = self.tls.clone() else {
-            return self.serve_stream(tcp, peer, local, None);
+            return self.serve_stream(tcp, peer, local, None, counted);
         };
         let accepted = tokio::time::timeout(self.policy.header_timeout, acceptor.accept(tcp)).await;
         let tls = match accepted {
@@ -258,11 +281,17 @@ impl Listener {
             let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
             return;
         }
-        self.serve_stream(tls, peer, local, sni);
+        self.serve_stream(tls, peer, local, sni, counted);
     }
 
-    fn serve_stream<S>(&self, stream: S, peer: SocketAddr, local: SocketAddr, sni: Option<String>)
-    where
+    fn serve_stream<S>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        local: SocketAddr,
+        sni: Option<String>,
+        counted: Handshaking,
+    ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let Some(inner) = self.inner.upgrade() else {
@@ -302,12 +331,11 @@ impl Listener {
             let remote = server_remote(scheme, peer, local, host, port);
             start_connection(&inner, io, core, remote, None, weak.clone());
         });
-        tokio::spawn(ws::serve_http(
-            stream,
-            self.policy.clone(),
-            scheme,
-            peer,
-            on_upgrade,
-        ));
+        let policy = self.policy.clone();
+        tokio::spawn(async move {
+            // The HTTP side counts until it ends (after the upgrade, the connection does).
+            let _counted = counted;
+            ws::serve_http(stream, policy, scheme, peer, on_upgrade).await;
+        });
     }
 }

@@ -80,3 +80,37 @@ async fn the_request_timeout_covers_connecting() {
     );
     held.abort();
 }
+
+/// Regression: the connection limit did not count handshakes in progress, so any number of
+/// peers that connect and then stall (no HTTP request, no TLS hello) got past it.
+#[tokio::test]
+async fn handshakes_in_progress_count_against_the_connection_limit() {
+    use tokio::io::AsyncReadExt;
+    let config = coapws::EndpointConfig {
+        max_connections: 2,
+        ..coapws::EndpointConfig::default()
+    };
+    let (_server, addr) = common::server_with(config, Some(common::test_site())).await;
+    // Two peers that connect and say nothing.
+    let _a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The third is turned away with 503 at once.
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, third.read_to_string(&mut answer))
+        .await
+        .expect("answered at once")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    // When the stalled ones go, there is room again.
+    drop((_a, _b));
+    let client = Endpoint::client();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match client.get(&common::uri(addr, "/hello")).await {
+            Ok(r) => break assert_eq!(r.code(), Code::CONTENT),
+            Err(e) => assert!(Instant::now() < deadline, "no room again: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
