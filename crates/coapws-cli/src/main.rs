@@ -165,7 +165,7 @@ fn exit_code_of(e: &anyhow::Error) -> ExitCode {
         .downcast_ref::<coapws::Error>()
         .or_else(|| e.downcast_ref::<hints::Hinted>().map(|h| &h.error));
     let code = match error {
-        Some(E::Connect { .. } | E::Handshake { .. }) => exit::NO_CONNECTION,
+        Some(E::Connect { .. } | E::Handshake { .. } | E::HeldOff { .. }) => exit::NO_CONNECTION,
         Some(E::Timeout) => exit::TIMEOUT,
         Some(E::Connection(_) | E::Reset | E::Block(_) | E::Send(_) | E::ObservationEnded) => {
             exit::BROKEN

@@ -24,6 +24,9 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+/// What runs once when a connection ends: given its id and the Hold-Off its peer asked for.
+pub(crate) type OnClose = Box<dyn FnOnce(u64, Option<Instant>) + Send>;
+
 /// A boxed future, as handlers return them.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -118,6 +121,8 @@ pub struct ConnectionHandle {
     accepting: Arc<AtomicBool>,
     /// The peer's settings once its first CSM arrived.
     peer: tokio::sync::watch::Receiver<Option<PeerSettings>>,
+    /// Until when the peer asked not to be reconnected to (Release with Hold-Off).
+    hold_off: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 impl std::fmt::Debug for ConnectionHandle {
@@ -134,6 +139,11 @@ impl ConnectionHandle {
     /// True while new requests may start on the connection (up, and not being released).
     pub fn accepts_requests(&self) -> bool {
         self.is_alive() && self.accepting.load(Ordering::Relaxed)
+    }
+    /// Until when the peer asked us not to reconnect (its Release's Hold-Off, RFC 8323
+    /// §5.5), if it did.
+    pub fn hold_off(&self) -> Option<Instant> {
+        *self.hold_off.lock().unwrap_or_else(|p| p.into_inner())
     }
     /// What the peer's CSMs said, once the first arrived.
     pub fn peer_settings(&self) -> Option<PeerSettings> {
@@ -208,7 +218,7 @@ pub(crate) fn spawn<T: FrameIo>(
     make_remote: impl FnOnce(ConnectionHandle) -> Remote,
     dispatch: Option<Arc<dyn Dispatch>>,
     config: DriverConfig,
-    on_close: Option<Box<dyn FnOnce(u64) + Send>>,
+    on_close: Option<OnClose>,
 ) -> (ConnectionHandle, Remote) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (peer_tx, peer_rx) = tokio::sync::watch::channel(None);
@@ -218,6 +228,7 @@ pub(crate) fn spawn<T: FrameIo>(
         id: CONNECTION_IDS.fetch_add(1, Ordering::Relaxed),
         accepting: Arc::new(AtomicBool::new(true)),
         peer: peer_rx,
+        hold_off: Arc::new(std::sync::Mutex::new(None)),
     };
     let remote = make_remote(handle.clone());
     info!(remote = %remote, conn = handle.id, "connection up");
@@ -258,7 +269,7 @@ struct Driver<T> {
     inbound_running: usize,
     /// The transport failed under a write: nothing more is written.
     broken: bool,
-    on_close: Option<Box<dyn FnOnce(u64) + Send>>,
+    on_close: Option<OnClose>,
     /// What the connection did, for its closing log line.
     stats: Stats,
 }
@@ -472,6 +483,15 @@ impl<T: FrameIo> Driver<T> {
                 Event::Pong(token) => debug!(remote = %self.remote, %token, "pong"),
                 Event::PeerReleasing { hold_off, .. } => {
                     self.handle.accepting.store(false, Ordering::Relaxed);
+                    // An hour at most: the value is the peer's to choose, not to abuse.
+                    if let Some(secs) = hold_off {
+                        let wait = std::time::Duration::from_secs(u64::from(secs).min(3600));
+                        *self
+                            .handle
+                            .hold_off
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + wait);
+                    }
                     info!(remote = %self.remote, ?hold_off, "peer sent Release")
                 }
                 Event::Closed(why) => {
@@ -582,7 +602,7 @@ impl<T: FrameIo> Driver<T> {
             let _ = tokio::time::timeout(grace, self.io.close(&why)).await;
         }
         if let Some(f) = self.on_close.take() {
-            f(self.handle.id);
+            f(self.handle.id, self.handle.hold_off());
         }
         let s = &self.stats;
         let secs = s.started.map_or(0.0, |t| t.elapsed().as_secs_f64());

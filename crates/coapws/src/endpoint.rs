@@ -694,11 +694,14 @@ pub(crate) fn start_connection<T: connection::FrameIo>(
     pool_key: Option<PoolKey>,
     weak: Weak<Inner>,
 ) -> (ConnectionHandle, Remote) {
-    let on_close = Box::new(move |id: u64| {
+    let on_close = Box::new(move |id: u64, hold_off: Option<Instant>| {
         if let Some(inner) = weak.upgrade() {
             lock(&inner.live).remove(&id);
             if let Some(key) = &pool_key {
                 inner.pool.remove(key, id);
+                if let Some(until) = hold_off {
+                    inner.pool.hold_off(key, until);
+                }
             }
         }
     });

@@ -64,6 +64,15 @@ pub enum Error {
     /// The endpoint was shut down.
     #[error("endpoint shut down")]
     Shutdown,
+    /// The server released its connection asking us to wait before reconnecting (Hold-Off,
+    /// RFC 8323 §5.5), and that time has not passed.
+    #[error("{origin} asked to wait {secs} s more before reconnecting (Release with Hold-Off)")]
+    HeldOff {
+        /// The origin.
+        origin: String,
+        /// Seconds still to wait.
+        secs: u64,
+    },
     /// A request body could not be read from its file.
     #[error("cannot read {path}: {source}")]
     Body {

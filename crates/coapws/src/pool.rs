@@ -58,6 +58,9 @@ enum SlotState {
 #[derive(Default)]
 pub(crate) struct Pool {
     slots: Mutex<HashMap<PoolKey, Arc<Slot>>>,
+    /// Origins whose server asked us to wait before reconnecting (Release with Hold-Off,
+    /// RFC 8323 §5.5), until when.
+    held_off: Mutex<HashMap<PoolKey, std::time::Instant>>,
 }
 
 impl Pool {
@@ -76,10 +79,27 @@ impl Pool {
         let seen = slot.finished.load(Ordering::SeqCst);
         let mut state = slot.state.lock().await;
         match &*state {
-            // A connection being released takes no new requests: open a new one.
+            // A connection being released takes no new requests: open a new one (unless
+            // the server asked to wait).
             SlotState::Ready(r) if r.accepts_requests() => return Ok(r.clone()),
+            SlotState::Ready(r) => {
+                if let Some(until) = r.connection().and_then(|c| c.hold_off()) {
+                    self.hold_off(key, until);
+                }
+            }
             SlotState::Failed { attempt, error } if *attempt > seen => return Err(error.clone()),
             _ => {}
+        }
+        if let Some(left) = self.held_off_for(key) {
+            return Err(Error::HeldOff {
+                origin: format!(
+                    "{}://{}:{}",
+                    key.scheme,
+                    key.host.authority_form(),
+                    key.port
+                ),
+                secs: left.as_secs_f64().ceil() as u64,
+            });
         }
         let result = connect().await;
         let attempt = slot.finished.fetch_add(1, Ordering::SeqCst) + 1;
@@ -101,6 +121,22 @@ impl Pool {
     }
 
     /// Drops the pool entry of connection `id` (called when it ends).
+    /// The server of `key` asked not to be reconnected to before `until`.
+    pub(crate) fn hold_off(&self, key: &PoolKey, until: std::time::Instant) {
+        let mut h = self.held_off.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        h.retain(|_, t| *t > now);
+        h.insert(key.clone(), until);
+    }
+
+    /// How long the server of `key` still asked us to wait, if it did.
+    fn held_off_for(&self, key: &PoolKey) -> Option<std::time::Duration> {
+        let h = self.held_off.lock().unwrap_or_else(|p| p.into_inner());
+        let until = *h.get(key)?;
+        let now = std::time::Instant::now();
+        (until > now).then(|| until - now)
+    }
+
     pub(crate) fn remove(&self, key: &PoolKey, id: u64) {
         let mut slots = self.slots();
         let Some(slot) = slots.get(key) else { return };

@@ -114,3 +114,66 @@ async fn handshakes_in_progress_count_against_the_connection_limit() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Regression: a Release's Hold-Off (RFC 8323 §5.5) was logged and ignored, and the pool
+/// reconnected at once. Now requests to that origin fail with `HeldOff` until it has passed,
+/// without a connection attempt, and then reconnect.
+#[tokio::test]
+async fn a_release_hold_off_is_honoured() {
+    use coapws::proto::signaling::Signal;
+    use coapws::proto::{Message, Token};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepts.clone();
+    tokio::spawn(async move {
+        loop {
+            let mut ws = common::raw_server(&listener).await;
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _csm = common::next_coap(&mut ws).await;
+            let Some(req) = common::next_coap(&mut ws).await else {
+                continue;
+            };
+            let answer = Message::response(Code::CONTENT, "ok").with_token(req.token);
+            common::send_coap(&mut ws, &answer).await;
+            // Release, asking for two seconds of peace; then the connection goes.
+            let release = Signal::Release {
+                alternative_addresses: Vec::new(),
+                hold_off: Some(2),
+            };
+            common::send_coap(&mut ws, &release.to_message(Token::EMPTY)).await;
+            while common::next_coap(&mut ws).await.is_some() {}
+        }
+    });
+    let client = Endpoint::client();
+    let uri = format!("coap+ws://{addr}/x");
+    assert_eq!(client.get(&uri).await.unwrap().code(), Code::CONTENT);
+    wait_until(
+        || client.connection_count() == 0,
+        "the released connection closed",
+    )
+    .await;
+    let started = Instant::now();
+    match client.get(&uri).await {
+        Err(Error::HeldOff { secs, .. }) => assert!((1..=2).contains(&secs), "{secs}"),
+        other => panic!("expected HeldOff: {other:?}"),
+    }
+    assert_eq!(
+        accepts.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "no new attempt"
+    );
+    // After the Hold-Off: a new connection.
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(started.elapsed())).await;
+    let deadline = Instant::now() + WAIT;
+    let r = loop {
+        match client.get(&uri).await {
+            Err(Error::HeldOff { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => break other,
+        }
+    };
+    assert_eq!(r.unwrap().code(), Code::CONTENT);
+    assert_eq!(accepts.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
