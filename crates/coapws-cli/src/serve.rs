@@ -14,7 +14,7 @@ use coapws::proto::uri::Scheme;
 use coapws::site::files::FileServer;
 use coapws::tls::TlsIdentity;
 use coapws::web::WebContent;
-use coapws::{Endpoint, EndpointConfig, IncomingRequest, Site};
+use coapws::{Endpoint, EndpointConfig, Site};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -159,14 +159,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
                 .with_context(|| format!("cannot serve {}", root.display()))?
                 .writable(args.write);
             // Block-wise PUTs go to the file server block by block, straight to disk.
-            Site::new().subtree_taking_blocks(
-                "/",
-                move |req: IncomingRequest| {
-                    let files = files.clone();
-                    async move { files.handle(req).await }
-                },
-                vec![Link::new("/").with_param("ct", "40")],
-            )
+            Site::new().files("/", files, vec![Link::new("/").with_param("ct", "40")])
         }
     };
     let web = match &args.site {

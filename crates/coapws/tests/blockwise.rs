@@ -258,14 +258,7 @@ async fn a_block_of_a_large_file_is_read_from_disk() {
     let mut small = pattern(40_000, 5).to_vec();
     std::fs::write(dir.join("small.bin"), &small).unwrap();
     let files = FileServer::new(&dir).unwrap();
-    let site = Site::new().subtree(
-        "/",
-        move |req: IncomingRequest| {
-            let files = files.clone();
-            async move { files.handle(req).await }
-        },
-        vec![],
-    );
+    let site = Site::new().files("/", files, vec![]);
     let ep = Endpoint::builder().site(site).build();
     let udp = ep.listen_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
 
@@ -573,14 +566,7 @@ async fn a_file_server_upload_streams_to_disk() {
         .unwrap()
         .writable(true)
         .max_file_size(1 << 20);
-    let site = Site::new().subtree_taking_blocks(
-        "/",
-        move |req: IncomingRequest| {
-            let files = files.clone();
-            async move { files.handle(req).await }
-        },
-        vec![],
-    );
+    let site = Site::new().files("/", files, vec![]);
     // Far less memory for reassembly than the upload needs.
     let ep = Endpoint::builder()
         .config(EndpointConfig {

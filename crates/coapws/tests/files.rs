@@ -4,7 +4,7 @@ mod common;
 
 use coapws::proto::{Code, OptionNumber};
 use coapws::site::files::FileServer;
-use coapws::{Endpoint, IncomingRequest, Request, Site};
+use coapws::{Endpoint, Request, Site};
 
 /// Regression: PUT treated any If-Match as a match, so a client holding a stale ETag
 /// overwrote a file that had changed since.
@@ -14,14 +14,7 @@ async fn if_match_compares_the_files_etag() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("f.txt"), "one").unwrap();
     let files = FileServer::new(&dir).unwrap().writable(true);
-    let site = Site::new().subtree_taking_blocks(
-        "/",
-        move |req: IncomingRequest| {
-            let files = files.clone();
-            async move { files.handle(req).await }
-        },
-        vec![],
-    );
+    let site = Site::new().files("/", files, vec![]);
     let server = Endpoint::builder().site(site).build();
     let addr = server
         .listen_ws("127.0.0.1:0".parse().unwrap())

@@ -8,7 +8,7 @@ mod common;
 use coapws::proto::codec::udp::{self as udp_codec, MessageType, UdpHeader};
 use coapws::proto::{BlockValue, Code, Message, OptionNumber, Token};
 use coapws::site::files::FileServer;
-use coapws::{Endpoint, EndpointConfig, IncomingRequest, Request, Site};
+use coapws::{Endpoint, EndpointConfig, Request, Site};
 use common::WAIT;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,14 +52,7 @@ async fn file_server_delete_does_not_escape_root_through_symlinked_directory() {
     std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
 
     let files = FileServer::new(&root).unwrap().writable(true);
-    let site = Site::new().subtree(
-        "/",
-        move |req: IncomingRequest| {
-            let files = files.clone();
-            async move { files.handle(req).await }
-        },
-        Vec::new(),
-    );
+    let site = Site::new().files("/", files, Vec::new());
     let (_server, addr) = common::server_with(EndpointConfig::default(), Some(site)).await;
     let client = Endpoint::client();
     let target = common::uri(addr, "/link/victim.txt");
@@ -427,8 +420,8 @@ async fn bert_only_where_the_peer_allows_it() {
 
 #[tokio::test]
 async fn file_server_does_not_read_fifos() {
+    use coapws::Site;
     use coapws::site::files::FileServer;
-    use coapws::{IncomingRequest, Site};
     let root = std::env::temp_dir().join(format!("coapws-fifo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
@@ -438,14 +431,7 @@ async fn file_server_does_not_read_fifos() {
         .unwrap();
     assert!(made.success(), "mkfifo");
     let files = FileServer::new(&root).unwrap();
-    let site = Site::new().subtree(
-        "/",
-        move |req: IncomingRequest| {
-            let files = files.clone();
-            async move { files.handle(req).await }
-        },
-        vec![],
-    );
+    let site = Site::new().files("/", files, vec![]);
     let server = Endpoint::builder().site(site).build();
     let addr = server
         .listen_ws("127.0.0.1:0".parse().unwrap())
@@ -790,14 +776,7 @@ async fn file_server(root: &std::path::Path, max: u64) -> (Endpoint, std::net::S
         .unwrap()
         .writable(true)
         .max_file_size(max);
-    let site = Site::new().subtree(
-        "/",
-        move |req: IncomingRequest| {
-            let files = files.clone();
-            async move { files.handle(req).await }
-        },
-        Vec::new(),
-    );
+    let site = Site::new().files("/", files, Vec::new());
     common::server_with(EndpointConfig::default(), Some(site)).await
 }
 

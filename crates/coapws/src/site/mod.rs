@@ -247,6 +247,19 @@ impl Site {
     ) -> Site {
         self.add_subtree(prefix, Arc::new(handler), links, true)
     }
+    /// Serves `files` at and below `prefix`: GET straight from disk, block by block when
+    /// large, and (when writable) block-wise PUTs written to disk piece by piece (see
+    /// [`Site::subtree_taking_blocks`]). `links` go into `/.well-known/core`.
+    pub fn files(self, prefix: &str, files: files::FileServer, links: Vec<Link>) -> Site {
+        self.subtree_taking_blocks(
+            prefix,
+            move |req: IncomingRequest| {
+                let files = files.clone();
+                async move { files.handle(req).await }
+            },
+            links,
+        )
+    }
     fn add_subtree(
         mut self,
         prefix: &str,
