@@ -162,28 +162,6 @@ fn option_arg(arg: &str) -> Result<(coapws::proto::OptionNumber, Bytes)> {
     Ok((coapws::proto::OptionNumber(n), Bytes::from(value)))
 }
 
-/// An option's value as people read it: text for string options, a number for uints, Block
-/// values decoded, hex otherwise.
-fn option_value(n: coapws::proto::OptionNumber, v: &[u8]) -> String {
-    use coapws::proto::OptionNumber as O;
-    if matches!(n, O::BLOCK1 | O::BLOCK2) {
-        if let Some(b) = coapws::proto::BlockValue::decode(v) {
-            return format!("{}/{}/{}", b.num, u8::from(b.more), b.size());
-        }
-    }
-    match n.info().map(|i| i.format) {
-        Some(coapws::proto::option::ValueFormat::String) => String::from_utf8_lossy(v).into_owned(),
-        Some(coapws::proto::option::ValueFormat::Uint) if v.len() <= 4 => v
-            .iter()
-            .fold(0u32, |a, &b| a << 8 | u32::from(b))
-            .to_string(),
-        _ => {
-            let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
-            format!("0x{hex}")
-        }
-    }
-}
-
 fn content_format(arg: &str) -> Result<u16> {
     Ok(ContentFormat::parse_arg(arg)
         .with_context(|| format!("bad content format {arg:?}"))?
@@ -288,7 +266,7 @@ pub async fn run(method: Code, args: ClientArgs, verbose: u8) -> Result<ExitCode
             code
         };
         for (n, v) in m.options.iter() {
-            let line = format!("{n}: {}", option_value(n, v));
+            let line = format!("{n}: {}", coapws::proto::option::value_text(n, v));
             if colour {
                 head.push_str(&format!("\n\x1b[2m{line}\x1b[0m"));
             } else {

@@ -177,25 +177,11 @@ impl fmt::Display for Summary<'_> {
             let name = n
                 .info()
                 .map_or_else(|| format!("Option{}", n.0), |i| i.name.to_owned());
-            if matches!(n, OptionNumber::BLOCK1 | OptionNumber::BLOCK2) {
-                if let Some(b) = crate::option::BlockValue::decode(v) {
-                    write!(f, " {name}:{}/{}/{}", b.num, u8::from(b.more), b.size())?;
-                    continue;
-                }
-            }
+            let text = crate::option::value_text(n, v);
             match n.info().map(|i| i.format) {
-                Some(ValueFormat::String) => write!(f, " {name}:{:?}", String::from_utf8_lossy(v))?,
-                Some(ValueFormat::Uint) if v.len() <= 4 => {
-                    let x = v.iter().fold(0u32, |a, &b| a << 8 | u32::from(b));
-                    write!(f, " {name}:{x}")?
-                }
-                Some(ValueFormat::Empty) => write!(f, " {name}")?,
-                _ => {
-                    write!(f, " {name}:0x")?;
-                    for b in v.iter() {
-                        write!(f, "{b:02x}")?;
-                    }
-                }
+                Some(ValueFormat::String) => write!(f, " {name}:{text:?}")?,
+                _ if text.is_empty() => write!(f, " {name}")?,
+                _ => write!(f, " {name}:{text}")?,
             }
         }
         if !m.payload.is_empty() {

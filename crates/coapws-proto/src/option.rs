@@ -154,6 +154,31 @@ pub fn encode_uint(value: u32) -> Bytes {
     Bytes::copy_from_slice(&be[skip..])
 }
 
+/// An option's value as people read it: text for string options, the number for uint ones,
+/// Block values as NUM/M/SIZE, `0x` and hex for the rest (and for values that break their
+/// format); empty for an empty option.
+pub fn value_text(number: OptionNumber, value: &[u8]) -> String {
+    if matches!(number, OptionNumber::BLOCK1 | OptionNumber::BLOCK2) {
+        if let Some(b) = BlockValue::decode(value) {
+            return format!("{}/{}/{}", b.num, u8::from(b.more), b.size());
+        }
+    }
+    match number.info().map(|i| i.format) {
+        Some(ValueFormat::String) => return String::from_utf8_lossy(value).into_owned(),
+        Some(ValueFormat::Uint) => {
+            if let Some(x) = decode_uint(value) {
+                return x.to_string();
+            }
+        }
+        _ => {}
+    }
+    if value.is_empty() {
+        return String::new();
+    }
+    let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+    format!("0x{hex}")
+}
+
 /// Decodes an unsigned integer option value of up to 4 bytes; `None` if longer.
 pub fn decode_uint(value: &[u8]) -> Option<u32> {
     if value.len() > 4 {
