@@ -531,16 +531,14 @@ impl<T: FrameIo> Driver<T> {
         }
         self.inbound_running += 1;
         let peer = self.core.peer_settings();
-        let request = IncomingRequest {
-            message: m,
-            remote: self.remote.clone(),
-            peer_limits: crate::site::PeerLimits {
+        let request = IncomingRequest::new(
+            m,
+            self.remote.clone(),
+            crate::site::PeerLimits {
                 max_message_size: peer.max_message_size as usize,
                 bert: peer.bert(),
             },
-            observe: None,
-            block2: None,
-        };
+        );
         // A handler that panics or is cancelled still gets its request answered.
         let failed = Message::response(Code::INTERNAL_SERVER_ERROR, "handler failed");
         let guard = SendOnDrop::new(

@@ -183,12 +183,14 @@ impl SiteDispatch {
         link: (u64, Option<SocketAddr>),
         token: Token,
     ) -> (Message, Option<Started>) {
-        let stored = req.clone();
+        let mut stored = req.clone();
+        stored.rendering = true;
         let slot = ObserveSlot::default();
         req.observe = Some(slot.clone());
         let mut response = self.handle(req).await;
         let observable = slot.take();
-        let Some(observable) = observable.filter(|_| response.code.is_success()) else {
+        let observable = observable.filter(|o| response.code.is_success() && !o.is_ended());
+        let Some(observable) = observable else {
             // Not observable, or not 2.xx: no observation, and one with this token ends.
             self.observers.remove(link, &token, None);
             response.options.remove(OptionNumber::OBSERVE);
@@ -359,7 +361,7 @@ impl SiteDispatch {
             return self.cut(response, None, peer, None, key);
         }
         let mut echo_block1 = None;
-        if block1.is_some() && self.site.takes_blocks(&req.path()) {
+        if block1.is_some() && self.site.takes_blocks(&req) {
             // The handler takes the upload piece by piece (a file server writing to disk).
             let peer = req.peer_limits;
             req.block2 = block2;

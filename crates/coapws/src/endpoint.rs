@@ -435,19 +435,6 @@ impl Endpoint {
         self.send(Request::get(uri)?).await
     }
 
-    /// Sends `message` (a request; its token is chosen here) to `remote` over the connection
-    /// the remote lives on, and collects a response that comes in Block2 pieces. This is how a server reaches a WebSocket client that connected to
-    /// it: use the [`crate::IncomingRequest::remote`] of one of its requests.
-    pub async fn request_to(&self, remote: &Remote, message: Message) -> Result<Response, Error> {
-        let first = self.request_on(remote, message.clone(), None, true).await?;
-        let mut next = message;
-        if next.code != Code::FETCH {
-            next.payload = Bytes::new();
-        }
-        self.collect_blocks(remote, next, first, None, true, None)
-            .await
-    }
-
     pub(crate) async fn request_on(
         &self,
         remote: &Remote,

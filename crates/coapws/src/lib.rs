@@ -101,6 +101,7 @@ mod listener;
 mod net;
 pub mod observe;
 pub mod pool;
+pub mod proxy;
 pub mod remote;
 pub mod site;
 pub mod tls;
@@ -113,4 +114,4 @@ pub use endpoint::{Endpoint, EndpointBuilder, EndpointConfig, Request, Response}
 pub use error::Error;
 pub use observe::{Observable, Observation, ObserveEnd};
 pub use remote::{Remote, Side};
-pub use site::{IncomingRequest, Resource, Site};
+pub use site::{HostMatch, IncomingRequest, Resource, Site};

@@ -16,7 +16,7 @@ use coapws_proto::message::Message;
 use coapws_proto::option::{BlockValue, OptionNumber};
 use coapws_proto::signaling::BASE_MAX_MESSAGE_SIZE;
 use coapws_proto::udp::UdpSendError;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,6 +81,16 @@ where
             }
         }
     }
+}
+
+/// How one transfer goes: its per-request timeout, UDP message type, body file, progress and
+/// block size.
+struct Params<'a> {
+    timeout: Option<Duration>,
+    confirmable: bool,
+    body_file: Option<&'a Path>,
+    progress: Option<&'a Progress>,
+    szx: Option<u8>,
 }
 
 /// How large an upload's blocks may be: what fits the peer's messages, and at most the size
@@ -180,10 +190,46 @@ impl Endpoint {
 
     async fn transfer(&self, request: Request) -> Result<Response, Error> {
         let remote = self.remote_within(&request.uri, request.timeout).await?;
-        let (t, con) = (request.timeout, request.confirmable);
-        let progress = request.progress.clone();
-        let mut message = request.to_message();
-        let szx = request.block_szx.map(|s| s.min(6));
+        let params = Params {
+            timeout: request.timeout,
+            confirmable: request.confirmable,
+            body_file: request.body_file.as_deref(),
+            progress: request.progress.as_ref(),
+            szx: request.block_szx,
+        };
+        self.transfer_on(&remote, request.to_message(), params)
+            .await
+    }
+
+    /// Sends `message` (a request; its token is chosen per connection) to `remote` over the
+    /// link the remote lives on, block-wise both ways as [`Endpoint::send`] does, within
+    /// [`crate::EndpointConfig::transfer_timeout`]. This is how a server reaches a client that
+    /// connected to it (a browser, a device behind NAT): use the
+    /// [`crate::IncomingRequest::remote`] of one of its requests.
+    pub async fn request_to(&self, remote: &Remote, message: Message) -> Result<Response, Error> {
+        let params = Params {
+            timeout: None,
+            confirmable: true,
+            body_file: None,
+            progress: None,
+            szx: None,
+        };
+        let limit = self.config().transfer_timeout;
+        match tokio::time::timeout(limit, self.transfer_on(remote, message, params)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    async fn transfer_on(
+        &self,
+        remote: &Remote,
+        mut message: Message,
+        params: Params<'_>,
+    ) -> Result<Response, Error> {
+        let (t, con) = (params.timeout, params.confirmable);
+        let progress = params.progress;
+        let szx = params.szx.map(|s| s.min(6));
         // A size asked for: the response in Block2 pieces of at most that (RFC 7959 §2.4).
         if let Some(szx) = szx
             && matches!(message.code, Code::GET | Code::FETCH)
@@ -197,10 +243,10 @@ impl Endpoint {
             message.options.set(OptionNumber::BLOCK2, first.encode());
         }
         let mut uploaded = false;
-        let first = match &request.body_file {
+        let first = match params.body_file {
             Some(path) => {
                 let (first, blocks) = self
-                    .send_file(&remote, &mut message, path, szx, t, con, progress.as_ref())
+                    .send_file(remote, &mut message, path, szx, t, con, progress)
                     .await?;
                 uploaded = blocks;
                 first
@@ -211,7 +257,7 @@ impl Endpoint {
                 let mut limit = usize::MAX;
                 let whole = match capped {
                     Some(_) => None,
-                    None => match self.request_on(&remote, message.clone(), t, con).await {
+                    None => match self.request_on(remote, message.clone(), t, con).await {
                         Ok(r) => Some(r),
                         // Too large for one message to this peer: upload in Block1 pieces
                         // (RFC 7959 §2.5).
@@ -231,7 +277,7 @@ impl Endpoint {
                         let body = message.payload.clone();
                         let body = Body::Memory(&body);
                         let up = Upload { limit, szx: capped };
-                        self.upload(&remote, &message, body, up, t, con, progress.as_ref())
+                        self.upload(remote, &message, body, up, t, con, progress)
                             .await?
                     }
                 }
@@ -246,7 +292,7 @@ impl Endpoint {
         }
         next.options.remove(OptionNumber::BLOCK1);
         next.options.remove(OptionNumber::SIZE1);
-        self.collect_blocks(&remote, next, first, t, con, progress.as_ref())
+        self.collect_blocks(remote, next, first, t, con, progress)
             .await
     }
 
@@ -258,7 +304,7 @@ impl Endpoint {
         &self,
         remote: &Remote,
         message: &mut Message,
-        path: &PathBuf,
+        path: &Path,
         szx: Option<u8>,
         t: Option<Duration>,
         con: bool,

@@ -89,10 +89,27 @@ impl Endpoint {
     /// Fails only when the request cannot be sent at all (connection refused, bad URI).
     pub async fn observe(&self, request: Request) -> Result<Observation, Error> {
         let remote = self.remote_within(&request.uri, request.timeout).await?;
-        let mut registration = request.to_message();
-        registration.options.set_uint(OptionNumber::OBSERVE, 0);
-        let (id, feed) = remote.observe(registration.clone(), request.confirmable)?;
         let timeout = request.timeout.unwrap_or(self.config().request_timeout);
+        self.observe_on(remote, request.to_message(), request.confirmable, timeout)
+    }
+
+    /// Registers an observation with `message` (a GET or FETCH; Observe 0 is set here) sent
+    /// to `remote` over its link, as [`Endpoint::request_to`] sends requests: how a server
+    /// observes a resource of a client that connected to it.
+    pub fn observe_to(&self, remote: &Remote, message: Message) -> Result<Observation, Error> {
+        let timeout = self.config().request_timeout;
+        self.observe_on(remote.clone(), message, true, timeout)
+    }
+
+    fn observe_on(
+        &self,
+        remote: Remote,
+        mut registration: Message,
+        confirmable: bool,
+        timeout: Duration,
+    ) -> Result<Observation, Error> {
+        registration.options.set_uint(OptionNumber::OBSERVE, 0);
+        let (id, feed) = remote.observe(registration.clone(), confirmable)?;
         Ok(Observation {
             endpoint: self.clone(),
             reliable: remote.scheme().is_reliable(),
@@ -100,7 +117,7 @@ impl Endpoint {
             registration,
             id,
             feed,
-            confirmable: request.confirmable,
+            confirmable,
             timeout,
             freshness: Freshness::new(),
             deadline: Instant::now() + timeout,

@@ -48,7 +48,15 @@ use tracing::{debug, info};
 /// ```
 #[derive(Clone, Debug)]
 pub struct Observable {
-    changes: Arc<watch::Sender<u64>>,
+    changes: Arc<watch::Sender<State>>,
+}
+
+/// What observers of an [`Observable`] are told: that it changed, and whether that change
+/// ends the observations.
+#[derive(Clone, Copy, Debug, Default)]
+struct State {
+    version: u64,
+    ended: bool,
 }
 
 impl Default for Observable {
@@ -60,7 +68,7 @@ impl Default for Observable {
 impl Observable {
     /// A new state with no observers.
     pub fn new() -> Observable {
-        let (tx, _) = watch::channel(0);
+        let (tx, _) = watch::channel(State::default());
         Observable {
             changes: Arc::new(tx),
         }
@@ -79,26 +87,41 @@ impl Observable {
     }
     /// The state changed: every observer gets a notification.
     pub fn notify(&self) {
-        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+        self.changes
+            .send_modify(|s| s.version = s.version.wrapping_add(1));
+    }
+    /// The resource can no longer be observed (a proxy's upstream observation ended): every
+    /// observer gets one last notification, rendered as usual but without Observe (RFC 7641
+    /// §3.2: the client then knows it is no longer notified), and the observations end. Later
+    /// registrations still work; they end at the next change.
+    pub fn end(&self) {
+        self.changes.send_modify(|s| {
+            s.version = s.version.wrapping_add(1);
+            s.ended = true;
+        });
+    }
+    /// True once [`Observable::end`] was called.
+    pub fn is_ended(&self) -> bool {
+        self.changes.borrow().ended
     }
     /// Number of observers at the moment.
     pub fn observers(&self) -> usize {
         self.changes.receiver_count()
     }
-    fn subscribe(&self) -> watch::Receiver<u64> {
+    fn subscribe(&self) -> watch::Receiver<State> {
         self.changes.subscribe()
     }
 }
 
 /// Notifies every `period`, on the wall clock's multiples of it (a 1 s clock ticks on the
 /// second, so what it renders changes with each notification).
-async fn tick(changes: Weak<watch::Sender<u64>>, period: Duration) {
+async fn tick(changes: Weak<watch::Sender<State>>, period: Duration) {
     let period = period.max(Duration::from_millis(1));
     loop {
         tokio::time::sleep(until_next_multiple(period)).await;
         let Some(tx) = changes.upgrade() else { return };
         if tx.receiver_count() > 0 {
-            tx.send_modify(|v| *v = v.wrapping_add(1));
+            tx.send_modify(|s| s.version = s.version.wrapping_add(1));
         }
     }
 }
@@ -295,7 +318,7 @@ struct ObserverTask {
     generation: u64,
     stop: oneshot::Receiver<()>,
     sequence: Arc<AtomicU32>,
-    changes: watch::Receiver<u64>,
+    changes: watch::Receiver<State>,
     render: Arc<dyn Render>,
     con_every: u32,
 }
@@ -336,10 +359,11 @@ impl ObserverTask {
             ) {
                 return "deregistered or replaced";
             }
-            let last = !m.code.is_success();
+            let ended = self.changes.borrow().ended;
+            let last = !m.code.is_success() || ended;
             if last {
                 // RFC 7641 §4.2: a non-2.xx notification ends the observation; it carries no
-                // Observe option.
+                // Observe option. So does the last one of an ended observable (§3.2).
                 m.options.remove(OptionNumber::OBSERVE);
             } else {
                 let value = self.sequence.fetch_add(1, Ordering::Relaxed) % SEQUENCE_MODULUS;
@@ -353,7 +377,11 @@ impl ObserverTask {
                 self.remote.notify(self.token.clone(), m, confirmable);
             }
             if last {
-                return "non-2.xx notification sent";
+                return if ended {
+                    "the observable ended"
+                } else {
+                    "non-2.xx notification sent"
+                };
             }
         }
     }

@@ -2,8 +2,10 @@
 //! answer requests, and generates `/.well-known/core` from what it holds.
 //!
 //! The site answers what no handler should have to: 4.02 Bad Option (with a diagnostic) for an
-//! unknown or malformed critical option, 5.05 for proxy requests, 4.05 for methods a resource
-//! does not have or that do not exist, 4.04 for paths it does not hold.
+//! unknown or malformed critical option, 5.05 for proxy requests when it has no forward proxy,
+//! 4.05 for methods a resource does not have or that do not exist, 4.04 for paths it does not
+//! hold. Routing goes forward proxy (Proxy-Uri, Proxy-Scheme) → host routes (by Uri-Host) →
+//! exact paths → subtrees, longest prefix first.
 
 pub mod demo;
 pub mod files;
@@ -17,6 +19,7 @@ use coapws_proto::content_format::ContentFormat;
 use coapws_proto::link_format::{self, Link};
 use coapws_proto::message::Message;
 use coapws_proto::option::{BlockValue, OptionNumber};
+use coapws_proto::uri::{Uri, UriError};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -35,6 +38,9 @@ pub struct IncomingRequest {
     pub(crate) observe: Option<ObserveSlot>,
     /// The Block2 option the request carried (taken off the message by the dispatcher).
     pub(crate) block2: Option<BlockValue>,
+    /// Set when the handler renders a notification of an observation already registered
+    /// (not a request that came from the network).
+    pub(crate) rendering: bool,
 }
 
 /// Where the handler of an observation registration leaves the [`Observable`] its response
@@ -76,6 +82,17 @@ impl PeerLimits {
 }
 
 impl IncomingRequest {
+    /// A request as it came from the network, before the dispatcher looked at it.
+    pub(crate) fn new(message: Message, remote: Remote, peer_limits: PeerLimits) -> Self {
+        IncomingRequest {
+            message,
+            remote,
+            peer_limits,
+            observe: None,
+            block2: None,
+            rendering: false,
+        }
+    }
     /// The method.
     pub fn method(&self) -> Code {
         self.message.code
@@ -105,6 +122,30 @@ impl IncomingRequest {
     /// True when the request asks to observe (GET or FETCH with Observe 0).
     pub fn is_observe_registration(&self) -> bool {
         self.observe.is_some()
+    }
+    /// True when the handler is asked for a notification of an observation registered
+    /// earlier (after an [`Observable::notify`]), not for a request off the network.
+    pub fn is_notification(&self) -> bool {
+        self.rendering
+    }
+    /// The host the request is for: its Uri-Host, or else the name the client addressed us
+    /// by (the WebSocket Host header; our address over UDP and TCP), lowercased.
+    pub fn target_host(&self) -> String {
+        match self.message.options.uri_host() {
+            Some(h) => h.to_ascii_lowercase(),
+            None => self.remote.host.option_value().to_ascii_lowercase(),
+        }
+    }
+    /// The URI the request is for, rebuilt from its options and what the transport implies
+    /// (RFC 7252 §6.5, RFC 8323 §8): scheme of the connection, Uri-Host or the host we were
+    /// addressed by, Uri-Port or our port, Uri-Path, Uri-Query. Proxy-Uri is not looked at.
+    pub fn target_uri(&self) -> Result<Uri, UriError> {
+        Uri::from_options(
+            self.remote.scheme,
+            &self.remote.host,
+            self.remote.port,
+            &self.message.options,
+        )
     }
     /// Makes the response to this request an observation of `observable` (if the request
     /// asks to observe and the response is 2.xx): every [`Observable::notify`] renders a
@@ -202,11 +243,38 @@ struct Subtree {
     takes_blocks: bool,
 }
 
-/// Paths to resources, plus subtrees handled by one handler (a file server, a proxy).
+/// Which requests a host route takes, by their target host ([`IncomingRequest::target_host`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Exactly this name (compared without case).
+    Exact(String),
+    /// Every name ending in this suffix (e.g. `.devices.example`), not the suffix itself.
+    Suffix(String),
+}
+
+impl HostMatch {
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Exact(n) => host.eq_ignore_ascii_case(n),
+            HostMatch::Suffix(s) => {
+                host.len() > s.len()
+                    && host
+                        .get(host.len() - s.len()..)
+                        .is_some_and(|tail| tail.eq_ignore_ascii_case(s))
+            }
+        }
+    }
+}
+
+/// Paths to resources, plus subtrees handled by one handler (a file server, a reverse proxy),
+/// hosts handled by one handler (virtual hosts, devices reached through us), and the forward
+/// proxy.
 #[derive(Clone, Default)]
 pub struct Site {
     exact: HashMap<Vec<String>, Resource>,
     subtrees: Vec<Subtree>,
+    hosts: Vec<(HostMatch, Arc<dyn Handler>)>,
+    forward: Option<Arc<dyn Handler>>,
 }
 
 fn split_path(path: &str) -> Vec<String> {
@@ -279,8 +347,36 @@ impl Site {
         self
     }
 
-    /// True when requests to `path` go to a handler that takes Block1 uploads piece by piece.
-    pub(crate) fn takes_blocks(&self, path: &[String]) -> bool {
+    /// Hands every request whose target host matches `host` to `handler`, whatever its path
+    /// (a reverse proxy by name, or devices reached through this server). Routes are tried in
+    /// the order they were added, before paths.
+    pub fn host(mut self, host: HostMatch, handler: impl Handler) -> Site {
+        self.hosts.push((host, Arc::new(handler)));
+        self
+    }
+    /// Hands every forward-proxy request (one carrying Proxy-Uri or Proxy-Scheme, RFC 7252
+    /// §5.7.2) to `handler`; without one they get 5.05 Proxying Not Supported. The handler
+    /// sees the request before any option check: it decides on unknown options itself
+    /// (RFC 7252 §5.7.1).
+    pub fn forward_proxy(mut self, handler: impl Handler) -> Site {
+        self.forward = Some(Arc::new(handler));
+        self
+    }
+
+    /// True when `req` goes to a handler that takes Block1 uploads piece by piece (never a
+    /// proxy's: it forwards whole bodies).
+    pub(crate) fn takes_blocks(&self, req: &IncomingRequest) -> bool {
+        let o = &req.message.options;
+        if o.contains(OptionNumber::PROXY_URI) || o.contains(OptionNumber::PROXY_SCHEME) {
+            return false;
+        }
+        if !self.hosts.is_empty() {
+            let host = req.target_host();
+            if self.hosts.iter().any(|(m, _)| m.matches(&host)) {
+                return false;
+            }
+        }
+        let path = &req.path()[..];
         if self.exact.contains_key(path) {
             return false;
         }
@@ -310,9 +406,24 @@ impl Site {
         links
     }
 
-    /// Answers one request.
+    /// Answers one request: a forward-proxy request goes to the forward proxy (or gets 5.05),
+    /// a request for a routed host to that host's handler, the rest by path.
     pub async fn handle(&self, request: IncomingRequest) -> Message {
         let m = &request.message;
+        if m.options.contains(OptionNumber::PROXY_URI)
+            || m.options.contains(OptionNumber::PROXY_SCHEME)
+        {
+            return match &self.forward {
+                Some(f) => f.call(request).await,
+                None => diagnostic(Code::PROXYING_NOT_SUPPORTED, "this endpoint is not a proxy"),
+            };
+        }
+        if !self.hosts.is_empty() {
+            let host = request.target_host();
+            if let Some((_, h)) = self.hosts.iter().find(|(m, _)| m.matches(&host)) {
+                return h.call(request).await;
+            }
+        }
         // RFC 7252 §5.4.1: unrecognised critical options make the request a 4.02.
         if let Err(problem) = m.options.check() {
             return diagnostic(Code::BAD_OPTION, problem.to_string());
@@ -320,12 +431,6 @@ impl Site {
         // Known to the codec, but not processed here (RFC 8613 §2: no OSCORE, no service).
         if m.options.contains(OptionNumber::OSCORE) {
             return diagnostic(Code::BAD_OPTION, "OSCORE is not supported by this endpoint");
-        }
-        // We are no proxy (RFC 7252 §5.7.2).
-        if m.options.contains(OptionNumber::PROXY_URI)
-            || m.options.contains(OptionNumber::PROXY_SCHEME)
-        {
-            return diagnostic(Code::PROXYING_NOT_SUPPORTED, "this endpoint is not a proxy");
         }
         let path = request.path();
         if path == [".well-known", "core"] {

@@ -456,24 +456,20 @@ impl SocketDriver {
         *self.running.entry(from).or_default() += 1;
         self.running_total += 1;
         let local = self.handle.local;
-        let request = IncomingRequest {
-            message,
-            remote: Remote {
-                scheme: Scheme::Coap,
-                peer_addr: from,
-                local_addr: local,
-                host: Host::from(local.ip()),
-                port: local.port(),
-                side: Side::Server,
-                link: Link::Datagram(self.handle.clone(), from),
-            },
-            peer_limits: PeerLimits {
-                max_message_size: self.layer.config().max_message_size,
-                bert: false,
-            },
-            observe: None,
-            block2: None,
+        let remote = Remote {
+            scheme: Scheme::Coap,
+            peer_addr: from,
+            local_addr: local,
+            host: Host::from(local.ip()),
+            port: local.port(),
+            side: Side::Server,
+            link: Link::Datagram(self.handle.clone(), from),
         };
+        let limits = PeerLimits {
+            max_message_size: self.layer.config().max_message_size,
+            bert: false,
+        };
+        let request = IncomingRequest::new(message, remote, limits);
         // A handler that panics or is cancelled still gets its request answered.
         let failed = Message::response(Code::INTERNAL_SERVER_ERROR, "handler failed");
         let respond = move |message| UdpCommand::Respond {
