@@ -75,9 +75,13 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
     /// Send the request to this forward proxy (e.g. coap+ws://proxy:8683), naming the URI in
-    /// Proxy-Uri (RFC 7252 §5.7.2).
+    /// Proxy-Scheme, Uri-Host, Uri-Port, Uri-Path and Uri-Query (RFC 7252 §5.7.2; what
+    /// aiocoap-client sends, and all aiocoap-proxy takes).
     #[arg(long, value_name = "PROXY")]
     pub proxy: Option<String>,
+    /// With --proxy: name the URI whole in one Proxy-Uri option instead.
+    #[arg(long, requires = "proxy")]
+    pub proxy_uri: bool,
     /// Any option, as NUMBER=VALUE (repeatable): VALUE is a uint when all digits, bytes when
     /// 0x followed by hex digits, else text; NUMBER= alone is an empty option.
     #[arg(long = "option", value_name = "NUMBER=VALUE")]
@@ -90,12 +94,19 @@ impl CommonArgs {
     pub fn request(&self, method: Code, uri: &str) -> Result<Request> {
         let mut request = match &self.proxy {
             Some(proxy) => {
-                // Checked as a CoAP URI, then named whole to the proxy.
+                use coapws::proto::OptionNumber;
                 let target = coapws::proto::uri::Uri::parse(uri)?;
-                Request::new(method, proxy)?.option(
-                    coapws::proto::OptionNumber::PROXY_URI,
-                    target.to_string().into_bytes(),
-                )
+                let mut r = Request::new(method, proxy)?;
+                if self.proxy_uri {
+                    r = r.option(OptionNumber::PROXY_URI, target.to_string().into_bytes());
+                } else {
+                    r = r.option(OptionNumber::PROXY_SCHEME, target.scheme.to_string());
+                    // Every Uri-* option, host and port included: they name the target.
+                    for (n, v) in target.request_options_to(None, 0).iter() {
+                        r.options.push(n, v.clone());
+                    }
+                }
+                r
             }
             None => Request::new(method, uri)?,
         };

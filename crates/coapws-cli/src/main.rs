@@ -6,6 +6,7 @@ mod client;
 mod discover;
 mod hints;
 mod pretty;
+mod proxy;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,9 @@ struct Cli {
 enum Command {
     /// Run a CoAP server: a demo site, or a file server for ROOT.
     Serve(serve::ServeArgs),
+    /// Run a CoAP forward proxy (RFC 7252 §5.7) on the listeners of `serve`: no site of its
+    /// own, every scheme to every scheme, the targets --allow names (loopback without).
+    Proxy(serve::ServeArgs),
     /// GET a resource.
     Get(client::ClientArgs),
     /// POST to a resource.
@@ -93,7 +97,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => {
                 init_logging(cli.verbose, "info");
-                serve::run(args).await
+                serve::run(args, false).await
+            }
+            Command::Proxy(args) => {
+                init_logging(cli.verbose, "info");
+                serve::run(args, true).await
             }
             Command::Get(a) => client::run(Code::GET, a, cli.verbose).await,
             Command::Post(a) => client::run(Code::POST, a, cli.verbose).await,

@@ -58,6 +58,8 @@ pub struct ServeArgs {
     /// Serve the website in DIR on the WebSocket ports instead of the built-in console.
     #[arg(long, value_name = "DIR")]
     site: Option<PathBuf>,
+    #[command(flatten)]
+    proxy: crate::proxy::ProxyArgs,
 }
 
 /// The built-in browser console (the repository's `web/` folder).
@@ -151,8 +153,10 @@ fn display(scheme: &str, a: SocketAddr) -> String {
     format!("listening on {scheme}://{a}")
 }
 
-pub async fn run(args: ServeArgs) -> Result<ExitCode> {
+/// Runs `serve` (`proxy_only`: `coapws proxy`, a forward proxy with no site of its own).
+pub async fn run(args: ServeArgs, proxy_only: bool) -> Result<ExitCode> {
     let site = match &args.root {
+        None if proxy_only => Site::new(),
         None => coapws::site::demo::site(),
         Some(root) => {
             let files = FileServer::new(root)
@@ -162,6 +166,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
             Site::new().files("/", files, vec![Link::new("/").with_param("ct", "40")])
         }
     };
+    let (site, _proxy) = crate::proxy::mount(&args.proxy, proxy_only, site)?;
     let web = match &args.site {
         Some(dir) => {
             WebContent::dir(dir).with_context(|| format!("cannot serve {}", dir.display()))?
@@ -181,6 +186,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         .web(web)
         .build();
     match &args.root {
+        None if proxy_only => tracing::info!("proxying only"),
         None => tracing::info!("serving the demo site"),
         Some(r) => tracing::info!(root = %r.display(), writes = args.write, "serving files"),
     }

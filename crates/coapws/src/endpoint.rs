@@ -220,10 +220,23 @@ impl Request {
         self.timeout = Some(t);
         self
     }
-    /// The message this request is sent as (token chosen later, per connection).
+    /// The message this request is sent as (token chosen later, per connection). A Uri-Host,
+    /// Uri-Port, Uri-Path or Uri-Query among [`Request::options`] replaces what the URI gives
+    /// for it (to name a virtual host, or a target through a proxy, while the request goes to
+    /// the URI's address).
     pub fn to_message(&self) -> Message {
         let mut m = Message::new(self.method).with_payload(self.payload.clone());
         m.options = self.uri.request_options();
+        for n in [
+            OptionNumber::URI_HOST,
+            OptionNumber::URI_PORT,
+            OptionNumber::URI_PATH,
+            OptionNumber::URI_QUERY,
+        ] {
+            if self.options.contains(n) {
+                m.options.remove(n);
+            }
+        }
         for (n, v) in self.options.iter() {
             m.options.push(n, v.clone());
         }

@@ -605,8 +605,26 @@ pub fn try_coapws_serve(
     expect: usize,
     within: Duration,
 ) -> Result<(ChildGuard, Listeners), String> {
+    try_coapws_listening("serve", dir, args, expect, within)
+}
+
+/// `coapws proxy ARGS` (ports chosen by the system: it must start) within [`READY_TIMEOUT`].
+pub fn coapws_proxy(dir: &Path, args: &[&str], expect: usize) -> (ChildGuard, Listeners) {
+    try_coapws_listening("proxy", dir, args, expect, READY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `coapws COMMAND ARGS` for a command that listens (`serve`, `proxy`), ready once it
+/// announced `expect` listeners.
+fn try_coapws_listening(
+    command: &str,
+    dir: &Path,
+    args: &[&str],
+    expect: usize,
+    within: Duration,
+) -> Result<(ChildGuard, Listeners), String> {
     let mut cmd = Command::new(coapws_bin());
-    cmd.arg("serve").args(args);
+    cmd.arg(command).args(args);
     let mut seen = Vec::new();
     try_start_announcing(cmd, "coapws-serve", dir, within, move |line| {
         let l = line.trim().strip_prefix("listening on ")?;
