@@ -58,6 +58,13 @@ pub struct ServeArgs {
     /// Serve the website in DIR on the WebSocket ports instead of the built-in console.
     #[arg(long, value_name = "DIR")]
     site: Option<PathBuf>,
+    /// Also serve a Resource Directory (RFC 9176): /rd, /rd-lookup/ep, /rd-lookup/res.
+    #[arg(long)]
+    rd: bool,
+    /// Give endpoints that register over a connection they opened, without base, the base
+    /// SCHEME://EP.DOMAIN (implies --rd).
+    #[arg(long, value_name = "DOMAIN")]
+    rd_proxy_domain: Option<String>,
 }
 
 /// The built-in browser console (the repository's `web/` folder).
@@ -167,6 +174,16 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
             WebContent::dir(dir).with_context(|| format!("cannot serve {}", dir.display()))?
         }
         None => WebContent::embedded(console::FILES),
+    };
+    let site = if args.rd || args.rd_proxy_domain.is_some() {
+        let config = coapws::rd::RdConfig {
+            proxy_domain: args.rd_proxy_domain.clone(),
+            ..coapws::rd::RdConfig::default()
+        };
+        tracing::info!(proxy_domain = ?config.proxy_domain, "serving a resource directory");
+        coapws::rd::ResourceDirectory::new(config).mount(site)
+    } else {
+        site
     };
     if args.allow_origin.iter().any(|o| o == "*") {
         tracing::warn!("--allow-origin '*': every web page a browser opens can reach this server");
