@@ -6,7 +6,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use coapws::Site;
 use coapws::proto::uri::Uri;
-use coapws::proxy::{AllowList, Proxy, ProxyConfig};
+use coapws::proxy::{AllowList, Devices, Proxy, ProxyConfig};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Proxy flags.
@@ -58,9 +59,15 @@ fn split_pair<'a>(flag: &str, text: &'a str) -> Result<(&'a str, Uri)> {
 }
 
 /// `site` with the proxying `args` ask for (and a forward proxy whatever they say when
-/// `forward` is set: `coapws proxy`). Returns the proxy, if any.
-pub fn mount(args: &ProxyArgs, forward: bool, site: Site) -> Result<(Site, Option<Proxy>)> {
-    if !forward && !args.any() {
+/// `forward` is set: `coapws proxy`), and requests for `NAME.DOMAIN` sent to the device NAME
+/// of `devices` over its own connection. Returns the proxy, if any.
+pub fn mount(
+    args: &ProxyArgs,
+    forward: bool,
+    site: Site,
+    devices: Option<(&str, Arc<dyn Devices>)>,
+) -> Result<(Site, Option<Proxy>)> {
+    if !forward && !args.any() && devices.is_none() {
         return Ok((site, None));
     }
     let allow = AllowList::parse(&args.allow).context("--allow")?;
@@ -72,6 +79,13 @@ pub fn mount(args: &ProxyArgs, forward: bool, site: Site) -> Result<(Site, Optio
     };
     let proxy = Proxy::new(config);
     let mut site = site;
+    if let Some((domain, devices)) = devices {
+        tracing::info!(
+            domain,
+            "devices connected to the directory are reached as NAME.{domain}"
+        );
+        site = proxy.devices(site, domain, devices);
+    }
     if forward || args.proxy || !args.allow.is_empty() {
         site = proxy.forward(site);
         if proxy.config().allow.is_loopback_only() {

@@ -58,6 +58,13 @@ pub struct ServeArgs {
     /// Serve the website in DIR on the WebSocket ports instead of the built-in console.
     #[arg(long, value_name = "DIR")]
     site: Option<PathBuf>,
+    /// Also serve a Resource Directory (RFC 9176): /rd, /rd-lookup/ep, /rd-lookup/res.
+    #[arg(long)]
+    rd: bool,
+    /// Give endpoints that register over a connection they opened, without base, the base
+    /// SCHEME://EP.DOMAIN (implies --rd).
+    #[arg(long, value_name = "DOMAIN")]
+    rd_proxy_domain: Option<String>,
     #[command(flatten)]
     proxy: crate::proxy::ProxyArgs,
 }
@@ -166,13 +173,31 @@ pub async fn run(args: ServeArgs, proxy_only: bool) -> Result<ExitCode> {
             Site::new().files("/", files, vec![Link::new("/").with_param("ct", "40")])
         }
     };
-    let (site, _proxy) = crate::proxy::mount(&args.proxy, proxy_only, site)?;
     let web = match &args.site {
         Some(dir) => {
             WebContent::dir(dir).with_context(|| format!("cannot serve {}", dir.display()))?
         }
         None => WebContent::embedded(console::FILES),
     };
+    let (site, rd) = if args.rd || args.rd_proxy_domain.is_some() {
+        let config = coapws::rd::RdConfig {
+            proxy_domain: args.rd_proxy_domain.clone(),
+            ..coapws::rd::RdConfig::default()
+        };
+        tracing::info!(proxy_domain = ?config.proxy_domain, "serving a resource directory");
+        let rd = coapws::rd::ResourceDirectory::new(config);
+        (rd.mount(site), Some(rd))
+    } else {
+        (site, None)
+    };
+    let devices = match (&args.rd_proxy_domain, rd) {
+        (Some(domain), Some(rd)) => Some((
+            domain.as_str(),
+            std::sync::Arc::new(rd) as std::sync::Arc<dyn coapws::proxy::Devices>,
+        )),
+        _ => None,
+    };
+    let (site, _proxy) = crate::proxy::mount(&args.proxy, proxy_only, site, devices)?;
     if args.allow_origin.iter().any(|o| o == "*") {
         tracing::warn!("--allow-origin '*': every web page a browser opens can reach this server");
     }

@@ -10,6 +10,8 @@
 //! - [`web`]: the website on the WebSocket port ([`web::WebContent`]) and the browser origin
 //!   policy ([`web::OriginPolicy`]).
 //! - [`remote`]: [`Remote`], the other end, with role reversal over its connection.
+//! - [`rd`]: [`rd::ResourceDirectory`], a CoRE Resource Directory (RFC 9176) to mount on a
+//!   [`Site`], which keeps the connections of endpoints that registered over one.
 //! - [`connection`]: the per-connection task (token layer, driver of the RFC 8323 machine).
 //! - [`pool`]: connections by origin. [`transport`]: WebSocket and TCP; [`tls`]: TLS for both.
 //!
@@ -102,6 +104,7 @@ mod net;
 pub mod observe;
 pub mod pool;
 pub mod proxy;
+pub mod rd;
 pub mod remote;
 pub mod site;
 pub mod tls;

@@ -562,3 +562,128 @@ async fn reverse_proxying_by_path_prefix_and_by_host() {
     .await;
     assert_eq!(m.code, Code::NOT_FOUND);
 }
+
+/// A device's own site: what the server reaches over the device's connection.
+fn device_site(obs: &Observable, count: Arc<AtomicU32>) -> Site {
+    let big: Vec<u8> = (0..5000u32).map(|i| b'A' + (i % 26) as u8).collect();
+    Site::new()
+        .resource(
+            "/sensor",
+            Resource::new()
+                .get(|_r: IncomingRequest| async { Message::response(Code::CONTENT, "21.5") }),
+        )
+        .resource(
+            "/big",
+            Resource::new().get(move |_r: IncomingRequest| {
+                let big = big.clone();
+                async move { Message::response(Code::CONTENT, big) }
+            }),
+        )
+        .resource(
+            "/count",
+            Resource::new()
+                .get(move |_r: IncomingRequest| {
+                    let n = count.load(Ordering::SeqCst);
+                    async move { Message::response(Code::CONTENT, format!("count {n}")) }
+                })
+                .observable(obs),
+        )
+}
+
+#[tokio::test]
+async fn devices_registered_over_their_own_websocket_are_reached_by_name_in_both_forms() {
+    use coapws::rd::{RdConfig, ResourceDirectory};
+    let rd = ResourceDirectory::new(RdConfig {
+        proxy_domain: Some("devices.example".into()),
+        ..RdConfig::default()
+    });
+    let proxy = Proxy::new(ProxyConfig::default());
+    let site = proxy.devices(
+        proxy.forward(rd.mount(Site::new())),
+        "devices.example",
+        Arc::new(rd.clone()),
+    );
+    let server = Endpoint::builder().site(site).build();
+    let ws = server
+        .listen_ws("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+
+    // The device connects out (it could be behind NAT) and registers.
+    let obs = Observable::new();
+    let count = Arc::new(AtomicU32::new(0));
+    let device = Endpoint::builder()
+        .site(device_site(&obs, count.clone()))
+        .build();
+    let register = Request::new(Code::POST, &format!("coap+ws://{ws}/rd?ep=dev1"))
+        .unwrap()
+        .payload("</sensor>;rt=temperature,</big>,</count>;obs")
+        .content_format(40);
+    let m = device.send(register).await.unwrap();
+    assert_eq!(m.code(), Code::CREATED, "{}", m.message.payload_text());
+
+    let client = Endpoint::client();
+    // By Uri-Host.
+    let by_host = Request::get(&format!("coap+ws://{ws}/sensor"))
+        .unwrap()
+        .option(OptionNumber::URI_HOST, "dev1.devices.example");
+    assert_eq!(answer(&client, by_host).await.payload_text(), "21.5");
+    // As a forward-proxy target.
+    let front = Front {
+        _server: server.clone(),
+        proxy: proxy.clone(),
+        ws,
+    };
+    let m = answer(
+        &client,
+        front.via(Code::GET, "coap://dev1.devices.example/sensor"),
+    )
+    .await;
+    assert_eq!(m.payload_text(), "21.5");
+    let m = answer(
+        &client,
+        front.via(Code::GET, "coap://dev1.devices.example/big"),
+    )
+    .await;
+    assert_eq!(m.payload.len(), 5000, "block-wise from the device");
+    // Observed through the server.
+    let mut o = client
+        .observe(front.via(Code::GET, "coap://dev1.devices.example/count"))
+        .await
+        .unwrap();
+    assert_eq!(o.next().await.unwrap().message.payload_text(), "count 0");
+    count.store(1, Ordering::SeqCst);
+    obs.notify();
+    let n = tokio::time::timeout(WAIT, o.next()).await.unwrap().unwrap();
+    assert_eq!(n.message.payload_text(), "count 1");
+
+    // The device goes away (dropped: it releases its connection, which closes once the
+    // server's observation of it is let go): its registration ends, the observation with it,
+    // and requests for it are answered at once.
+    drop(device);
+    common::wait_until("registration gone", || rd.endpoint_remote("dev1").is_none()).await;
+    let gone = Instant::now();
+    match tokio::time::timeout(WAIT, o.next()).await.unwrap() {
+        Err(ObserveEnd::Ended(r)) => assert!(
+            r.code().class() == 5 || r.code() == Code::NOT_FOUND,
+            "{}",
+            r.code()
+        ),
+        other => panic!("expected the observation to end, got {other:?}"),
+    }
+    let m = answer(
+        &client,
+        front.via(Code::GET, "coap://dev1.devices.example/sensor"),
+    )
+    .await;
+    assert_eq!(m.code, Code::NOT_FOUND, "{}", m.payload_text());
+    assert!(
+        gone.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        gone.elapsed()
+    );
+    let unknown = Request::get(&format!("coap+ws://{ws}/sensor"))
+        .unwrap()
+        .option(OptionNumber::URI_HOST, "nobody.devices.example");
+    assert_eq!(answer(&client, unknown).await.code, Code::NOT_FOUND);
+}

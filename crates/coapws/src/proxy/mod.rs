@@ -139,6 +139,8 @@ struct Inner {
     devices: std::sync::OnceLock<(String, Arc<dyn Devices>)>,
     forwarded: AtomicU64,
     refused: AtomicU64,
+    /// [`Proxy::forward`] was asked for: forward to every allowed target, not only devices.
+    forward_all: std::sync::atomic::AtomicBool,
 }
 
 fn diagnostic(code: Code, text: impl Into<String>) -> Message {
@@ -272,6 +274,7 @@ impl Proxy {
                 devices: std::sync::OnceLock::new(),
                 forwarded: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
+                forward_all: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -291,8 +294,15 @@ impl Proxy {
         }
     }
 
-    /// `site` with this proxy answering its forward-proxy requests (Proxy-Uri, Proxy-Scheme).
+    /// `site` with this proxy answering its forward-proxy requests (Proxy-Uri, Proxy-Scheme)
+    /// for the targets [`ProxyConfig::allow`] allows (and for devices, with
+    /// [`Proxy::devices`]).
     pub fn forward(&self, site: Site) -> Site {
+        self.inner.forward_all.store(true, Ordering::Relaxed);
+        self.forward_handler(site)
+    }
+
+    fn forward_handler(&self, site: Site) -> Site {
         let p = self.clone();
         site.forward_proxy(move |req: IncomingRequest| {
             let p = p.clone();
@@ -332,10 +342,13 @@ impl Proxy {
 
     /// `site` with requests for `NAME.DOMAIN` (by Uri-Host, or as a forward-proxy target
     /// `coap://NAME.DOMAIN/…` of any scheme) sent to the device `NAME` of `devices` over its
-    /// own connection; a name that is not connected gets 4.04 at once. Call once per proxy.
+    /// own connection; a name that is not connected gets 4.04 at once. Without
+    /// [`Proxy::forward`], forward-proxy requests for other targets get 5.05. Call once per
+    /// proxy.
     pub fn devices(&self, site: Site, domain: &str, devices: Arc<dyn Devices>) -> Site {
         let suffix = format!(".{}", domain.trim_start_matches('.').to_ascii_lowercase());
         let _ = self.inner.devices.set((suffix.clone(), devices));
+        let site = self.forward_handler(site);
         let p = self.clone();
         site.host(HostMatch::Suffix(suffix), move |req: IncomingRequest| {
             let p = p.clone();
@@ -401,6 +414,13 @@ impl Proxy {
                 Ok(up) => self.relay(req, up).await,
                 Err(answer) => self.refuse(answer),
             };
+        }
+        if !self.inner.forward_all.load(Ordering::Relaxed) {
+            info!(remote = %req.remote, target = %uri, "forward-proxy request for a target that is no device: 5.05");
+            return self.refuse(diagnostic(
+                Code::PROXYING_NOT_SUPPORTED,
+                "this endpoint forwards to its connected devices only",
+            ));
         }
         if !self.inner.config.allow.allows(&uri) {
             info!(remote = %req.remote, target = %uri, "forward-proxy target not allowed: 5.05");
