@@ -38,6 +38,10 @@ pub struct ProxyArgs {
     /// Bytes of responses the proxy caches (RFC 7252 §5.6; 0: no cache).
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
     proxy_cache: usize,
+    /// For coaps+tcp and coaps+ws targets: also trust the CA certificates in this PEM file
+    /// (besides the system's roots). Repeatable.
+    #[arg(long, value_name = "FILE")]
+    proxy_ca_cert: Vec<std::path::PathBuf>,
 }
 
 impl ProxyArgs {
@@ -77,7 +81,20 @@ pub fn mount(
         cache_bytes: args.proxy_cache,
         ..ProxyConfig::default()
     };
-    let proxy = Proxy::new(config);
+    let mut trust = coapws::tls::TlsClientConfig::system();
+    for ca in &args.proxy_ca_cert {
+        trust
+            .add_ca_file(ca)
+            .with_context(|| format!("--proxy-ca-cert {}", ca.display()))?;
+    }
+    let upstream = coapws::Endpoint::builder()
+        .config(coapws::EndpointConfig {
+            request_timeout: config.patience,
+            ..config.client.clone()
+        })
+        .tls_client(trust)
+        .build();
+    let proxy = Proxy::with_client(config, upstream);
     let mut site = site;
     if let Some((domain, devices)) = devices {
         tracing::info!(

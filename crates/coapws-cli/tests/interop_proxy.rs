@@ -143,3 +143,56 @@ fn serve_proxy_reaches_loopback_only_without_allow_and_says_so() {
     assert!(log.contains("loopback targets only"), "{log}");
     assert!(log.contains("not allowed"), "the refusal is logged\n{log}");
 }
+
+#[test]
+fn coapws_proxy_reaches_tls_targets_it_trusts_and_reverse_proxies_by_path_and_host() {
+    let tmp = TempDir::new("proxy-tls");
+    let (ca, crt, key) = write_pki(tmp.path());
+    let (_origin, o) = coapws_serve(
+        tmp.path(),
+        &[
+            "--tls-server-certificate",
+            s(&crt),
+            "--tls-server-key",
+            s(&key),
+            "--tls",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+        ],
+        2,
+    );
+    let tls = o.url_at("coaps+tcp", "localhost");
+    let udp = o.url("coap");
+    let (_proxy, l) = coapws_proxy(
+        tmp.path(),
+        &[
+            "--proxy-ca-cert",
+            s(&ca),
+            "--reverse",
+            &format!("/origin={udp}/"),
+            "--reverse-host",
+            &format!("origin.example={tls}"),
+            "--ws",
+            "127.0.0.1:0",
+        ],
+        1,
+    );
+    let proxy = l.url("coap+ws");
+    let got = coapws_client("get", &["--proxy", &proxy, &format!("{tls}/hello")]);
+    assert_ok_payload(
+        &got,
+        HELLO.as_bytes(),
+        "coaps+tcp target with --proxy-ca-cert",
+    );
+    let got = coapws_client("get", &[&format!("{proxy}/origin/hello")]);
+    assert_ok_payload(&got, HELLO.as_bytes(), "--reverse by path");
+    let got = coapws_client(
+        "get",
+        &[&format!("{proxy}/hello"), "--option", "3=origin.example"],
+    );
+    assert_ok_payload(&got, HELLO.as_bytes(), "--reverse-host by Uri-Host");
+    // The proxy has no site of its own.
+    let got = coapws_client("get", &[&format!("{proxy}/hello")]);
+    assert_eq!(got.status.code(), Some(3), "{}", describe(&got));
+}

@@ -84,8 +84,9 @@ fn every_usage_line_of_the_readme_runs_as_written() {
     std::fs::rename(key, dir.join("key.pem")).unwrap();
 
     let lines = usage_lines();
-    let (serves, clients): (Vec<&String>, Vec<&String>) =
-        lines.iter().partition(|l| l.starts_with("coapws serve"));
+    let (serves, clients): (Vec<&String>, Vec<&String>) = lines
+        .iter()
+        .partition(|l| l.starts_with("coapws serve") || l.starts_with("coapws proxy"));
     assert!(serves.len() >= 2 && clients.len() >= 8, "{lines:?}");
 
     // Each serve line comes up; all but the last are stopped again.
@@ -127,6 +128,10 @@ fn every_usage_line_of_the_readme_runs_as_written() {
         }
         if line.ends_with("/hello") {
             assert_eq!(stdout(&o), HELLO, "`{line}`");
+        }
+        if line.ends_with("/rd-lookup/ep") {
+            // Nobody registered: an empty list, as link-format.
+            assert_eq!(stdout(&o).trim(), "", "`{line}`");
         }
     }
     // What the lines leave behind is what they promise.

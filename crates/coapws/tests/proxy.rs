@@ -687,3 +687,60 @@ async fn devices_registered_over_their_own_websocket_are_reached_by_name_in_both
         .option(OptionNumber::URI_HOST, "nobody.devices.example");
     assert_eq!(answer(&client, unknown).await.code, Code::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn every_scheme_reaches_every_scheme_tls_included() {
+    // The origin on coap+ws, coaps+tcp and coaps+ws (a test CA), the proxy on coap (UDP) and
+    // coap+tcp: clients come by datagram and stream, targets are WebSocket and TLS.
+    let pki = common::pki();
+    let state = Arc::new(State::default());
+    let origin = Endpoint::builder()
+        .site(origin_site(&state, &Observable::new()))
+        .build();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let ws = origin.listen_ws(any).await.unwrap();
+    let tls = origin.listen_tls(any, &pki.identity).await.unwrap();
+    let wss = origin.listen_wss(any, &pki.identity).await.unwrap();
+    let config = ProxyConfig::default();
+    let upstream = Endpoint::builder()
+        .config(EndpointConfig {
+            request_timeout: config.patience,
+            ..config.client.clone()
+        })
+        .tls_client(common::trusting(&pki))
+        .build();
+    let proxy = Proxy::with_client(config, upstream);
+    let server = Endpoint::builder().site(proxy.forward(Site::new())).build();
+    let udp = server.listen_udp(any).await.unwrap();
+    let tcp = server.listen_tcp(any).await.unwrap();
+    let client = Endpoint::client();
+    for via in [format!("coap://{udp}"), format!("coap+tcp://{tcp}")] {
+        for target in [
+            format!("coap+ws://{ws}/hello"),
+            format!("coaps+tcp://localhost:{}/hello", tls.port()),
+            format!("coaps+ws://localhost:{}/hello", wss.port()),
+        ] {
+            let r = Request::get(&via)
+                .unwrap()
+                .option(OptionNumber::PROXY_URI, target.clone());
+            let m = answer(&client, r).await;
+            assert_eq!(
+                m.payload_text(),
+                "hello from the origin",
+                "{via} → {target}"
+            );
+        }
+    }
+    // Not trusted: a TLS target whose certificate the proxy's client does not accept.
+    let untrusting = Proxy::new(ProxyConfig::default());
+    let server2 = Endpoint::builder()
+        .site(untrusting.forward(Site::new()))
+        .build();
+    let tcp2 = server2.listen_tcp(any).await.unwrap();
+    let r = Request::get(&format!("coap+tcp://{tcp2}")).unwrap().option(
+        OptionNumber::PROXY_URI,
+        format!("coaps+tcp://localhost:{}/hello", tls.port()),
+    );
+    let m = answer(&client, r).await;
+    assert_eq!(m.code, Code::BAD_GATEWAY, "{}", m.payload_text());
+}

@@ -975,3 +975,82 @@ async fn a_client_close_is_answered_with_a_close_frame() {
         "the server's Close frame"
     );
 }
+
+/// `Endpoint::request_to` used to collect Block2 pieces only: a body too large for one
+/// message to the client failed. It goes block-wise both ways now, as `Endpoint::send` does.
+#[tokio::test]
+async fn request_to_a_connected_client_goes_block_wise_both_ways() {
+    let (site, mut registered) = common::with_register(Site::new());
+    let (server, addr) = common::server_with(EndpointConfig::default(), Some(site)).await;
+    let (tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+    let client_site = Site::new().resource(
+        "/inbox",
+        Resource::new()
+            .put(move |r: IncomingRequest| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(r.message.payload.clone());
+                    Message::new(Code::CHANGED)
+                }
+            })
+            .get(|_r: IncomingRequest| async {
+                Message::response(Code::CONTENT, vec![b'z'; 300_000])
+            }),
+    );
+    let client = Endpoint::builder().site(client_site).build();
+    let r = client
+        .send(coapws::Request::new(Code::POST, &common::uri(addr, "/register")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::CHANGED);
+    let remote = registered.recv().await.unwrap();
+    let body = bytes::Bytes::from(vec![b'q'; 2_000_000]);
+    let mut put = Message::request(Code::PUT, "/inbox");
+    put.payload = body.clone();
+    let answer = server.request_to(&remote, put).await.unwrap();
+    assert_eq!(answer.code(), Code::CHANGED);
+    assert_eq!(
+        got.recv().await.unwrap(),
+        body,
+        "the client got the whole body"
+    );
+    let answer = server
+        .request_to(&remote, Message::request(Code::GET, "/inbox"))
+        .await
+        .unwrap();
+    assert_eq!(answer.message.payload.len(), 300_000);
+}
+
+/// Handlers could not tell which URI a request was for: `IncomingRequest::target_uri`
+/// rebuilds it from the options and the transport (the WebSocket Host as the default host).
+#[tokio::test]
+async fn an_incoming_request_knows_its_target_uri() {
+    let site = Site::new().resource(
+        "/where",
+        Resource::new().get(|r: IncomingRequest| async move {
+            let text = match r.target_uri() {
+                Ok(u) => format!("{u} {}", r.target_host()),
+                Err(e) => e.to_string(),
+            };
+            Message::response(Code::CONTENT, text)
+        }),
+    );
+    let (_server, addr) = common::server_with(EndpointConfig::default(), Some(site)).await;
+    let client = Endpoint::client();
+    let r = client
+        .get(&format!("coap+ws://localhost:{}/where?a=1", addr.port()))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.message.payload_text(),
+        format!("coap+ws://localhost:{}/where?a=1 localhost", addr.port())
+    );
+    let named = coapws::Request::get(&common::uri(addr, "/where"))
+        .unwrap()
+        .option(OptionNumber::URI_HOST, "Lamp.Example");
+    let r = client.send(named).await.unwrap();
+    assert_eq!(
+        r.message.payload_text(),
+        format!("coap+ws://lamp.example:{}/where lamp.example", addr.port())
+    );
+}

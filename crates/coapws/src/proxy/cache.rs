@@ -363,6 +363,26 @@ mod tests {
     }
 
     #[test]
+    fn nocachekey_options_are_left_out_of_the_key_and_the_others_are_in() {
+        let uri = Uri::parse("coap://127.0.0.1/k").unwrap();
+        let base = Message::new(Code::GET);
+        let with = |n: u16| base.clone().with_option(OptionNumber(n), &b"v"[..]);
+        let plain = CacheKey::of(&uri, &base);
+        // 0x1c in the low bits is NoCacheKey (RFC 7252 §5.4.6): 28 + 32 = 60 (Size1), and an
+        // unknown 65500 (0b...11111011100).
+        assert_eq!(CacheKey::of(&uri, &with(60)), plain);
+        assert_eq!(CacheKey::of(&uri, &with(65500)), plain);
+        // Accept, an unknown safe cache-key option, an unknown unsafe one: part of the key.
+        for n in [17, 65000, 65002] {
+            assert_ne!(CacheKey::of(&uri, &with(n)), plain, "{n}");
+        }
+        // The proxy's own (hop by hop): never.
+        for n in [OptionNumber::HOP_LIMIT, OptionNumber::BLOCK2, OptionNumber::OBSERVE] {
+            assert_eq!(CacheKey::of(&uri, &with(n.0)), plain, "{n}");
+        }
+    }
+
+    #[test]
     fn fresh_entries_are_served_with_what_is_left_of_their_max_age() {
         let cache = Cache::new(1 << 20);
         let (_, k) = key("/a", None);
