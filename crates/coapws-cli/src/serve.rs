@@ -197,7 +197,7 @@ pub async fn run(args: ServeArgs, proxy_only: bool) -> Result<ExitCode> {
         )),
         _ => None,
     };
-    let (site, _proxy) = crate::proxy::mount(&args.proxy, proxy_only, site, devices)?;
+    let (site, proxy) = crate::proxy::mount(&args.proxy, proxy_only, site, devices)?;
     if args.allow_origin.iter().any(|o| o == "*") {
         tracing::warn!("--allow-origin '*': every web page a browser opens can reach this server");
     }
@@ -326,6 +326,18 @@ pub async fn run(args: ServeArgs, proxy_only: bool) -> Result<ExitCode> {
     wait_for_signal().await;
     tracing::info!("shutting down: releasing connections");
     endpoint.shutdown().await;
+    if let Some(p) = proxy {
+        let s = p.stats();
+        tracing::info!(
+            forwarded = s.forwarded,
+            refused = s.refused,
+            cache_hits = s.cache.hits,
+            cache_misses = s.cache.misses,
+            revalidated = s.cache.revalidated,
+            evicted = s.cache.evicted,
+            "proxy statistics"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

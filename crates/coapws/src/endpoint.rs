@@ -120,6 +120,10 @@ impl Default for EndpointConfig {
     }
 }
 
+/// With [`EndpointConfig::udp_connected_clients`], at most this many UDP sockets connected to
+/// one server each; requests to further servers share one socket.
+pub const MAX_CONNECTED_UDP: usize = 256;
+
 /// A request to send to a URI.
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -530,8 +534,9 @@ impl Endpoint {
     async fn udp_remote(&self, uri: &Uri) -> Result<Remote, Error> {
         let port = uri.port_or_default();
         let addr = crate::net::resolve(&uri.host, port).await?;
-        if self.inner.config.udp_connected_clients {
-            let socket = self.connected_udp(addr).await?;
+        if self.inner.config.udp_connected_clients
+            && let Some(socket) = self.connected_udp(addr).await?
+        {
             return Ok(Remote {
                 scheme: Scheme::Coap,
                 peer_addr: addr,
@@ -570,11 +575,17 @@ impl Endpoint {
         })
     }
 
-    /// The socket of this endpoint connected to `peer` (opened on first use).
-    async fn connected_udp(&self, peer: SocketAddr) -> Result<SocketHandle, Error> {
+    /// The socket of this endpoint connected to `peer` (opened on first use); `None` when
+    /// [`MAX_CONNECTED_UDP`] are open already (a proxy asked for many targets): the shared
+    /// socket serves the rest, without failing fast.
+    async fn connected_udp(&self, peer: SocketAddr) -> Result<Option<SocketHandle>, Error> {
         let mut sockets = self.inner.udp_connected.lock().await;
         if let Some(s) = sockets.get(&peer).filter(|s| s.is_alive()) {
-            return Ok(s.clone());
+            return Ok(Some(s.clone()));
+        }
+        sockets.retain(|_, s| s.is_alive());
+        if sockets.len() >= MAX_CONNECTED_UDP {
+            return Ok(None);
         }
         let any: SocketAddr = if peer.is_ipv4() {
             "0.0.0.0:0".parse().expect("address")
@@ -590,7 +601,7 @@ impl Endpoint {
             .map_err(|e| Error::connect(peer.to_string(), e))?;
         let handle = self.start_udp_with(socket, any, Some(peer))?;
         sockets.insert(peer, handle.clone());
-        Ok(handle)
+        Ok(Some(handle))
     }
 
     pub(crate) async fn open_udp(&self, addr: SocketAddr) -> Result<SocketHandle, Error> {
@@ -626,7 +637,9 @@ impl Endpoint {
             connected,
         )
         .map_err(|e| listen_error(addr, e))?;
-        lock(&self.inner.listeners).push(task);
+        let mut tasks = lock(&self.inner.listeners);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
         Ok(handle)
     }
 

@@ -377,7 +377,11 @@ mod tests {
             assert_ne!(CacheKey::of(&uri, &with(n)), plain, "{n}");
         }
         // The proxy's own (hop by hop): never.
-        for n in [OptionNumber::HOP_LIMIT, OptionNumber::BLOCK2, OptionNumber::OBSERVE] {
+        for n in [
+            OptionNumber::HOP_LIMIT,
+            OptionNumber::BLOCK2,
+            OptionNumber::OBSERVE,
+        ] {
             assert_eq!(CacheKey::of(&uri, &with(n.0)), plain, "{n}");
         }
     }
