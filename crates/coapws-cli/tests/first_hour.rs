@@ -474,7 +474,7 @@ fn udp_to_a_port_nobody_listens_on_fails_at_once() {
 /// `--proxy` sends the request to a forward proxy with the URI in Proxy-Uri: coapws serve is no
 /// proxy, and says so with 5.05 (exit status 4), which shows the option arrived.
 #[test]
-fn proxy_names_the_target_in_proxy_uri() {
+fn proxy_names_the_target_in_proxy_scheme_or_proxy_uri() {
     let tmp = TempDir::new("proxy");
     let (_s, base) = serve_ws(&tmp, &[]);
     let o = coapws(&["get", "coap://[fd00::7]/temp", "--proxy", &base, "-v"]);
@@ -484,6 +484,21 @@ fn proxy_names_the_target_in_proxy_uri() {
         "{}",
         describe(&o)
     );
+    assert!(
+        stderr(&o)
+            .contains(r#"Uri-Host:"[fd00::7]" Uri-Port:5683 Uri-Path:"temp" Proxy-Scheme:"coap""#),
+        "{}",
+        describe(&o)
+    );
+    let o = coapws(&[
+        "get",
+        "coap://[fd00::7]/temp",
+        "--proxy",
+        &base,
+        "--proxy-uri",
+        "-v",
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
     assert!(
         stderr(&o).contains(r#"Proxy-Uri:"coap://[fd00::7]/temp""#),
         "{}",
