@@ -59,6 +59,20 @@ impl Code {
     pub const fn is_signaling(self) -> bool {
         matches!(self.kind(), CodeKind::Signaling)
     }
+    /// True when a response of this code is suppressed by a No-Response option of value
+    /// `bits` (RFC 7967 §2: 2 suppresses 2.xx, 8 4.xx, 16 5.xx). A 2.31 Continue belongs to a
+    /// Block1 upload, not to the response: never suppressed.
+    pub const fn is_suppressed_by(self, bits: u8) -> bool {
+        if self.0 == Code::CONTINUE.0 {
+            return false;
+        }
+        match self.class() {
+            2 => bits & 2 != 0,
+            4 => bits & 8 != 0,
+            5 => bits & 16 != 0,
+            _ => false,
+        }
+    }
     /// True for 2.xx.
     pub const fn is_success(self) -> bool {
         self.class() == 2
@@ -204,6 +218,16 @@ impl fmt::Debug for Code {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_response_bits_suppress_their_classes_but_never_continue() {
+        assert!(Code::CONTENT.is_suppressed_by(2));
+        assert!(!Code::CONTENT.is_suppressed_by(8 | 16));
+        assert!(Code::NOT_FOUND.is_suppressed_by(8));
+        assert!(Code::INTERNAL_SERVER_ERROR.is_suppressed_by(16));
+        assert!(!Code::CONTINUE.is_suppressed_by(2 | 8 | 16));
+        assert!(!Code::NOT_FOUND.is_suppressed_by(0));
+    }
 
     #[test]
     fn class_detail_and_display() {

@@ -7,9 +7,13 @@
 //! ends — closed, aborted, released, or the transport failed — fails every request still
 //! pending on it with a typed error. Other tasks talk to it through a [`ConnectionHandle`].
 
+use crate::dispatch::{Answer, Dispatch};
 use crate::error::Error;
-use crate::exchange::{Delivery, Feed, Reply, SendOnDrop, Waiting, call, feed};
+use crate::exchange::{Delivery, SendOnDrop, Waiting};
+pub(crate) use crate::link::Command;
+pub use crate::link::ConnectionHandle;
 use crate::remote::Remote;
+pub use crate::site::BoxFuture;
 use crate::site::IncomingRequest;
 use bytes::Bytes;
 use coapws_proto::code::Code;
@@ -17,7 +21,6 @@ use coapws_proto::connection::{Connection, ConnectionError, Event, SendError};
 use coapws_proto::message::{Message, Token};
 use coapws_proto::signaling::PeerSettings;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -26,36 +29,6 @@ use tracing::{debug, info, warn};
 
 /// What runs once when a connection ends: given its id and the Hold-Off its peer asked for.
 pub(crate) type OnClose = Box<dyn FnOnce(u64, Option<Instant>) + Send>;
-
-/// A boxed future, as handlers return them.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// What the dispatcher answers an incoming request with.
-pub(crate) struct Answer {
-    /// The response to send, or `None` when No-Response suppresses it.
-    pub message: Option<Message>,
-    /// For a registered observation: fired once the response is handed to the transport, so
-    /// that no notification overtakes it.
-    pub started: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Answer {
-    /// Sends `started` now that the response is on its way.
-    pub(crate) fn start_observer(started: Option<tokio::sync::oneshot::Sender<()>>) {
-        if let Some(s) = started {
-            let _ = s.send(());
-        }
-    }
-}
-
-/// What the connection hands incoming requests to: the endpoint's site and policies.
-pub(crate) trait Dispatch: Send + Sync + 'static {
-    /// The answer to one request.
-    fn dispatch(self: Arc<Self>, request: IncomingRequest) -> BoxFuture<Answer>;
-    /// A notification of the observation `token` on `link` could not be delivered (UDP: the
-    /// client answered with Reset, or never acknowledged it): the observer is gone.
-    fn observer_gone(&self, link: (u64, Option<std::net::SocketAddr>), token: &Token);
-}
 
 /// What the transport delivered.
 pub(crate) enum Inbound {
@@ -79,124 +52,6 @@ pub(crate) trait FrameIo: Send + 'static {
     fn send(&mut self, frames: Vec<Bytes>) -> impl Future<Output = Result<(), String>> + Send;
     /// Closes the transport after an ending of the connection.
     fn close(&mut self, why: &ConnectionError) -> impl Future<Output = ()> + Send;
-}
-
-pub(crate) enum Command {
-    /// Send a request (token chosen here); answers go to `reply`.
-    Request {
-        message: Message,
-        id: u64,
-        reply: Reply,
-    },
-    /// Forget caller `id`'s request.
-    Cancel { id: u64 },
-    /// Send `message` under the token of caller `id`'s observation, which the core forgets
-    /// first (re-registration with Observe 0, deregistration with Observe 1); answers go to
-    /// `reply` from now on if given.
-    Resend {
-        id: u64,
-        message: Message,
-        reply: Option<Reply>,
-    },
-    /// Caller `id` stopped listening to its observation: deregister with `message` (a GET
-    /// with Observe 1) under its token, whose answer nobody awaits.
-    Deregister { id: u64, message: Message },
-    /// The response to an incoming request.
-    Respond(Message),
-    /// A notification to an observer on this connection (not an answer to a running handler).
-    Notify(Message),
-    /// No response to an incoming request (No-Response).
-    Suppress(Token),
-    /// Start a graceful shutdown.
-    Release,
-}
-
-/// A cheap, cloneable reference to a running connection.
-#[derive(Clone)]
-pub struct ConnectionHandle {
-    tx: mpsc::UnboundedSender<Command>,
-    ids: Arc<AtomicU64>,
-    id: u64,
-    /// Cleared once either side sent Release: no new requests should start here.
-    accepting: Arc<AtomicBool>,
-    /// The peer's settings once its first CSM arrived.
-    peer: tokio::sync::watch::Receiver<Option<PeerSettings>>,
-    /// Until when the peer asked not to be reconnected to (Release with Hold-Off).
-    hold_off: Arc<std::sync::Mutex<Option<Instant>>>,
-}
-
-impl std::fmt::Debug for ConnectionHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ConnectionHandle({})", self.id)
-    }
-}
-
-impl ConnectionHandle {
-    /// True while the connection's task runs and takes commands.
-    pub fn is_alive(&self) -> bool {
-        !self.tx.is_closed()
-    }
-    /// True while new requests may start on the connection (up, and not being released).
-    pub fn accepts_requests(&self) -> bool {
-        self.is_alive() && self.accepting.load(Ordering::Relaxed)
-    }
-    /// Until when the peer asked us not to reconnect (its Release's Hold-Off, RFC 8323
-    /// §5.5), if it did.
-    pub fn hold_off(&self) -> Option<Instant> {
-        *self.hold_off.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    /// What the peer's CSMs said, once the first arrived.
-    pub fn peer_settings(&self) -> Option<PeerSettings> {
-        *self.peer.borrow()
-    }
-    /// Waits (at most `limit`) for the peer's first CSM; its settings, or `None` if it did not
-    /// come (the connection ended or the time ran out).
-    pub async fn wait_peer_settings(&self, limit: std::time::Duration) -> Option<PeerSettings> {
-        let mut rx = self.peer.clone();
-        let known = tokio::time::timeout(limit, rx.wait_for(|p| p.is_some())).await;
-        known.ok().and_then(|r| r.ok().and_then(|p| *p))
-    }
-    /// Process-unique number of the connection.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-    /// Sends a request on this connection and waits for its response. The token is chosen
-    /// here; dropping the future cancels the request.
-    pub(crate) async fn request(&self, message: Message) -> Result<Message, Error> {
-        let id = self.ids.fetch_add(1, Ordering::Relaxed);
-        call(
-            &self.tx,
-            |reply| Command::Request { message, id, reply },
-            Command::Cancel { id },
-            || Error::Connection(ConnectionError::TransportClosed),
-        )
-        .await
-    }
-    /// Sends an observation request (Observe 0) on this connection; returns the caller id and
-    /// the feed its notifications arrive on.
-    pub(crate) fn observe(&self, message: Message) -> Result<(u64, Feed), Error> {
-        let id = self.ids.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = feed();
-        self.tx
-            .send(Command::Request {
-                message,
-                id,
-                reply: Reply::Stream(tx),
-            })
-            .map_err(|_| Error::Connection(ConnectionError::TransportClosed))?;
-        Ok((id, rx))
-    }
-    pub(crate) fn command(&self, c: Command) {
-        let _ = self.tx.send(c);
-    }
-    /// Starts a graceful shutdown of the connection (Release).
-    pub fn release(&self) {
-        let _ = self.tx.send(Command::Release);
-    }
-    /// Resolves when the connection's task has ended.
-    pub async fn closed(&self) {
-        self.tx.closed().await
-    }
 }
 
 /// Settings of the driver (on top of the core's [`coapws_proto::connection::ConnectionConfig`]).
@@ -306,7 +161,7 @@ impl<T: FrameIo> Driver<T> {
                     None => self.core.handle_transport_closed(),
                 },
                 inbound = self.io.recv() => self.inbound(inbound),
-                _ = sleep_until(deadline), if deadline.is_some() => {
+                _ = crate::exchange::sleep_until(deadline), if deadline.is_some() => {
                     self.core.handle_timeout(Instant::now());
                 }
             }
@@ -615,12 +470,5 @@ impl<T: FrameIo> Driver<T> {
             bytes_out = s.bytes_out,
             "connection closed"
         );
-    }
-}
-
-pub(crate) async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
     }
 }

@@ -4,9 +4,8 @@
 //! [`crate::observe`]) and No-Response (RFC 7967). Handlers see whole requests and return
 //! whole responses.
 
-use crate::connection::{Answer, BoxFuture, Dispatch};
-use crate::endpoint::EndpointConfig;
 use crate::observe::{ObserveConfig, Observers, Render, log_refused};
+use crate::site::BoxFuture;
 use crate::site::{IncomingRequest, ObserveSlot, PeerLimits, Site};
 use bytes::Bytes;
 use coapws_proto::blockwise::{Block1Collector, Block1Step, BlockError, slice_block2};
@@ -22,24 +21,40 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::debug;
 
+/// What the dispatcher answers an incoming request with.
+pub(crate) struct Answer {
+    /// The response to send, or `None` when No-Response suppresses it.
+    pub message: Option<Message>,
+    /// For a registered observation: fired once the response is handed to the transport, so
+    /// that no notification overtakes it.
+    pub started: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Answer {
+    /// Sends `started` now that the response is on its way.
+    pub(crate) fn start_observer(started: Option<tokio::sync::oneshot::Sender<()>>) {
+        if let Some(s) = started {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// What the connection hands incoming requests to: the endpoint's site and policies.
+pub(crate) trait Dispatch: Send + Sync + 'static {
+    /// The answer to one request.
+    fn dispatch(self: Arc<Self>, request: IncomingRequest) -> BoxFuture<Answer>;
+    /// A notification of the observation `token` on `link` could not be delivered (UDP: the
+    /// client answered with Reset, or never acknowledged it): the observer is gone.
+    fn observer_gone(&self, link: (u64, Option<std::net::SocketAddr>), token: &Token);
+}
+
 /// Limits of the block-wise server.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BlockwiseConfig {
-    max_body_size: usize,
-    max_uploads: usize,
-    upload_timeout: Duration,
-    upload_memory: usize,
-}
-
-impl From<&EndpointConfig> for BlockwiseConfig {
-    fn from(c: &EndpointConfig) -> BlockwiseConfig {
-        BlockwiseConfig {
-            max_body_size: c.max_body_size,
-            max_uploads: c.max_uploads,
-            upload_timeout: c.upload_timeout,
-            upload_memory: c.upload_memory,
-        }
-    }
+    pub(crate) max_body_size: usize,
+    pub(crate) max_uploads: usize,
+    pub(crate) upload_timeout: Duration,
+    pub(crate) upload_memory: usize,
 }
 
 /// Which exchange a block belongs to: same peer (connection or address), method, and every
@@ -110,20 +125,6 @@ pub(crate) struct SiteDispatch {
     /// Whole responses whose later Block2 pieces are still to be fetched.
     responses: Mutex<HashMap<UploadKey, (Message, Instant)>>,
     observers: Arc<Observers>,
-}
-
-/// RFC 7967 §2: is a response of `code` suppressed by No-Response `bits`?
-/// A 2.31 Continue is part of a Block1 upload, not the response: never suppressed.
-pub(crate) fn suppressed(bits: u8, code: Code) -> bool {
-    if code == Code::CONTINUE {
-        return false;
-    }
-    match code.class() {
-        2 => bits & 2 != 0,
-        4 => bits & 8 != 0,
-        5 => bits & 16 != 0,
-        _ => false,
-    }
 }
 
 /// 4.13 with the largest body taken in Size1 (RFC 7959 §2.9.3).
@@ -449,7 +450,7 @@ impl Dispatch for SiteDispatch {
             let bits = request.message.options.no_response();
             let (response, started) = self.answer(request).await;
             Answer {
-                message: (!suppressed(bits, response.code)).then_some(response),
+                message: (!response.code.is_suppressed_by(bits)).then_some(response),
                 started,
             }
         })

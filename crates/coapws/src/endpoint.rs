@@ -6,17 +6,18 @@
 //! that connected to it through the [`Remote`] of that client's request
 //! ([`Endpoint::request_to`]), and a client's site answers the server's requests.
 
-use crate::connection::{self, ConnectionHandle, Dispatch, DriverConfig};
+use crate::connection::{self, DriverConfig};
+use crate::dispatch::Dispatch;
 use crate::dispatch::{BlockwiseConfig, SiteDispatch};
 use crate::error::Error;
-use crate::listener::listen_error;
+use crate::link::{ConnectionHandle, SocketHandle};
+use crate::net::listen_error;
 use crate::observe::ObserveConfig;
 use crate::pool::{Pool, PoolKey};
 use crate::remote::{Link, Remote, Side};
 use crate::site::Site;
 use crate::tls::TlsClientConfig;
 use crate::transport::tcp::StreamIo;
-use crate::transport::udp::SocketHandle;
 use crate::transport::ws;
 use bytes::Bytes;
 use coapws_proto::code::Code;
@@ -124,6 +125,37 @@ impl Default for EndpointConfig {
 /// one server each; requests to further servers share one socket.
 pub const MAX_CONNECTED_UDP: usize = 256;
 
+impl From<&EndpointConfig> for BlockwiseConfig {
+    fn from(c: &EndpointConfig) -> BlockwiseConfig {
+        BlockwiseConfig {
+            max_body_size: c.max_body_size,
+            max_uploads: c.max_uploads,
+            upload_timeout: c.upload_timeout,
+            upload_memory: c.upload_memory,
+        }
+    }
+}
+
+/// Told how a block-wise transfer advances: bytes done so far and, when known, the total.
+#[derive(Clone)]
+pub struct Progress(Arc<dyn Fn(u64, Option<u64>) + Send + Sync>);
+
+impl Progress {
+    /// Calls `f(done, total)` after every block.
+    pub fn new(f: impl Fn(u64, Option<u64>) + Send + Sync + 'static) -> Progress {
+        Progress(Arc::new(f))
+    }
+    pub(crate) fn report(&self, done: usize, total: Option<usize>) {
+        (self.0)(done as u64, total.map(|t| t as u64))
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
+}
+
 /// A request to send to a URI.
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -143,7 +175,7 @@ pub struct Request {
     /// large (see [`Request::payload_file`]).
     pub body_file: Option<std::path::PathBuf>,
     /// Told how a block-wise transfer advances.
-    pub progress: Option<crate::transfer::Progress>,
+    pub progress: Option<Progress>,
     /// Largest block size to use both ways, as its size exponent (0: 16 bytes … 6: 1024
     /// bytes): the response is asked for in Block2 pieces of at most this size, and uploads go
     /// in Block1 pieces no larger (no BERT). `None`: as large as the peer takes.
@@ -186,7 +218,7 @@ impl Request {
         self
     }
     /// Reports the progress of block-wise uploads and downloads to `progress`.
-    pub fn on_progress(mut self, progress: crate::transfer::Progress) -> Request {
+    pub fn on_progress(mut self, progress: Progress) -> Request {
         self.progress = Some(progress);
         self
     }

@@ -316,3 +316,12 @@ pub(crate) async fn call<C>(
     guard.disarm();
     result
 }
+
+/// Sleeps until `deadline`, or for ever without one (a `select!` arm for a driver's next
+/// timer).
+pub(crate) async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -12,8 +12,11 @@
 //! - [`remote`]: [`Remote`], the other end, with role reversal over its connection.
 //! - [`rd`]: [`rd::ResourceDirectory`], a CoRE Resource Directory (RFC 9176) to mount on a
 //!   [`Site`], which keeps the connections of endpoints that registered over one.
-//! - [`connection`]: the per-connection task (token layer, driver of the RFC 8323 machine).
-//! - [`pool`]: connections by origin. [`transport`]: WebSocket and TCP; [`tls`]: TLS for both.
+//! - [`proxy`]: [`proxy::Proxy`], forward and reverse proxy (RFC 7252 §5.7) with a cache and
+//!   relayed observations, and the way to devices that connected to us.
+//! - [`connection`]: the per-connection task (token layer, driver of the RFC 8323 machine);
+//!   `link.rs`: the handles other tasks reach it (and UDP sockets) through.
+//! - [`pool`]: connections by origin. [`transport`]: WebSocket, TCP and UDP; [`tls`]: TLS.
 //!
 //! # The five common jobs
 //!
@@ -99,6 +102,7 @@ mod dispatch;
 pub mod endpoint;
 pub mod error;
 mod exchange;
+mod link;
 mod listener;
 mod net;
 pub mod observe;

@@ -2,9 +2,10 @@
 //! TLS handshakes, the connection limit, and handing each accepted connection to a
 //! connection task (WebSocket through the HTTP upgrade in [`crate::transport::ws`]).
 
-use crate::connection::ConnectionHandle;
 use crate::endpoint::{Endpoint, Inner, lock, start_connection};
 use crate::error::Error;
+use crate::link::ConnectionHandle;
+use crate::net::listen_error;
 use crate::remote::{Link, Remote, Side};
 use crate::tls::TlsIdentity;
 use crate::transport::tcp::StreamIo;
@@ -134,13 +135,6 @@ impl Endpoint {
         lock(&self.inner.listeners).push(task);
         info!(%bound, %scheme, "listening");
         Ok(bound)
-    }
-}
-
-pub(crate) fn listen_error(addr: impl std::fmt::Display, e: std::io::Error) -> Error {
-    Error::Listen {
-        addr: addr.to_string(),
-        source: Arc::new(e),
     }
 }
 

@@ -1,10 +1,19 @@
-//! Small socket helpers shared by the transports: resolving and connecting with a timeout.
+//! Small socket helpers shared by the transports: resolving and connecting with a timeout,
+//! and the error of a listener that cannot open.
 
 use crate::error::Error;
 use coapws_proto::uri::Host;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpStream;
+
+/// The error of a listener that could not be opened at `addr`.
+pub(crate) fn listen_error(addr: impl std::fmt::Display, e: std::io::Error) -> Error {
+    Error::Listen {
+        addr: addr.to_string(),
+        source: std::sync::Arc::new(e),
+    }
+}
 
 fn not_found() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::NotFound, "name resolved to no address")

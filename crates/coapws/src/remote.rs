@@ -4,18 +4,13 @@
 //! transports, the connection it lives on, so a server can send requests back to a client that
 //! connected to it (role reversal) without that client having any URI.
 
-use crate::connection::{Command, ConnectionHandle};
 use crate::error::Error;
-use crate::transport::udp::{SocketHandle, UdpCommand};
+use crate::link::{Command, ConnectionHandle};
+use crate::link::{SocketHandle, UdpCommand};
 use coapws_proto::message::{Message, Token};
 use coapws_proto::uri::{Host, Scheme, Uri};
 use std::fmt;
 use std::net::SocketAddr;
-use std::time::Duration;
-
-/// The largest body [`Remote::request`] collects from Block2 pieces (as
-/// [`crate::EndpointConfig::max_body_size`]'s default).
-pub const DEFAULT_MAX_BODY: usize = 16 << 20;
 
 /// Who opened the connection the remote lives on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,25 +83,6 @@ impl Remote {
             }
             (Link::Stream(_), Side::Server) => Err(Error::NoUri(self.to_string())),
         }
-    }
-    /// Sends a request to this remote over its connection and waits up to `timeout` for the
-    /// response (for each block of it, when it comes in Block2 pieces: they are collected, up
-    /// to [`DEFAULT_MAX_BODY`] bytes). Inside a handler this is how a server reaches the client
-    /// that sent the request (role reversal); [`crate::Endpoint::request_to`] does the same
-    /// with the endpoint's timeout and limits.
-    pub async fn request(&self, message: Message, timeout: Duration) -> Result<Message, Error> {
-        let ask = |m: Message| async move {
-            match tokio::time::timeout(timeout, self.send(m, true)).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::Timeout),
-            }
-        };
-        let first = ask(message.clone()).await?;
-        let mut next = message;
-        if next.code != coapws_proto::code::Code::FETCH {
-            next.payload = bytes::Bytes::new();
-        }
-        crate::transfer::collect_block2(first, next, DEFAULT_MAX_BODY, ask, None).await
     }
     /// Sends a request over the link and waits for its response, without a timeout of its
     /// own (UDP ends it after its retransmissions). `confirmable` only matters for UDP.

@@ -20,25 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Told how a block-wise transfer advances: bytes done so far and, when known, the total.
-#[derive(Clone)]
-pub struct Progress(Arc<dyn Fn(u64, Option<u64>) + Send + Sync>);
-
-impl Progress {
-    /// Calls `f(done, total)` after every block.
-    pub fn new(f: impl Fn(u64, Option<u64>) + Send + Sync + 'static) -> Progress {
-        Progress(Arc::new(f))
-    }
-    fn report(&self, done: usize, total: Option<usize>) {
-        (self.0)(done as u64, total.map(|t| t as u64))
-    }
-}
-
-impl std::fmt::Debug for Progress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Progress")
-    }
-}
+pub use crate::endpoint::Progress;
 
 /// Given the first response to `next` (a request without Block1 options), asks for the later
 /// Block2 pieces, if any, with `ask`, and returns the whole representation (RFC 7959 §2.4: in
@@ -436,6 +418,32 @@ impl Endpoint {
             }
             offset = end;
         }
+    }
+}
+
+/// The largest body [`Remote::request`] collects from Block2 pieces (as
+/// [`crate::EndpointConfig::max_body_size`]'s default).
+pub const DEFAULT_MAX_BODY: usize = 16 << 20;
+
+impl Remote {
+    /// Sends a request to this remote over its connection and waits up to `timeout` for the
+    /// response (for each block of it, when it comes in Block2 pieces: they are collected, up
+    /// to [`DEFAULT_MAX_BODY`] bytes). Inside a handler this is how a server reaches the client
+    /// that sent the request (role reversal); [`crate::Endpoint::request_to`] does the same
+    /// with the endpoint's timeout and limits.
+    pub async fn request(&self, message: Message, timeout: Duration) -> Result<Message, Error> {
+        let ask = |m: Message| async move {
+            match tokio::time::timeout(timeout, self.send(m, true)).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout),
+            }
+        };
+        let first = ask(message.clone()).await?;
+        let mut next = message;
+        if next.code != coapws_proto::code::Code::FETCH {
+            next.payload = bytes::Bytes::new();
+        }
+        collect_block2(first, next, DEFAULT_MAX_BODY, ask, None).await
     }
 }
 

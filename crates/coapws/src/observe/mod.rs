@@ -3,15 +3,16 @@
 //!
 //! - `client.rs`: [`crate::Endpoint::observe`] and [`Observation`], a stream of
 //!   notifications that ends with a typed [`ObserveEnd`] and deregisters when dropped.
-//! - `server.rs`: [`Observable`], the change signal an application holds, and the observer
-//!   table and tasks the dispatcher runs for every registration.
+//! - `observable.rs`: [`Observable`], the change signal an application holds;
+//! - `server.rs`: the observer table and tasks the dispatcher runs for every registration.
 //!
 //! The transports carry more than one response per token for this: their waiting-request
 //! entry is a feed (see `exchange.rs`), and they keep the token until the observation ends.
 
 mod client;
+pub(crate) mod observable;
 mod server;
 
 pub use client::{Observation, ObserveEnd};
-pub use server::Observable;
+pub use observable::Observable;
 pub(crate) use server::{ObserveConfig, Observers, Render, log_refused};

@@ -5,7 +5,7 @@
 //! Every method returns a boxed future, so a store backed by a network service (a message
 //! bus, a database) fits behind the same interface.
 
-use crate::connection::BoxFuture;
+use crate::site::BoxFuture;
 use coapws_proto::link_format::Link;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -10,8 +10,7 @@
 pub mod demo;
 pub mod files;
 
-use crate::connection::BoxFuture;
-use crate::observe::Observable;
+use crate::observe::observable::Observable;
 use crate::remote::Remote;
 use coapws_proto::blockwise::{Block2Window, BlockError, block_room, block2_window};
 use coapws_proto::code::Code;
@@ -158,6 +157,9 @@ impl IncomingRequest {
         }
     }
 }
+
+/// A boxed future, as handlers return them.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Something that answers requests. Implemented for every `Fn(IncomingRequest) -> Future`.
 pub trait Handler: Send + Sync + 'static {

@@ -6,9 +6,11 @@
 //! A socket serves both roles: the server's socket sends requests back to clients (role
 //! reversal), and a client's socket answers requests with the endpoint's site.
 
-use crate::connection::{Answer, Dispatch};
+use crate::dispatch::{Answer, Dispatch};
 use crate::error::Error;
-use crate::exchange::{Delivery, Feed, Reply, SendOnDrop, Waiting, call, feed};
+use crate::exchange::{Delivery, SendOnDrop, Waiting};
+pub use crate::link::SocketHandle;
+pub(crate) use crate::link::UdpCommand;
 use crate::remote::{Link, Remote, Side};
 use crate::site::{IncomingRequest, PeerLimits};
 use coapws_proto::code::Code;
@@ -24,129 +26,6 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-
-pub(crate) enum UdpCommand {
-    Request {
-        to: SocketAddr,
-        message: Message,
-        confirmable: bool,
-        id: u64,
-        reply: Reply,
-    },
-    Cancel {
-        id: u64,
-    },
-    /// Send `message` under the token of caller `id`'s observation, forgotten first
-    /// (re-registration, explicit deregistration); answers go to `reply` if given.
-    Resend {
-        id: u64,
-        message: Message,
-        confirmable: bool,
-        reply: Option<Reply>,
-    },
-    /// Caller `id` stopped listening to its observation: forget it, so that the next
-    /// notification is answered with Reset (RFC 7641 §3.6).
-    Deregister {
-        id: u64,
-    },
-    Respond {
-        to: SocketAddr,
-        key: RequestKey,
-        message: Option<Message>,
-    },
-    /// A notification to the observer `to` of the observation `token`.
-    Notify {
-        to: SocketAddr,
-        token: Token,
-        message: Message,
-        confirmable: bool,
-    },
-    /// The observation `token` of `to` ended on our side.
-    EndNotifications {
-        to: SocketAddr,
-        token: Token,
-    },
-}
-
-/// A cheap, cloneable reference to a running UDP socket task.
-#[derive(Clone)]
-pub struct SocketHandle {
-    tx: mpsc::UnboundedSender<UdpCommand>,
-    ids: Arc<AtomicU64>,
-    id: u64,
-    local: SocketAddr,
-}
-
-impl std::fmt::Debug for SocketHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SocketHandle({}, {})", self.id, self.local)
-    }
-}
-
-impl SocketHandle {
-    /// True while the socket task runs.
-    pub fn is_alive(&self) -> bool {
-        !self.tx.is_closed()
-    }
-    /// Process-unique number of the socket task.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-    /// The socket's local address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-    /// Sends an observation request to `to`; returns the caller id and the feed its
-    /// notifications arrive on.
-    pub(crate) fn observe(
-        &self,
-        to: SocketAddr,
-        message: Message,
-        confirmable: bool,
-    ) -> Result<(u64, Feed), Error> {
-        let id = self.ids.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = feed();
-        self.tx
-            .send(UdpCommand::Request {
-                to,
-                message,
-                confirmable,
-                id,
-                reply: Reply::Stream(tx),
-            })
-            .map_err(|_| Error::Shutdown)?;
-        Ok((id, rx))
-    }
-    pub(crate) fn command(&self, c: UdpCommand) {
-        let _ = self.tx.send(c);
-    }
-    /// Resolves when the socket task has ended.
-    pub async fn closed(&self) {
-        self.tx.closed().await
-    }
-    /// Sends a request to `to` and waits for the response; dropping the future cancels it.
-    pub(crate) async fn request(
-        &self,
-        to: SocketAddr,
-        message: Message,
-        confirmable: bool,
-    ) -> Result<Message, Error> {
-        let id = self.ids.fetch_add(1, Ordering::Relaxed);
-        call(
-            &self.tx,
-            |reply| UdpCommand::Request {
-                to,
-                message,
-                confirmable,
-                id,
-                reply,
-            },
-            UdpCommand::Cancel { id },
-            || Error::Shutdown,
-        )
-        .await
-    }
-}
 
 /// With `-v` (debug on `coapws::wire`): each datagram with its message type and Message ID.
 fn log_datagram(direction: &str, peer: SocketAddr, datagram: &bytes::Bytes) {
@@ -278,7 +157,7 @@ impl SocketDriver {
                         self.unreachable(&e);
                     }
                 },
-                _ = crate::connection::sleep_until(deadline), if deadline.is_some() => {
+                _ = crate::exchange::sleep_until(deadline), if deadline.is_some() => {
                     self.layer.handle_timeout(Instant::now());
                 }
             }

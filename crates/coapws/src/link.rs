@@ -1,0 +1,259 @@
+//! Handles to the tasks that own a link to peers: [`ConnectionHandle`] for an RFC 8323
+//! connection (WebSocket, TCP, TLS; its task is in `connection.rs`) and [`SocketHandle`] for
+//! a UDP socket (its task is in `transport/udp.rs`), with the commands they send those tasks.
+//! A [`crate::Remote`] holds one of them; nothing here knows about sites or handlers.
+
+use crate::error::Error;
+use crate::exchange::{Feed, Reply, call, feed};
+use coapws_proto::connection::ConnectionError;
+use coapws_proto::message::{Message, Token};
+use coapws_proto::signaling::PeerSettings;
+use coapws_proto::udp::RequestKey;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// What other tasks ask of a connection's task.
+pub(crate) enum Command {
+    /// Send a request (token chosen here); answers go to `reply`.
+    Request {
+        message: Message,
+        id: u64,
+        reply: Reply,
+    },
+    /// Forget caller `id`'s request.
+    Cancel { id: u64 },
+    /// Send `message` under the token of caller `id`'s observation, which the core forgets
+    /// first (re-registration with Observe 0, deregistration with Observe 1); answers go to
+    /// `reply` from now on if given.
+    Resend {
+        id: u64,
+        message: Message,
+        reply: Option<Reply>,
+    },
+    /// Caller `id` stopped listening to its observation: deregister with `message` (a GET
+    /// with Observe 1) under its token, whose answer nobody awaits.
+    Deregister { id: u64, message: Message },
+    /// The response to an incoming request.
+    Respond(Message),
+    /// A notification to an observer on this connection (not an answer to a running handler).
+    Notify(Message),
+    /// No response to an incoming request (No-Response).
+    Suppress(Token),
+    /// Start a graceful shutdown.
+    Release,
+}
+
+/// A cheap, cloneable reference to a running connection.
+#[derive(Clone)]
+pub struct ConnectionHandle {
+    pub(crate) tx: mpsc::UnboundedSender<Command>,
+    pub(crate) ids: Arc<AtomicU64>,
+    pub(crate) id: u64,
+    /// Cleared once either side sent Release: no new requests should start here.
+    pub(crate) accepting: Arc<AtomicBool>,
+    /// The peer's settings once its first CSM arrived.
+    pub(crate) peer: tokio::sync::watch::Receiver<Option<PeerSettings>>,
+    /// Until when the peer asked not to be reconnected to (Release with Hold-Off).
+    pub(crate) hold_off: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl std::fmt::Debug for ConnectionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConnectionHandle({})", self.id)
+    }
+}
+
+impl ConnectionHandle {
+    /// True while the connection's task runs and takes commands.
+    pub fn is_alive(&self) -> bool {
+        !self.tx.is_closed()
+    }
+    /// True while new requests may start on the connection (up, and not being released).
+    pub fn accepts_requests(&self) -> bool {
+        self.is_alive() && self.accepting.load(Ordering::Relaxed)
+    }
+    /// Until when the peer asked us not to reconnect (its Release's Hold-Off, RFC 8323
+    /// §5.5), if it did.
+    pub fn hold_off(&self) -> Option<Instant> {
+        *self.hold_off.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// What the peer's CSMs said, once the first arrived.
+    pub fn peer_settings(&self) -> Option<PeerSettings> {
+        *self.peer.borrow()
+    }
+    /// Waits (at most `limit`) for the peer's first CSM; its settings, or `None` if it did not
+    /// come (the connection ended or the time ran out).
+    pub async fn wait_peer_settings(&self, limit: std::time::Duration) -> Option<PeerSettings> {
+        let mut rx = self.peer.clone();
+        let known = tokio::time::timeout(limit, rx.wait_for(|p| p.is_some())).await;
+        known.ok().and_then(|r| r.ok().and_then(|p| *p))
+    }
+    /// Process-unique number of the connection.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    /// Sends a request on this connection and waits for its response. The token is chosen
+    /// here; dropping the future cancels the request.
+    pub(crate) async fn request(&self, message: Message) -> Result<Message, Error> {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        call(
+            &self.tx,
+            |reply| Command::Request { message, id, reply },
+            Command::Cancel { id },
+            || Error::Connection(ConnectionError::TransportClosed),
+        )
+        .await
+    }
+    /// Sends an observation request (Observe 0) on this connection; returns the caller id and
+    /// the feed its notifications arrive on.
+    pub(crate) fn observe(&self, message: Message) -> Result<(u64, Feed), Error> {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = feed();
+        self.tx
+            .send(Command::Request {
+                message,
+                id,
+                reply: Reply::Stream(tx),
+            })
+            .map_err(|_| Error::Connection(ConnectionError::TransportClosed))?;
+        Ok((id, rx))
+    }
+    pub(crate) fn command(&self, c: Command) {
+        let _ = self.tx.send(c);
+    }
+    /// Starts a graceful shutdown of the connection (Release).
+    pub fn release(&self) {
+        let _ = self.tx.send(Command::Release);
+    }
+    /// Resolves when the connection's task has ended.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
+/// What other tasks ask of a UDP socket's task.
+pub(crate) enum UdpCommand {
+    Request {
+        to: SocketAddr,
+        message: Message,
+        confirmable: bool,
+        id: u64,
+        reply: Reply,
+    },
+    Cancel {
+        id: u64,
+    },
+    /// Send `message` under the token of caller `id`'s observation, forgotten first
+    /// (re-registration, explicit deregistration); answers go to `reply` if given.
+    Resend {
+        id: u64,
+        message: Message,
+        confirmable: bool,
+        reply: Option<Reply>,
+    },
+    /// Caller `id` stopped listening to its observation: forget it, so that the next
+    /// notification is answered with Reset (RFC 7641 §3.6).
+    Deregister {
+        id: u64,
+    },
+    Respond {
+        to: SocketAddr,
+        key: RequestKey,
+        message: Option<Message>,
+    },
+    /// A notification to the observer `to` of the observation `token`.
+    Notify {
+        to: SocketAddr,
+        token: Token,
+        message: Message,
+        confirmable: bool,
+    },
+    /// The observation `token` of `to` ended on our side.
+    EndNotifications {
+        to: SocketAddr,
+        token: Token,
+    },
+}
+
+/// A cheap, cloneable reference to a running UDP socket task.
+#[derive(Clone)]
+pub struct SocketHandle {
+    pub(crate) tx: mpsc::UnboundedSender<UdpCommand>,
+    pub(crate) ids: Arc<AtomicU64>,
+    pub(crate) id: u64,
+    pub(crate) local: SocketAddr,
+}
+
+impl std::fmt::Debug for SocketHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SocketHandle({}, {})", self.id, self.local)
+    }
+}
+
+impl SocketHandle {
+    /// True while the socket task runs.
+    pub fn is_alive(&self) -> bool {
+        !self.tx.is_closed()
+    }
+    /// Process-unique number of the socket task.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    /// The socket's local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+    /// Sends an observation request to `to`; returns the caller id and the feed its
+    /// notifications arrive on.
+    pub(crate) fn observe(
+        &self,
+        to: SocketAddr,
+        message: Message,
+        confirmable: bool,
+    ) -> Result<(u64, Feed), Error> {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = feed();
+        self.tx
+            .send(UdpCommand::Request {
+                to,
+                message,
+                confirmable,
+                id,
+                reply: Reply::Stream(tx),
+            })
+            .map_err(|_| Error::Shutdown)?;
+        Ok((id, rx))
+    }
+    pub(crate) fn command(&self, c: UdpCommand) {
+        let _ = self.tx.send(c);
+    }
+    /// Resolves when the socket task has ended.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+    /// Sends a request to `to` and waits for the response; dropping the future cancels it.
+    pub(crate) async fn request(
+        &self,
+        to: SocketAddr,
+        message: Message,
+        confirmable: bool,
+    ) -> Result<Message, Error> {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        call(
+            &self.tx,
+            |reply| UdpCommand::Request {
+                to,
+                message,
+                confirmable,
+                id,
+                reply,
+            },
+            UdpCommand::Cancel { id },
+            || Error::Shutdown,
+        )
+        .await
+    }
+}
