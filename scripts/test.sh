@@ -30,9 +30,10 @@ die() {
   exit 1
 }
 
-# libcoap: UDP and TCP peer; nginx: the front door of deploy/; systemd: systemd-analyze and
+# libcoap: UDP and TCP peer; nginx: the front door of deploy/; haproxy: the balancer of the
+# cluster tests; systemd: systemd-analyze and
 # systemd-socket-activate for the deployment tests.
-scripts/install-peers.sh libcoap3-bin nginx systemd || die "installing the peers failed"
+scripts/install-peers.sh libcoap3-bin nginx systemd haproxy || die "installing the peers failed"
 
 # The interop tests read libcoap's own output (its -v 7 PDU log, its TLS complaints): that format
 # is libcoap 4.3.1's.

@@ -3,6 +3,7 @@
 
 mod bench;
 mod client;
+mod cluster;
 mod discover;
 mod hints;
 mod pretty;

@@ -45,6 +45,10 @@ pub struct ProxyArgs {
 }
 
 impl ProxyArgs {
+    /// How long a proxied request may take.
+    pub fn patience(&self) -> Duration {
+        Duration::from_secs(self.proxy_timeout)
+    }
     /// True when any proxying was asked for.
     pub fn any(&self) -> bool {
         self.proxy

@@ -67,6 +67,8 @@ pub struct ServeArgs {
     rd_proxy_domain: Option<String>,
     #[command(flatten)]
     proxy: crate::proxy::ProxyArgs,
+    #[command(flatten)]
+    cluster: crate::cluster::ClusterArgs,
 }
 
 /// The built-in browser console (the repository's `web/` folder).
@@ -179,13 +181,17 @@ pub async fn run(args: ServeArgs, proxy_only: bool) -> Result<ExitCode> {
         }
         None => WebContent::embedded(console::FILES),
     };
+    let cluster = crate::cluster::join(&args.cluster, args.proxy.patience()).await?;
     let (site, rd) = if args.rd || args.rd_proxy_domain.is_some() {
         let config = coapws::rd::RdConfig {
             proxy_domain: args.rd_proxy_domain.clone(),
             ..coapws::rd::RdConfig::default()
         };
         tracing::info!(proxy_domain = ?config.proxy_domain, "serving a resource directory");
-        let rd = coapws::rd::ResourceDirectory::new(config);
+        let rd = match &cluster {
+            Some(c) => coapws::rd::ResourceDirectory::with_store(c.store(), config),
+            None => coapws::rd::ResourceDirectory::new(config),
+        };
         (rd.mount(site), Some(rd))
     } else {
         (site, None)
@@ -197,7 +203,18 @@ pub async fn run(args: ServeArgs, proxy_only: bool) -> Result<ExitCode> {
         )),
         _ => None,
     };
+    let device_list = devices.as_ref().map(|(_, d)| d.clone());
     let (site, proxy) = crate::proxy::mount(&args.proxy, proxy_only, site, devices)?;
+    if let (Some(c), Some(p), Some(d)) = (&cluster, &proxy, device_list) {
+        p.set_router(c.router());
+        let upstream = Endpoint::builder()
+            .config(EndpointConfig {
+                request_timeout: args.proxy.patience(),
+                ..EndpointConfig::default()
+            })
+            .build();
+        c.serve(d, upstream).await?;
+    }
     if args.allow_origin.iter().any(|o| o == "*") {
         tracing::warn!("--allow-origin '*': every web page a browser opens can reach this server");
     }

@@ -97,6 +97,7 @@
 //! # let _ = response; Ok(()) }
 //! ```
 
+pub mod cluster;
 pub mod connection;
 mod dispatch;
 pub mod endpoint;

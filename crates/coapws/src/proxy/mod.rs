@@ -22,6 +22,7 @@ mod relay;
 
 pub use allow::{AllowError, AllowList, AllowPattern};
 pub use cache::{CacheKey, CacheStats};
+pub use relay::{Next, Notifications};
 
 use crate::endpoint::{Endpoint, EndpointConfig, Request};
 use crate::error::Error;
@@ -79,6 +80,20 @@ pub trait Devices: Send + Sync + 'static {
     fn remote(&self, name: &str) -> Option<Remote>;
 }
 
+/// Reaches devices connected to other instances of a cluster (see [`crate::cluster`]).
+pub trait Router: Send + Sync + 'static {
+    /// The answer of device `name` (not connected here) to `request`: its response, or the
+    /// error answer to give (4.04 when nobody holds it, 5.04 when its instance does not
+    /// answer, 5.03 when the cluster cannot be reached).
+    fn request(&self, name: &str, request: Message) -> crate::site::BoxFuture<Message>;
+    /// An observation of device `name` with `registration` (Observe 0).
+    fn observe(
+        &self,
+        name: &str,
+        registration: Message,
+    ) -> crate::site::BoxFuture<Result<Box<dyn Notifications>, Message>>;
+}
+
 /// Counters of a proxy.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProxyStats {
@@ -99,12 +114,20 @@ enum Upstream {
     /// A device over the connection it opened to us; `uri` names it (`scheme://NAME.DOMAIN`)
     /// for the cache and the logs.
     Device { remote: Remote, uri: Uri },
+    /// A device connected to another instance of the cluster, through its [`Router`].
+    Routed {
+        router: Arc<dyn Router>,
+        name: String,
+        uri: Uri,
+    },
 }
 
 impl Upstream {
     fn uri(&self) -> &Uri {
         match self {
-            Upstream::Uri(u) | Upstream::Device { uri: u, .. } => u,
+            Upstream::Uri(u)
+            | Upstream::Device { uri: u, .. }
+            | Upstream::Routed { uri: u, .. } => u,
         }
     }
 }
@@ -137,18 +160,19 @@ struct Inner {
     cache: Cache,
     relays: Arc<Relays>,
     devices: std::sync::OnceLock<(String, Arc<dyn Devices>)>,
+    router: std::sync::OnceLock<Arc<dyn Router>>,
     forwarded: AtomicU64,
     refused: AtomicU64,
     /// [`Proxy::forward`] was asked for: forward to every allowed target, not only devices.
     forward_all: std::sync::atomic::AtomicBool,
 }
 
-fn diagnostic(code: Code, text: impl Into<String>) -> Message {
+pub(crate) fn diagnostic(code: Code, text: impl Into<String>) -> Message {
     Message::response(code, text.into()).with_content_format(ContentFormat::TEXT_PLAIN.0)
 }
 
 /// The answer to a request whose upstream exchange failed with `e`.
-fn error_answer(e: &Error) -> Message {
+pub(crate) fn error_answer(e: &Error) -> Message {
     match e {
         Error::Timeout => diagnostic(Code::GATEWAY_TIMEOUT, "upstream did not answer in time"),
         Error::UnsupportedScheme(s) => diagnostic(
@@ -272,6 +296,7 @@ impl Proxy {
                 client,
                 relays: Arc::new(Relays::default()),
                 devices: std::sync::OnceLock::new(),
+                router: std::sync::OnceLock::new(),
                 forwarded: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
                 forward_all: std::sync::atomic::AtomicBool::new(false),
@@ -366,6 +391,12 @@ impl Proxy {
         })
     }
 
+    /// Devices not connected here are asked for through `router` (another instance of a
+    /// cluster may hold them). Set once, before requests come.
+    pub fn set_router(&self, router: Arc<dyn Router>) {
+        let _ = self.inner.router.set(router);
+    }
+
     /// For a URI naming a device (`NAME.DOMAIN`): the device, or the 4.04 for one that is not
     /// connected. `None`: not a device name.
     fn device(&self, uri: &Uri) -> Option<Result<Upstream, Message>> {
@@ -382,6 +413,16 @@ impl Proxy {
                 uri.scheme = remote.scheme();
                 uri.port = None;
                 Ok(Upstream::Device { remote, uri })
+            }
+            _ if self.inner.router.get().is_some() => {
+                let router = self.inner.router.get().cloned()?;
+                let mut uri = uri.clone();
+                uri.port = None;
+                Ok(Upstream::Routed {
+                    router,
+                    name: name.to_owned(),
+                    uri,
+                })
             }
             _ => {
                 info!(
@@ -482,7 +523,10 @@ impl Proxy {
         }
         let client_etags = etags(&req.message);
         let mut stale = None;
-        if safe {
+        // A device on another instance may be gone since: only its holder can tell, so its
+        // answers are not kept here (the holder checks its connection on every request).
+        let cacheable = safe && !matches!(upstream, Upstream::Routed { .. });
+        if cacheable {
             match self.inner.cache.lookup(&key, Instant::now()) {
                 Lookup::Fresh(m) => {
                     debug!(target = %uri, "answered from the cache");
@@ -523,13 +567,13 @@ impl Proxy {
         let now = Instant::now();
         match response.code {
             Code::CREATED | Code::DELETED | Code::CHANGED => self.inner.cache.invalidate(&uri),
-            Code::VALID if stale.is_some() && safe => {
+            Code::VALID if stale.is_some() && cacheable => {
                 // Our stale copy is valid again (or the client's own, which we pass on).
                 if let Some(m) = self.inner.cache.revalidate(&key, &response, now) {
                     return validated(&client_etags, m);
                 }
             }
-            Code::CONTENT if safe => self.inner.cache.put(key, &response, now),
+            Code::CONTENT if cacheable => self.inner.cache.put(key, &response, now),
             _ => {}
         }
         validated(&client_etags, response)
@@ -560,6 +604,11 @@ impl Proxy {
                     .request_to(remote, m)
                     .await
                     .map(|r| r.message)
+            }
+            Upstream::Routed { router, name, uri } => {
+                let mut m = m;
+                with_target(&mut m, uri);
+                Ok(router.request(name, m).await)
             }
         }
     }
@@ -605,8 +654,15 @@ impl Proxy {
                         with_target(&mut m, &uri);
                         client.observe_to(&remote, m)
                     }
+                    Upstream::Routed { router, name, uri } => {
+                        let mut m = up;
+                        with_target(&mut m, &uri);
+                        return router.observe(&name, m).await;
+                    }
                 };
-                started.map_err(|e| error_answer(&e))
+                started
+                    .map(|o| Box::new(o) as Box<dyn Notifications>)
+                    .map_err(|e| error_answer(&e))
             })
             .await;
         let first = match tokio::time::timeout(patience, relay.latest()).await {
@@ -622,7 +678,7 @@ impl Proxy {
 
 /// Puts `uri`'s path and query on `m` (a request to a device over its own connection: no
 /// Uri-Host, the device is who it is).
-fn with_target(m: &mut Message, uri: &Uri) {
+pub(crate) fn with_target(m: &mut Message, uri: &Uri) {
     let mut o = uri.request_options_to(Some(&uri.host), uri.port_or_default());
     for (n, v) in m.options.iter() {
         o.push(n, v.clone());

@@ -12,6 +12,8 @@ use coapws_proto::code::Code;
 use coapws_proto::message::Message;
 use coapws_proto::option::OptionNumber;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -20,6 +22,39 @@ use tracing::{debug, info};
 /// How long a relay waits for a first downstream observer after it started, or for a new one
 /// after the last left, before it deregisters upstream.
 const LINGER: Duration = Duration::from_secs(2);
+
+/// The result of waiting for an upstream notification: the next one, or the last word of the
+/// observation (with `true` when it ended with a 2.xx, sent downstream without Observe).
+pub type Next<'a> = Pin<Box<dyn Future<Output = Result<Message, (Message, bool)>> + Send + 'a>>;
+
+/// Notifications from upstream, whatever carries them (a CoAP observation, or one routed
+/// through another instance of a cluster). Dropping it deregisters upstream.
+pub trait Notifications: Send {
+    /// The next notification (the first is the registration's answer), or the end.
+    fn next(&mut self) -> Next<'_>;
+}
+
+impl Notifications for Observation {
+    fn next(&mut self) -> Next<'_> {
+        Box::pin(async move {
+            Observation::next(self)
+                .await
+                .map(|n| n.message)
+                .map_err(|end| match end {
+                    ObserveEnd::Deregistered(r) => (r.message, true),
+                    ObserveEnd::Ended(r) => (r.message, false),
+                    ObserveEnd::Timeout => (
+                        Message::response(Code::GATEWAY_TIMEOUT, "upstream observation timed out"),
+                        false,
+                    ),
+                    other => (
+                        Message::response(Code::BAD_GATEWAY, other.to_string()),
+                        false,
+                    ),
+                })
+        })
+    }
+}
 
 /// One upstream observation and its downstream observers.
 pub(crate) struct Relay {
@@ -88,7 +123,7 @@ impl Relays {
     pub(crate) async fn join<F, Fut>(self: &Arc<Self>, key: &CacheKey, start: F) -> Arc<Relay>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Observation, Message>>,
+        Fut: std::future::Future<Output = Result<Box<dyn Notifications>, Message>>,
     {
         if let Some(r) = self.get(key).filter(|r| !r.is_ended()) {
             r.touch();
@@ -119,7 +154,7 @@ impl Relays {
             }
             map.insert(key.clone(), relay.clone());
         }
-        info!(upstream = %observation.remote(), "relaying an observation");
+        info!("relaying an observation");
         tokio::spawn(run(
             Arc::downgrade(self),
             key.clone(),
@@ -151,23 +186,22 @@ fn strip(mut m: Message) -> Message {
 }
 
 /// Follows the upstream observation until it ends or nobody downstream listens any more.
-async fn run(relays: Weak<Relays>, key: CacheKey, relay: Arc<Relay>, mut upstream: Observation) {
+async fn run(
+    relays: Weak<Relays>,
+    key: CacheKey,
+    relay: Arc<Relay>,
+    mut upstream: Box<dyn Notifications>,
+) {
     let why = loop {
         tokio::select! {
             item = upstream.next() => match item {
-                Ok(n) => {
-                    relay.latest.send_replace(Some(strip(n.message)));
+                Ok(m) => {
+                    relay.latest.send_replace(Some(strip(m)));
                     relay.observable.notify();
                 }
-                Err(end) => {
-                    let (last, was_2xx) = match end {
-                        ObserveEnd::Deregistered(r) => (strip(r.message), true),
-                        ObserveEnd::Ended(r) => (strip(r.message), false),
-                        ObserveEnd::Timeout => (Message::response(Code::GATEWAY_TIMEOUT, "upstream observation timed out"), false),
-                        other => (Message::response(Code::BAD_GATEWAY, other.to_string()), false),
-                    };
+                Err((last, was_2xx)) => {
                     relay.ended.store(true, std::sync::atomic::Ordering::Relaxed);
-                    relay.latest.send_replace(Some(last));
+                    relay.latest.send_replace(Some(strip(last)));
                     if was_2xx { relay.observable.end() } else { relay.observable.notify() }
                     break "upstream ended";
                 }

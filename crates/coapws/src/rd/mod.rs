@@ -382,21 +382,31 @@ impl ResourceDirectory {
             return;
         };
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        let (id, remote) = (reg.id.clone(), remote.clone());
+        let (id, remote, tied) = (reg.id.clone(), remote.clone(), reg.owner.clone());
         tokio::spawn(async move {
             remote.closed().await;
             if let Some(inner) = weak.upgrade() {
                 ResourceDirectory { inner }
-                    .connection_closed(&id, conn)
+                    .connection_closed(&id, conn, &tied)
                     .await;
             }
         });
     }
 
-    /// Connection `conn` closed: registration `id` ends, if that is still its connection.
-    async fn connection_closed(&self, id: &str, conn: u64) {
+    /// Connection `conn` closed: registration `id` ends, if that is still its connection and
+    /// the stored registration still the one made over it (`tied`): with a shared store, the
+    /// endpoint may have registered again elsewhere since, and that registration stays.
+    async fn connection_closed(&self, id: &str, conn: u64, tied: &Owner) {
         let _write = self.inner.write.lock().await;
         if !self.inner.remotes.forget_if(id, conn) {
+            return;
+        }
+        let current = self.inner.store.get(id).await;
+        if current.as_ref().is_some_and(|r| r.owner != *tied) {
+            info!(
+                id,
+                "rd: connection closed; its registration was made again elsewhere and stays"
+            );
             return;
         }
         if let Some(reg) = self.inner.store.remove(id).await {
