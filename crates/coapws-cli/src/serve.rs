@@ -192,6 +192,9 @@ pub async fn run(args: ServeArgs, proxy_only: bool) -> Result<ExitCode> {
             Some(c) => coapws::rd::ResourceDirectory::with_store(c.store(), config),
             None => coapws::rd::ResourceDirectory::new(config),
         };
+        if let Some(c) = &cluster {
+            c.follow_takeovers(rd.clone());
+        }
         (rd.mount(site), Some(rd))
     } else {
         (site, None)

@@ -369,6 +369,20 @@ fn a_second_registration_of_a_live_name_takes_over_and_survives_the_old_connecti
         b"second",
         "taken over",
     );
+    // The old holder lets go of the old connection: it too routes to the new one.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let o = get_by_host(&c.instances[0].ws, "dev", "/sensor");
+        if o.stdout == b"second" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old holder still answers\n{}",
+            describe(&o)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     first.child.kill().unwrap();
     first.child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -384,7 +398,7 @@ fn a_second_registration_of_a_live_name_takes_over_and_survives_the_old_connecti
         c.instances[0]
             .guard
             .log_text()
-            .contains("was made again elsewhere and stays"),
+            .contains("taken over elsewhere: its connection here is let go"),
         "{}",
         c.instances[0].guard.log_text()
     );

@@ -236,6 +236,13 @@ impl Cluster {
         Arc::new(self.clone())
     }
 
+    /// Keeps `rd`'s connections true to the shared directory: when another instance writes a
+    /// registration this one holds the connection of (the endpoint registered again there),
+    /// this one lets go of that connection, so it never answers for the endpoint again.
+    pub fn follow_takeovers(&self, rd: crate::rd::ResourceDirectory) {
+        self.inner.store.watch_foreign(move |id| rd.untie(id));
+    }
+
     /// True while the NATS connection is up.
     pub fn is_connected(&self) -> bool {
         self.inner.client.connection_state() == async_nats::connection::State::Connected

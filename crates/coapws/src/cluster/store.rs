@@ -294,6 +294,28 @@ impl RdStore for KvStore {
 }
 
 impl KvStore {
+    /// Calls `on_foreign(id)` for every registration another instance writes from now on
+    /// (a takeover of one held here, or any other), until the watch ends.
+    pub(crate) fn watch_foreign(&self, on_foreign: impl Fn(&str) + Send + 'static) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let mut watch = match inner.rd.watch_all().await {
+                Ok(w) => w,
+                Err(e) => return warn!(error = %e, "cluster: cannot watch the directory"),
+            };
+            while let Some(entry) = watch.next().await {
+                let Ok(entry) = entry else { continue };
+                if entry.operation != async_nats::jetstream::kv::Operation::Put {
+                    continue;
+                }
+                match serde_json::from_slice::<Stored>(&entry.value) {
+                    Ok(s) if s.instance != inner.instance => on_foreign(&s.id),
+                    _ => {}
+                }
+            }
+        });
+    }
+
     /// The instance holding endpoint `ep`'s registration (default sector), if it is alive.
     pub(crate) async fn owner_of(&self, ep: &str) -> Option<String> {
         self.inner

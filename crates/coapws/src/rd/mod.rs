@@ -152,6 +152,19 @@ impl ResourceDirectory {
         self.inner.remotes.of_endpoint(ep, Instant::now())
     }
 
+    /// Lets go of registration `id`'s connection, if this directory holds it: the endpoint
+    /// registered again elsewhere (another instance of a cluster), so requests for it must not
+    /// go over this connection any more. The registration itself stays as stored.
+    pub fn untie(&self, id: &str) {
+        if self.inner.remotes.holds(id) {
+            self.inner.remotes.forget(id);
+            info!(
+                id,
+                "rd: registration taken over elsewhere: its connection here is let go"
+            );
+        }
+    }
+
     /// Every registration that has not expired, in registration order.
     pub async fn registrations(&self) -> Vec<Registration> {
         let _write = self.inner.write.lock().await;

@@ -60,6 +60,10 @@ impl Remotes {
         let old = self.with(|m| m.insert(id.to_owned(), tracked));
         old.and_then(|t| tied_connection(&t.remote)) != Some(conn)
     }
+    /// True when registration `id` is tied to a connection here.
+    pub(crate) fn holds(&self, id: &str) -> bool {
+        self.with(|m| m.contains_key(id))
+    }
     /// Forgets the connection of registration `id`.
     pub(crate) fn forget(&self, id: &str) {
         self.with(|m| m.remove(id));
