@@ -86,20 +86,21 @@ fn instance(dir: &Path, nats_port: u16, id: &str) -> Instance {
     }
 }
 
-/// HAProxy on `port` in front of `backends` (WebSocket upgrades pass in mode http; dead
-/// backends are marked down by health checks and connections redispatched).
+/// HAProxy on `port` in front of `backends`, with `deploy/haproxy-coapws.cfg` as shipped but
+/// for its addresses (WebSocket upgrades pass in mode http; dead backends are marked down by
+/// health checks and connections redispatched).
 fn haproxy(dir: &Path, port: u16, backends: &[&Instance]) -> ChildGuard {
-    let mut cfg = format!(
-        "global\n  maxconn 200\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 60s\n  \
-         timeout server 60s\n  timeout tunnel 1h\n  option redispatch\n  retries 3\n\
-         frontend coap\n  bind 127.0.0.1:{port}\n  default_backend coapws\n\
-         backend coapws\n  balance roundrobin\n"
+    let mut cfg = std::fs::read_to_string(workspace_root().join("deploy/haproxy-coapws.cfg"))
+        .expect("deploy/haproxy-coapws.cfg");
+    assert!(
+        cfg.contains("bind :80\n"),
+        "the frontend line of the config"
     );
+    cfg = cfg.replace("bind :80\n", &format!("bind 127.0.0.1:{port}\n"));
     for (i, b) in backends.iter().enumerate() {
-        let addr = b.ws.trim_start_matches("coap+ws://");
-        cfg.push_str(&format!(
-            "  server s{i} {addr} check inter 300ms fall 1 rise 1\n"
-        ));
+        let shipped = format!("127.0.0.1:87{:02}", i + 1);
+        assert!(cfg.contains(&shipped), "backend {shipped} in the config");
+        cfg = cfg.replace(&shipped, b.ws.trim_start_matches("coap+ws://"));
     }
     let path = dir.join("haproxy.cfg");
     std::fs::write(&path, cfg).unwrap();

@@ -88,6 +88,55 @@ fn the_systemd_units_verify() {
     assert!(deploy("coapws-coap.socket").contains("FileDescriptorName=tcp"));
 }
 
+/// The recipe for several instances: the instance template and the NATS unit verify, and
+/// the HAProxy config is valid (the cluster tests run that config in front of three
+/// instances).
+#[test]
+fn the_cluster_units_and_haproxy_config_verify() {
+    let tmp = TempDir::new("cluster-units");
+    let analyze = program("/usr/bin/systemd-analyze", "systemd");
+    let nats = workspace_root().join("target/peers/venv/bin/nats-server");
+    assert!(
+        nats.exists(),
+        "{} (scripts/install-peers.sh)",
+        nats.display()
+    );
+    let template = deploy("coapws-cluster@.service").replace("/usr/local/bin/coapws", coapws_bin());
+    std::fs::write(tmp.path().join("coapws-cluster@.service"), template).unwrap();
+    let unit = deploy("nats-server.service").replace("/usr/local/bin/nats-server", s(&nats));
+    std::fs::write(tmp.path().join("nats-server.service"), unit).unwrap();
+    let mut cmd = Command::new(analyze);
+    cmd.current_dir(tmp.path()).args([
+        "verify",
+        "./coapws-cluster@01.service",
+        "./nats-server.service",
+    ]);
+    let o = run(cmd, COMMAND_TIMEOUT);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(all_text(&o).trim().is_empty(), "{}", describe(&o));
+    let service = deploy("coapws-cluster@.service");
+    for key in [
+        "--cluster ${COAPWS_NATS}",
+        "--cluster-instance node%i",
+        "--ws 127.0.0.1:87%i",
+        "DynamicUser=yes",
+    ] {
+        assert!(service.contains(key), "coapws-cluster@.service lacks {key}");
+    }
+    assert!(deploy("nats-server.service").contains("-js -sd /var/lib/nats"));
+    let mut cmd = Command::new(program("/usr/sbin/haproxy", "haproxy"));
+    cmd.arg("-c")
+        .arg("-f")
+        .arg(workspace_root().join("deploy/haproxy-coapws.cfg"));
+    let o = run(cmd, COMMAND_TIMEOUT);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(
+        stdout(&o).contains("Configuration file is valid"),
+        "{}",
+        describe(&o)
+    );
+}
+
 /// `systemd-socket-activate ARGS coapws serve` on a free port for each `(flag, name)`; the
 /// guard and the ports.
 fn activated(dir: &Path, sockets: &[(bool, &str)]) -> (ChildGuard, Vec<u16>) {
