@@ -22,7 +22,7 @@ use crate::transport::ws;
 use bytes::Bytes;
 use coapws_proto::code::Code;
 use coapws_proto::connection::{Connection, ConnectionConfig, Framing};
-use coapws_proto::message::Message;
+use coapws_proto::message::{Message, Token};
 use coapws_proto::option::{OptionNumber, Options};
 use coapws_proto::udp::UdpConfig;
 use coapws_proto::uri::{Scheme, Uri};
@@ -180,6 +180,13 @@ pub struct Request {
     /// bytes): the response is asked for in Block2 pieces of at most this size, and uploads go
     /// in Block1 pieces no larger (no BERT). `None`: as large as the peer takes.
     pub block_szx: Option<u8>,
+    /// The token to send the request with (libcoap's `-T`), instead of one the connection (or
+    /// the UDP socket) picks; an empty token counts as none. It must not be the token of
+    /// another request outstanding on that connection (towards that peer over UDP): then the
+    /// request fails at once with [`Error::Send`] ([`coapws_proto::connection::SendError::TokenInUse`])
+    /// or [`Error::Datagram`] ([`coapws_proto::udp::UdpSendError::TokenInUse`]). Every request
+    /// of a block-wise transfer carries it, one after the other.
+    pub token: Option<Token>,
 }
 
 impl Request {
@@ -195,6 +202,7 @@ impl Request {
             body_file: None,
             progress: None,
             block_szx: None,
+            token: None,
         })
     }
     /// A GET of `uri`.
@@ -256,12 +264,22 @@ impl Request {
         self.timeout = Some(t);
         self
     }
-    /// The message this request is sent as (token chosen later, per connection). A Uri-Host,
+    /// Sends the request with `token` instead of one the connection picks (see
+    /// [`Request::token`](Request#structfield.token)).
+    pub fn with_token(mut self, token: Token) -> Request {
+        self.token = Some(token);
+        self
+    }
+    /// The message this request is sent as: its token is [`Request::token`](Request#structfield.token)
+    /// if set, else empty (chosen later, per connection). A Uri-Host,
     /// Uri-Port, Uri-Path or Uri-Query among [`Request::options`] replaces what the URI gives
     /// for it (to name a virtual host, or a target through a proxy, while the request goes to
     /// the URI's address).
     pub fn to_message(&self) -> Message {
         let mut m = Message::new(self.method).with_payload(self.payload.clone());
+        if let Some(t) = &self.token {
+            m.token = t.clone();
+        }
         m.options = self.uri.request_options();
         for n in [
             OptionNumber::URI_HOST,

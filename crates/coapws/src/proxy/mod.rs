@@ -549,6 +549,7 @@ impl Proxy {
                     body_file: None,
                     progress: None,
                     block_szx: None,
+                    token: None,
                 };
                 self.inner.client.send(request).await.map(|r| r.message)
             }
@@ -597,6 +598,7 @@ impl Proxy {
                             body_file: None,
                             progress: None,
                             block_szx: None,
+                            token: None,
                         };
                         client.observe(request).await
                     }

@@ -1,0 +1,100 @@
+//! Client settings a caller chooses per request or per endpoint: the request's token
+//! ([`Request::token`]), over WebSocket and UDP, and the typed error when it is in use.
+
+mod common;
+
+use coapws::proto::connection::SendError;
+use coapws::proto::udp::UdpSendError;
+use coapws::proto::{Code, Message, Token};
+use coapws::{Endpoint, Error, IncomingRequest, Request, Resource, Site};
+use std::net::SocketAddr;
+
+/// `/token` answers with the token the request came with, `/gate` as in [`common::with_gate`].
+fn site() -> (
+    Site,
+    tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<()>>,
+) {
+    common::with_gate(Site::new().resource(
+        "/token",
+        Resource::new().get(|r: IncomingRequest| async move {
+            Message::response(Code::CONTENT, r.message.token.as_bytes().to_vec())
+        }),
+    ))
+}
+
+async fn servers() -> (
+    Endpoint,
+    SocketAddr,
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<()>>,
+) {
+    let (site, gates) = site();
+    let ep = Endpoint::builder().site(site).build();
+    let ws = ep.listen_ws("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let udp = ep.listen_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (ep, ws, udp, gates)
+}
+
+#[tokio::test]
+async fn a_caller_chosen_token_is_what_the_server_sees() {
+    let (_server, ws, udp, _gates) = servers().await;
+    let client = Endpoint::client();
+    for uri in [
+        format!("coap+ws://{ws}/token"),
+        format!("coap://{udp}/token"),
+    ] {
+        let token = Token::new(vec![0xca, 0xfe, 0x00, 0x42]);
+        // Twice in a row: the token is free again once its answer came.
+        for _ in 0..2 {
+            let r = client
+                .send(Request::get(&uri).unwrap().with_token(token.clone()))
+                .await
+                .unwrap();
+            assert_eq!(&r.payload()[..], token.as_bytes(), "{uri}");
+        }
+        // Without one, the connection picks a token (not ours).
+        let r = client.get(&uri).await.unwrap();
+        assert_ne!(&r.payload()[..], token.as_bytes(), "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_in_use_fails_the_second_request_with_a_typed_error() {
+    let (_server, ws, udp, mut gates) = servers().await;
+    let client = Endpoint::client();
+    let token = Token::new(vec![7, 7, 7]);
+    for (uri, reliable) in [
+        (format!("coap+ws://{ws}"), true),
+        (format!("coap://{udp}"), false),
+    ] {
+        let first = {
+            let (client, uri, token) = (client.clone(), uri.clone(), token.clone());
+            tokio::spawn(async move {
+                client
+                    .send(
+                        Request::get(&format!("{uri}/gate"))
+                            .unwrap()
+                            .with_token(token),
+                    )
+                    .await
+            })
+        };
+        // The first is being handled (its token outstanding) when the second goes.
+        let open = common::entered(&mut gates).await;
+        let second = client
+            .send(
+                Request::get(&format!("{uri}/token"))
+                    .unwrap()
+                    .with_token(token.clone()),
+            )
+            .await;
+        match (reliable, &second) {
+            (true, Err(Error::Send(SendError::TokenInUse(t)))) => assert_eq!(t, &token),
+            (false, Err(Error::Datagram(UdpSendError::TokenInUse(t)))) => assert_eq!(t, &token),
+            _ => panic!("{uri}: expected TokenInUse, got {second:?}"),
+        }
+        open.send(()).unwrap();
+        let first = first.await.unwrap().unwrap();
+        assert_eq!(first.message.payload_text(), "gate", "{uri}");
+    }
+}
