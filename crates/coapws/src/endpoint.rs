@@ -187,6 +187,10 @@ pub struct Request {
     /// or [`Error::Datagram`] ([`coapws_proto::udp::UdpSendError::TokenInUse`]). Every request
     /// of a block-wise transfer carries it, one after the other.
     pub token: Option<Token>,
+    /// Never send the Uri-Host and Uri-Port options the URI would give (libcoap's `-U`): the
+    /// server then assumes its own name and port. Uri-Host or Uri-Port among
+    /// [`Request::options`] still go.
+    pub omit_uri_host: bool,
 }
 
 impl Request {
@@ -203,6 +207,7 @@ impl Request {
             progress: None,
             block_szx: None,
             token: None,
+            omit_uri_host: false,
         })
     }
     /// A GET of `uri`.
@@ -270,6 +275,12 @@ impl Request {
         self.token = Some(token);
         self
     }
+    /// Sends no Uri-Host or Uri-Port from the URI (see
+    /// [`Request::omit_uri_host`](Request#structfield.omit_uri_host)).
+    pub fn without_uri_host(mut self) -> Request {
+        self.omit_uri_host = true;
+        self
+    }
     /// The message this request is sent as: its token is [`Request::token`](Request#structfield.token)
     /// if set, else empty (chosen later, per connection). A Uri-Host,
     /// Uri-Port, Uri-Path or Uri-Query among [`Request::options`] replaces what the URI gives
@@ -281,6 +292,10 @@ impl Request {
             m.token = t.clone();
         }
         m.options = self.uri.request_options();
+        if self.omit_uri_host {
+            m.options.remove(OptionNumber::URI_HOST);
+            m.options.remove(OptionNumber::URI_PORT);
+        }
         for n in [
             OptionNumber::URI_HOST,
             OptionNumber::URI_PORT,

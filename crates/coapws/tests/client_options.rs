@@ -1,5 +1,6 @@
 //! Client settings a caller chooses per request or per endpoint: the request's token
-//! ([`Request::token`]), over WebSocket and UDP, and the typed error when it is in use.
+//! ([`Request::token`]), over WebSocket and UDP, and the typed error when it is in use; a
+//! request without the Uri-Host its URI gives ([`Request::omit_uri_host`]).
 
 mod common;
 
@@ -97,4 +98,28 @@ async fn a_token_in_use_fails_the_second_request_with_a_typed_error() {
         let first = first.await.unwrap().unwrap();
         assert_eq!(first.message.payload_text(), "gate", "{uri}");
     }
+}
+
+#[test]
+fn without_uri_host_the_message_names_no_host_or_port() {
+    use coapws::proto::OptionNumber;
+    let r = Request::get("coap://device.example:5999/a/b").unwrap();
+    let m = r.to_message();
+    assert_eq!(
+        m.options.get(OptionNumber::URI_HOST).map(|v| &v[..]),
+        Some(&b"device.example"[..])
+    );
+    let m = r.clone().without_uri_host().to_message();
+    assert!(!m.options.contains(OptionNumber::URI_HOST), "{m:?}");
+    assert!(!m.options.contains(OptionNumber::URI_PORT), "{m:?}");
+    assert_eq!(m.options.uri_path_string(), "/a/b");
+    // One the caller adds still goes.
+    let m = r
+        .without_uri_host()
+        .option(OptionNumber::URI_HOST, "other.example")
+        .to_message();
+    assert_eq!(
+        m.options.get(OptionNumber::URI_HOST).map(|v| &v[..]),
+        Some(&b"other.example"[..])
+    );
 }

@@ -550,6 +550,7 @@ impl Proxy {
                     progress: None,
                     block_szx: None,
                     token: None,
+                    omit_uri_host: false,
                 };
                 self.inner.client.send(request).await.map(|r| r.message)
             }
@@ -599,6 +600,7 @@ impl Proxy {
                             progress: None,
                             block_szx: None,
                             token: None,
+                            omit_uri_host: false,
                         };
                         client.observe(request).await
                     }
