@@ -1,6 +1,7 @@
 //! Client settings a caller chooses per request or per endpoint: the request's token
 //! ([`Request::token`]), over WebSocket and UDP, and the typed error when it is in use; a
-//! request without the Uri-Host its URI gives ([`Request::omit_uri_host`]).
+//! request without the Uri-Host its URI gives ([`Request::omit_uri_host`]); the local address
+//! of the client's sockets ([`coapws::EndpointConfig::client_bind`]).
 
 mod common;
 
@@ -122,4 +123,75 @@ fn without_uri_host_the_message_names_no_host_or_port() {
         m.options.get(OptionNumber::URI_HOST).map(|v| &v[..]),
         Some(&b"other.example"[..])
     );
+}
+
+/// A port free on 127.0.0.1 for TCP and UDP right now.
+fn free_port() -> u16 {
+    for _ in 0..100 {
+        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = t.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no port free for TCP and UDP");
+}
+
+#[tokio::test]
+async fn client_bind_is_the_source_address_the_server_sees() {
+    use coapws::EndpointConfig;
+    let peer = Resource::new().get(|r: IncomingRequest| async move {
+        Message::response(Code::CONTENT, r.remote.peer_addr().to_string())
+    });
+    let server = Endpoint::builder()
+        .site(Site::new().resource("/peer", peer))
+        .build();
+    let ws = server
+        .listen_ws("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let tcp = server
+        .listen_tcp("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let udp = server
+        .listen_udp("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    for connected in [false, true] {
+        let local: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let client = Endpoint::builder()
+            .config(EndpointConfig {
+                client_bind: Some(local),
+                udp_connected_clients: connected,
+                ..EndpointConfig::default()
+            })
+            .build();
+        for uri in [
+            format!("coap+ws://{ws}/peer"),
+            format!("coap+tcp://{tcp}/peer"),
+            format!("coap://{udp}/peer"),
+        ] {
+            let r = client.get(&uri).await.unwrap();
+            assert_eq!(r.message.payload_text(), local.to_string(), "{uri}");
+            assert_eq!(r.remote.local_addr(), local, "{uri}");
+        }
+        client.shutdown().await;
+    }
+    // An address without a port: that address, any port; a server of the other family is
+    // not reached.
+    let client = Endpoint::builder()
+        .config(EndpointConfig {
+            client_bind: Some("127.0.0.1:0".parse().unwrap()),
+            ..EndpointConfig::default()
+        })
+        .build();
+    let r = client.get(&format!("coap://{udp}/peer")).await.unwrap();
+    assert!(r.message.payload_text().starts_with("127.0.0.1:"));
+    for uri in ["coap://[::1]:5683/peer", "coap+tcp://[::1]:5683/peer"] {
+        match client.get(uri).await {
+            Err(Error::Connect { .. }) => {}
+            other => panic!("{uri}: expected Error::Connect, got {other:?}"),
+        }
+    }
 }
