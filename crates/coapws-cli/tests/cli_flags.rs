@@ -318,3 +318,24 @@ fn shell_runs_request_lines_over_one_connection() {
     let o = shell(&format!("get {base}/nowhere\n"));
     assert_fails_with(&o, "4.04", "shell ending on a 4.04");
 }
+
+/// The help texts name the new flags where they apply, and `coapws --help` the shell.
+#[test]
+fn help_names_the_flags() {
+    let help = stdout(&coapws(&["--help"]));
+    assert!(help.contains("shell"), "{help}");
+    let get = stdout(&coapws(&["get", "--help"]));
+    for flag in ["--token", "--repeat", "--observe-exec"] {
+        assert!(get.contains(flag), "get --help lacks {flag}");
+    }
+    for cmd in ["get", "bench", "discover"] {
+        let help = stdout(&coapws(&[cmd, "--help"]));
+        for flag in ["--hop-limit", "--no-uri-host", "--local-addr"] {
+            assert!(help.contains(flag), "{cmd} --help lacks {flag}");
+        }
+    }
+    // The shell's `help` is clap's, for the same commands.
+    let o = shell("help get\n");
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(stdout(&o).contains("--observe-exec"), "{}", describe(&o));
+}
