@@ -9,6 +9,7 @@ mod hints;
 mod pretty;
 mod proxy;
 mod serve;
+mod shell;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -49,6 +50,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Show a server's resources (its /.well-known/core) as a tree.
     Discover(discover::DiscoverArgs),
+    /// Run request lines from stdin (`get URI --accept json`, any request command's flags),
+    /// reusing connections from line to line; `quit` or the end of input ends it
+    /// (aiocoap-client's --interactive). A prompt on a terminal; a failed line does not end it.
+    Shell(shell::ShellArgs),
     /// Print a shell completion script (e.g. `coapws completions bash > /etc/bash_completion.d/coapws`).
     Completions {
         /// The shell.
@@ -116,6 +121,7 @@ fn main() -> ExitCode {
                 bench::run(a).await
             }
             Command::Discover(a) => discover::run(a, cli.verbose).await,
+            Command::Shell(a) => shell::run(a, cli.verbose).await,
             Command::Completions { shell } => {
                 use clap::CommandFactory;
                 let mut out = Vec::new();

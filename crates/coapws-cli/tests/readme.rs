@@ -129,6 +129,10 @@ fn every_usage_line_of_the_readme_runs_as_written() {
         if line.ends_with("/hello") {
             assert_eq!(stdout(&o), HELLO, "`{line}`");
         }
+        if line.ends_with("| coapws shell") {
+            // Both lines' answers, one after the other.
+            assert_eq!(stdout(&o), format!("{HELLO}hi"), "`{line}`");
+        }
         if line.ends_with("/rd-lookup/ep") {
             // Nobody registered: an empty list, as link-format.
             assert_eq!(stdout(&o).trim(), "", "`{line}`");

@@ -214,7 +214,11 @@ impl<T: FrameIo> Driver<T> {
                 if reply.is_closed() {
                     return;
                 }
-                message.token = self.fresh_token();
+                // A token of the caller's own (`Request::token`) is kept; the core refuses it
+                // while another request has it (`SendError::TokenInUse`).
+                if message.token.is_empty() {
+                    message.token = self.fresh_token();
+                }
                 self.stats.requests_out += 1;
                 debug!(target: "coapws::wire", remote = %self.remote, message = %message.summary(), "send request");
                 match self.core.send_request(&message) {

@@ -22,7 +22,7 @@ use crate::transport::ws;
 use bytes::Bytes;
 use coapws_proto::code::Code;
 use coapws_proto::connection::{Connection, ConnectionConfig, Framing};
-use coapws_proto::message::Message;
+use coapws_proto::message::{Message, Token};
 use coapws_proto::option::{OptionNumber, Options};
 use coapws_proto::udp::UdpConfig;
 use coapws_proto::uri::{Scheme, Uri};
@@ -92,6 +92,13 @@ pub struct EndpointConfig {
     /// shared socket serves every peer (and answers requests back), but cannot tell which peer
     /// an ICMP error is about. The `coapws` command turns it on for its one-shot requests.
     pub udp_connected_clients: bool,
+    /// Client: the local address its UDP sockets and TCP connections are bound to (libcoap's
+    /// `-a` and `-p`), port 0 for any; `None` lets the system choose. Only servers with an
+    /// address of its family (IPv4 or IPv6) are reached, others fail with [`Error::Connect`].
+    /// With a port other than 0, one UDP socket sends to every server
+    /// ([`EndpointConfig::udp_connected_clients`] does not apply), and TCP connections share
+    /// the port (it is bound with `SO_REUSEADDR`).
+    pub client_bind: Option<SocketAddr>,
 }
 
 impl Default for EndpointConfig {
@@ -117,6 +124,7 @@ impl Default for EndpointConfig {
             observe_con_every: 10,
             observe_max_age_grace: Duration::from_secs(5),
             udp_connected_clients: false,
+            client_bind: None,
         }
     }
 }
@@ -180,6 +188,17 @@ pub struct Request {
     /// bytes): the response is asked for in Block2 pieces of at most this size, and uploads go
     /// in Block1 pieces no larger (no BERT). `None`: as large as the peer takes.
     pub block_szx: Option<u8>,
+    /// The token to send the request with (libcoap's `-T`), instead of one the connection (or
+    /// the UDP socket) picks; an empty token counts as none. It must not be the token of
+    /// another request outstanding on that connection (towards that peer over UDP): then the
+    /// request fails at once with [`Error::Send`] ([`coapws_proto::connection::SendError::TokenInUse`])
+    /// or [`Error::Datagram`] ([`coapws_proto::udp::UdpSendError::TokenInUse`]). Every request
+    /// of a block-wise transfer carries it, one after the other.
+    pub token: Option<Token>,
+    /// Never send the Uri-Host and Uri-Port options the URI would give (libcoap's `-U`): the
+    /// server then assumes its own name and port. Uri-Host or Uri-Port among
+    /// [`Request::options`] still go.
+    pub omit_uri_host: bool,
 }
 
 impl Request {
@@ -195,6 +214,8 @@ impl Request {
             body_file: None,
             progress: None,
             block_szx: None,
+            token: None,
+            omit_uri_host: false,
         })
     }
     /// A GET of `uri`.
@@ -256,13 +277,33 @@ impl Request {
         self.timeout = Some(t);
         self
     }
-    /// The message this request is sent as (token chosen later, per connection). A Uri-Host,
+    /// Sends the request with `token` instead of one the connection picks (see
+    /// [`Request::token`](Request#structfield.token)).
+    pub fn with_token(mut self, token: Token) -> Request {
+        self.token = Some(token);
+        self
+    }
+    /// Sends no Uri-Host or Uri-Port from the URI (see
+    /// [`Request::omit_uri_host`](Request#structfield.omit_uri_host)).
+    pub fn without_uri_host(mut self) -> Request {
+        self.omit_uri_host = true;
+        self
+    }
+    /// The message this request is sent as: its token is [`Request::token`](Request#structfield.token)
+    /// if set, else empty (chosen later, per connection). A Uri-Host,
     /// Uri-Port, Uri-Path or Uri-Query among [`Request::options`] replaces what the URI gives
     /// for it (to name a virtual host, or a target through a proxy, while the request goes to
     /// the URI's address).
     pub fn to_message(&self) -> Message {
         let mut m = Message::new(self.method).with_payload(self.payload.clone());
+        if let Some(t) = &self.token {
+            m.token = t.clone();
+        }
         m.options = self.uri.request_options();
+        if self.omit_uri_host {
+            m.options.remove(OptionNumber::URI_HOST);
+            m.options.remove(OptionNumber::URI_PORT);
+        }
         for n in [
             OptionNumber::URI_HOST,
             OptionNumber::URI_PORT,
@@ -517,8 +558,13 @@ impl Endpoint {
             return Err(Error::UnsupportedScheme(scheme));
         }
         let c = &self.inner.config;
-        let tcp =
-            crate::net::connect_tcp(&uri.host, uri.port_or_default(), c.connect_timeout).await?;
+        let tcp = crate::net::connect_tcp(
+            &uri.host,
+            uri.port_or_default(),
+            c.connect_timeout,
+            c.client_bind,
+        )
+        .await?;
         let (local, peer) = crate::net::addrs(&tcp, &uri.authority())?;
         let (host, port) = (uri.host.clone(), uri.port_or_default());
         let remote = move |connection| Remote {
@@ -565,8 +611,11 @@ impl Endpoint {
     /// family (opened on first use; it also serves the endpoint's site).
     async fn udp_remote(&self, uri: &Uri) -> Result<Remote, Error> {
         let port = uri.port_or_default();
-        let addr = crate::net::resolve(&uri.host, port).await?;
+        let bind = self.inner.config.client_bind;
+        let addr = crate::net::resolve(&uri.host, port, bind).await?;
+        // A fixed local port can be bound once: then the shared socket serves every server.
         if self.inner.config.udp_connected_clients
+            && bind.is_none_or(|b| b.port() == 0)
             && let Some(socket) = self.connected_udp(addr).await?
         {
             return Ok(Remote {
@@ -585,14 +634,7 @@ impl Endpoint {
             &self.inner.udp_v6
         };
         let socket = slot
-            .get_or_try_init(|| async {
-                let any: SocketAddr = if addr.is_ipv4() {
-                    "0.0.0.0:0".parse().expect("address")
-                } else {
-                    "[::]:0".parse().expect("address")
-                };
-                self.open_udp(any).await
-            })
+            .get_or_try_init(|| async { self.open_udp(self.client_addr(addr)).await })
             .await?
             .clone();
         let local = socket.local_addr();
@@ -619,11 +661,7 @@ impl Endpoint {
         if sockets.len() >= MAX_CONNECTED_UDP {
             return Ok(None);
         }
-        let any: SocketAddr = if peer.is_ipv4() {
-            "0.0.0.0:0".parse().expect("address")
-        } else {
-            "[::]:0".parse().expect("address")
-        };
+        let any = self.client_addr(peer);
         let socket = tokio::net::UdpSocket::bind(any)
             .await
             .map_err(|e| listen_error(any, e))?;
@@ -634,6 +672,16 @@ impl Endpoint {
         let handle = self.start_udp_with(socket, any, Some(peer))?;
         sockets.insert(peer, handle.clone());
         Ok(Some(handle))
+    }
+
+    /// The address a client UDP socket for `peer` is bound to: [`EndpointConfig::client_bind`]
+    /// (of `peer`'s family: resolving made sure), else any address of that family.
+    fn client_addr(&self, peer: SocketAddr) -> SocketAddr {
+        match self.inner.config.client_bind {
+            Some(b) => b,
+            None if peer.is_ipv4() => "0.0.0.0:0".parse().expect("address"),
+            None => "[::]:0".parse().expect("address"),
+        }
     }
 
     pub(crate) async fn open_udp(&self, addr: SocketAddr) -> Result<SocketHandle, Error> {

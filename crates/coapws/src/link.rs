@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 
 /// What other tasks ask of a connection's task.
 pub(crate) enum Command {
-    /// Send a request (token chosen here); answers go to `reply`.
+    /// Send a request (token chosen here unless the message carries one); answers go to
+    /// `reply`.
     Request {
         message: Message,
         id: u64,

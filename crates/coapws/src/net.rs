@@ -32,27 +32,70 @@ fn authority(host: &Host, port: u16) -> String {
     format!("{}:{port}", host.authority_form())
 }
 
-/// Resolves `host:port` to its first address.
-pub(crate) async fn resolve(host: &Host, port: u16) -> Result<SocketAddr, Error> {
+/// No address of the family the client is bound to (`EndpointConfig::client_bind`).
+fn other_family(local: SocketAddr) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::AddrNotAvailable,
+        format!("no address of the local address {local}'s family (IPv4/IPv6)"),
+    )
+}
+
+/// Resolves `host:port` to its first address; with `local` (the client's own address), its
+/// first of `local`'s family.
+pub(crate) async fn resolve(
+    host: &Host,
+    port: u16,
+    local: Option<SocketAddr>,
+) -> Result<SocketAddr, Error> {
     let addrs = resolve_all(host, port)
         .await
         .map_err(|e| Error::connect(authority(host, port), e))?;
+    let found = addrs.iter().len();
     addrs
         .into_iter()
-        .next()
-        .ok_or_else(|| Error::connect(authority(host, port), not_found()))
+        .find(|a| local.is_none_or(|l| l.is_ipv4() == a.is_ipv4()))
+        .ok_or_else(|| {
+            let why = match local {
+                Some(l) if found > 0 => other_family(l),
+                _ => not_found(),
+            };
+            Error::connect(authority(host, port), why)
+        })
 }
 
-/// Resolves `host:port` and connects to the first address that answers, within `timeout`.
+/// A TCP connection to `to` from `local` (any port if 0), the address reusable so that a
+/// fixed local port serves connections to several servers and reconnections.
+async fn connect_from(local: SocketAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = if local.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(local)?;
+    socket.connect(to).await
+}
+
+/// Resolves `host:port` and connects to the first address that answers, within `timeout`;
+/// from `local` if given (then only to addresses of its family).
 pub(crate) async fn connect_tcp(
     host: &Host,
     port: u16,
     timeout: Duration,
+    local: Option<SocketAddr>,
 ) -> Result<TcpStream, Error> {
     let attempt = async {
         let mut last = not_found();
         for a in resolve_all(host, port).await? {
-            match TcpStream::connect(a).await {
+            let connected = match local {
+                None => TcpStream::connect(a).await,
+                Some(l) if l.is_ipv4() != a.is_ipv4() => {
+                    last = other_family(l);
+                    continue;
+                }
+                Some(l) => connect_from(l, a).await,
+            };
+            match connected {
                 Ok(s) => {
                     s.set_nodelay(true)?;
                     return Ok(s);

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use coapws_proto::blockwise::{Block2Collector, Collected, block_room, fitting_szx};
 use coapws_proto::code::Code;
 use coapws_proto::connection::SendError;
-use coapws_proto::message::Message;
+use coapws_proto::message::{Message, Token};
 use coapws_proto::option::{BlockValue, OptionNumber};
 use coapws_proto::signaling::BASE_MAX_MESSAGE_SIZE;
 use coapws_proto::udp::UdpSendError;
@@ -183,12 +183,18 @@ impl Endpoint {
             .await
     }
 
-    /// Sends `message` (a request; its token is chosen per connection) to `remote` over the
-    /// link the remote lives on, block-wise both ways as [`Endpoint::send`] does, within
-    /// [`crate::EndpointConfig::transfer_timeout`]. This is how a server reaches a client that
+    /// Sends `message` (a request; its token is chosen per connection, any it carries
+    /// replaced) to `remote` over the link the remote lives on, block-wise both ways as
+    /// [`Endpoint::send`] does, within [`crate::EndpointConfig::transfer_timeout`]. This is how a server reaches a client that
     /// connected to it (a browser, a device behind NAT): use the
     /// [`crate::IncomingRequest::remote`] of one of its requests.
-    pub async fn request_to(&self, remote: &Remote, message: Message) -> Result<Response, Error> {
+    pub async fn request_to(
+        &self,
+        remote: &Remote,
+        mut message: Message,
+    ) -> Result<Response, Error> {
+        // The connection picks the token (a forwarded message may still carry its own).
+        message.token = Token::EMPTY;
         let params = Params {
             timeout: None,
             confirmable: true,
@@ -431,7 +437,9 @@ impl Remote {
     /// to [`DEFAULT_MAX_BODY`] bytes). Inside a handler this is how a server reaches the client
     /// that sent the request (role reversal); [`crate::Endpoint::request_to`] does the same
     /// with the endpoint's timeout and limits.
-    pub async fn request(&self, message: Message, timeout: Duration) -> Result<Message, Error> {
+    pub async fn request(&self, mut message: Message, timeout: Duration) -> Result<Message, Error> {
+        // The connection picks the token, whatever the message carries.
+        message.token = Token::EMPTY;
         let ask = |m: Message| async move {
             match tokio::time::timeout(timeout, self.send(m, true)).await {
                 Ok(r) => r,

@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::exchange::{Feed, FeedItem, Reply, feed};
 use crate::remote::Remote;
 use coapws_proto::blockwise::BlockError;
-use coapws_proto::message::Message;
+use coapws_proto::message::{Message, Token};
 use coapws_proto::observe::Freshness;
 use coapws_proto::option::OptionNumber;
 use std::time::{Duration, Instant};
@@ -96,7 +96,9 @@ impl Endpoint {
     /// Registers an observation with `message` (a GET or FETCH; Observe 0 is set here) sent
     /// to `remote` over its link, as [`Endpoint::request_to`] sends requests: how a server
     /// observes a resource of a client that connected to it.
-    pub fn observe_to(&self, remote: &Remote, message: Message) -> Result<Observation, Error> {
+    pub fn observe_to(&self, remote: &Remote, mut message: Message) -> Result<Observation, Error> {
+        // The connection picks the token, whatever the message carries.
+        message.token = Token::EMPTY;
         let timeout = self.config().request_timeout;
         self.observe_on(remote.clone(), message, true, timeout)
     }

@@ -593,6 +593,8 @@ impl Proxy {
                     body_file: None,
                     progress: None,
                     block_szx: None,
+                    token: None,
+                    omit_uri_host: false,
                 };
                 self.inner.client.send(request).await.map(|r| r.message)
             }
@@ -646,6 +648,8 @@ impl Proxy {
                             body_file: None,
                             progress: None,
                             block_szx: None,
+                            token: None,
+                            omit_uri_host: false,
                         };
                         client.observe(request).await
                     }

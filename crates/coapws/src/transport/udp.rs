@@ -194,7 +194,17 @@ impl SocketDriver {
                     return;
                 }
                 debug!(target: "coapws::wire", %to, message = %message.summary(), confirmable, "send request");
-                match self.layer.send_request(to, message, confirmable, now) {
+                // A token of the caller's own (`Request::token`) is kept; the layer refuses
+                // it while another request to `to` has it (`UdpSendError::TokenInUse`).
+                let sent = if message.token.is_empty() {
+                    self.layer.send_request(to, message, confirmable, now)
+                } else {
+                    let token = message.token.clone();
+                    self.layer
+                        .send_request_with_token(to, message, confirmable, now)
+                        .map(|()| token)
+                };
+                match sent {
                     Ok(token) => self.waiting.insert((to, token), id, reply),
                     Err(e) => reply.finish(Err(Error::Datagram(e))),
                 }

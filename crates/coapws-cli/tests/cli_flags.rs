@@ -1,0 +1,343 @@
+//! The client flags that match the rest of aiocoap-client's and libcoap coap-client's (README,
+//! "Coming from aiocoap-client or libcoap's coap-client"), through the built binary against
+//! servers the tests start: `--token`, `--hop-limit`, `--no-uri-host` and `--local-addr` as
+//! libcoap's example server receives them (its `-v 7` log), `--hop-limit` running out at a
+//! `coapws proxy`, `--repeat`, `--observe-exec`, and `coapws shell`.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port free on 127.0.0.1 for TCP and UDP right now (a client's source port).
+fn free_port() -> u16 {
+    free_port_set(&[(0, true)])
+}
+
+/// The GET requests libcoap's server logged whose token is `token` (hex, as it logs it:
+/// `{cafe}`). The server sends no GET, so these are received ones; not [`libcoap_pdus`],
+/// which needs a "received N bytes" line before each, and over TCP one read can bring the CSM
+/// and the request together under one such line.
+fn received_with_token(log: &str, token: &str) -> Vec<String> {
+    log.lines()
+        .filter(|p| p.starts_with("v:1 t:CON c:GET ") && p.contains(&format!(" {{{token}}} ")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits (bounded) until libcoap's log shows a PDU with `token` received, and returns them.
+fn wait_received(server: &ChildGuard, token: &str) -> Vec<String> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let got = received_with_token(&server.log_text(), token);
+        if !got.is_empty() {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "libcoap received no request with token {token}:\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `--token`, `--hop-limit`, `--no-uri-host` and `--local-addr` as libcoap's example server
+/// receives them, over UDP and TCP: the token and Hop-Limit in its PDU log, Uri-Host there
+/// only without `--no-uri-host`, and the source port in its session lines.
+#[test]
+fn token_hop_limit_uri_host_and_local_addr_reach_libcoap() {
+    let tmp = TempDir::new("libcoap-flags");
+    let (server, p) = libcoap_server(tmp.path(), "coap-server-notls", &["-v", "7"]);
+
+    // UDP, named by a name: Uri-Host goes, with our token and Hop-Limit, from our port.
+    let local = free_port();
+    let o = coapws_client(
+        "get",
+        &[
+            &format!("coap://localhost:{p}/time"),
+            "--token",
+            "cafe0042",
+            "--hop-limit",
+            "5",
+            "--local-addr",
+            &format!("127.0.0.1:{local}"),
+        ],
+    );
+    assert_libcoap_time(&o);
+    let pdus = wait_received(&server, "cafe0042");
+    assert!(
+        pdus.iter()
+            .any(|p| p.contains("[ Uri-Host:localhost, Uri-Path:time, Hop-Limit:5 ]")),
+        "{pdus:?}"
+    );
+    let log = server.log_text();
+    assert!(
+        log.contains(&format!("<-> 127.0.0.1:{local} (if1) UDP : received")),
+        "libcoap saw no request from port {local}:\n{log}"
+    );
+
+    // The same without Uri-Host.
+    let o = coapws_client(
+        "get",
+        &[
+            &format!("coap://localhost:{p}/time"),
+            "--token",
+            "0b0b",
+            "--no-uri-host",
+        ],
+    );
+    assert_libcoap_time(&o);
+    let pdus = wait_received(&server, "0b0b");
+    assert!(
+        pdus.iter().all(|p| p.contains("[ Uri-Path:time ]")
+            && !p.contains("Uri-Host")
+            && !p.contains("Uri-Port")),
+        "{pdus:?}"
+    );
+
+    // TCP from a port of our choosing.
+    let local = free_port();
+    let o = coapws_client(
+        "get",
+        &[
+            &format!("coap+tcp://127.0.0.1:{p}/time"),
+            "--token",
+            "beef",
+            "--local-addr",
+            &format!("127.0.0.1:{local}"),
+        ],
+    );
+    assert_libcoap_time(&o);
+    let pdus = wait_received(&server, "beef");
+    assert!(pdus.iter().any(|p| p.contains("c:GET")), "{pdus:?}");
+    let log = server.log_text();
+    assert!(
+        log.contains(&format!("<-> 127.0.0.1:{local} TCP : session connected")),
+        "libcoap saw no TCP session from port {local}:\n{log}"
+    );
+
+    // Bad values are usage errors.
+    for bad in [
+        &["--token", "xyz"][..],
+        &["--token", "112233445566778899"],
+        &["--hop-limit", "0"],
+        &["--local-addr", "nowhere"],
+    ] {
+        let mut args = vec!["get", "coap://127.0.0.1:9/x"];
+        args.extend(bad);
+        let o = coapws(&args);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", describe(&o));
+    }
+}
+
+/// `--hop-limit 1` runs out at the first proxy (5.08, exit status 4); 2 gets through.
+#[test]
+fn hop_limit_runs_out_at_a_proxy() {
+    let tmp = TempDir::new("hop-limit");
+    let (_server, target) = coapws_serve_one(tmp.path(), &[], "--ws", "coap+ws");
+    let (_proxy, l) = coapws_proxy(tmp.path(), &["--ws", "127.0.0.1:0"], 1);
+    let proxy = l.url("coap+ws");
+    let hello = format!("{target}/hello");
+    let o = coapws_client("get", &[&hello, "--proxy", &proxy, "--hop-limit", "1"]);
+    assert_fails_with(&o, "5.08", "--hop-limit 1 through one proxy");
+    let o = coapws_client("get", &[&hello, "--proxy", &proxy, "--hop-limit", "2"]);
+    assert_ok_payload(&o, HELLO.as_bytes(), "--hop-limit 2 through one proxy");
+}
+
+/// `--repeat 3`: three answers, a second apart, over one connection (the server logs one
+/// closing), and a token of our own is free again for each.
+#[test]
+fn repeat_sends_the_request_again_on_one_connection() {
+    let tmp = TempDir::new("repeat");
+    let (server, base) = coapws_serve_one(tmp.path(), &[], "--ws", "coap+ws");
+    let started = Instant::now();
+    let o = coapws_client(
+        "get",
+        &[&format!("{base}/hello"), "--repeat", "3", "--token", "01"],
+    );
+    assert_ok_payload(&o, HELLO.repeat(3).as_bytes(), "--repeat 3");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "three requests a second apart took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(closings(&server, 1), 1, "{}", server.log_text());
+    let o = coapws(&["get", &format!("{base}/hello"), "--repeat", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+}
+
+/// How many connections `coapws serve` logged as closed, once at least `expect` are (and a
+/// moment more, so that one too many would show).
+fn closings(server: &ChildGuard, expect: usize) -> usize {
+    let count = || server.log_text().matches("connection closed").count();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while count() < expect {
+        assert!(Instant::now() < deadline, "{}", server.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    count()
+}
+
+/// `--observe-exec CMD` runs CMD for each notification with its payload on stdin, and goes on
+/// observing when CMD fails; nothing is printed itself. Ctrl-C ends it with status 0.
+#[test]
+fn observe_exec_runs_the_command_for_each_notification() {
+    let tmp = TempDir::new("observe-exec");
+    let (_server, base) = coapws_serve_one(tmp.path(), &[], "--ws", "coap+ws");
+    let out = tmp.path().join("notifications.txt");
+    let cmd = format!("cat >> '{}'; echo >> '{}'; exit 3", s(&out), s(&out));
+    let mut child = Command::new(coapws_bin());
+    child
+        .args([
+            "get",
+            &format!("{base}/time"),
+            "--observe",
+            "--observe-exec",
+        ])
+        .arg(&cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut guard = ChildGuard::spawn(&mut child, "coapws get --observe-exec", None);
+    let lines = || {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    while lines().len() < 3 {
+        assert!(guard.exited().is_none(), "it ended after {:?}", lines());
+        assert!(Instant::now() < deadline, "only {:?}", lines());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = lines();
+    // /time notifies every second with the time: lines that differ, each a clock.
+    assert!(got[0] != got[2], "{got:?}");
+    assert!(
+        got.iter().all(|l| l.len() >= 8 && l.contains(':')),
+        "{got:?}"
+    );
+    let pid = guard.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(s) = guard.exited() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    let mut printed = String::new();
+    std::io::Read::read_to_string(guard.child.stdout.as_mut().unwrap(), &mut printed).unwrap();
+    assert_eq!(
+        printed, "",
+        "the payloads went to the command, not to stdout"
+    );
+    let o = coapws(&["get", &format!("{base}/time"), "--observe-exec", "cat"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "without --observe: {}",
+        describe(&o)
+    );
+}
+
+/// Runs `coapws shell` with `input` on its stdin; its output.
+fn shell(input: &str) -> std::process::Output {
+    let mut cmd = Command::new(coapws_bin());
+    cmd.arg("shell")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = ChildGuard::spawn(&mut cmd, "coapws shell", None);
+    let mut stdin = child.child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    while child.exited().is_none() {
+        assert!(Instant::now() < deadline, "coapws shell did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    std::io::Read::read_to_end(child.child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    std::io::Read::read_to_end(child.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    std::process::Output {
+        status: child.exited().unwrap(),
+        stdout: out,
+        stderr: err,
+    }
+}
+
+/// `coapws shell` runs request lines with the request commands' flags over one connection
+/// (the server logs one closing), prints the answers as the commands do, reports a bad line
+/// and goes on, and ends at `quit` (no prompt when piped).
+#[test]
+fn shell_runs_request_lines_over_one_connection() {
+    let tmp = TempDir::new("shell");
+    let (server, base) = coapws_serve_one(tmp.path(), &[], "--ws", "coap+ws");
+    let input = format!(
+        "get {base}/hello\n\
+         \n\
+         # a comment\n\
+         post {base}/echo --payload 'two words' --content-format text/plain\n\
+         get {base}/hello --frobnicate\n\
+         get {base}/nowhere\n\
+         put {base}/notes --payload @-\n\
+         get {base}/hello -i --accept text/plain\n\
+         quit\n\
+         get {base}/hello\n"
+    );
+    let o = shell(&input);
+    assert_eq!(
+        stdout(&o),
+        format!("{HELLO}two words2.05 Content\nContent-Format(12): 0\n{HELLO}"),
+        "{}",
+        describe(&o)
+    );
+    let err = stderr(&o);
+    assert!(err.contains("--frobnicate"), "{err}");
+    assert!(err.contains("4.04"), "{err}");
+    assert!(err.contains("stdin holds the shell's commands"), "{err}");
+    assert!(!err.contains("coapws>"), "no prompt when piped: {err}");
+    // The last line that ran was fine.
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    assert_eq!(closings(&server, 1), 1, "{}", server.log_text());
+    // The end of input ends it too; a failing last line is its exit status.
+    let o = shell(&format!("get {base}/nowhere\n"));
+    assert_fails_with(&o, "4.04", "shell ending on a 4.04");
+}
+
+/// The help texts name the new flags where they apply, and `coapws --help` the shell.
+#[test]
+fn help_names_the_flags() {
+    let help = stdout(&coapws(&["--help"]));
+    assert!(help.contains("shell"), "{help}");
+    let get = stdout(&coapws(&["get", "--help"]));
+    for flag in ["--token", "--repeat", "--observe-exec"] {
+        assert!(get.contains(flag), "get --help lacks {flag}");
+    }
+    for cmd in ["get", "bench", "discover"] {
+        let help = stdout(&coapws(&[cmd, "--help"]));
+        for flag in ["--hop-limit", "--no-uri-host", "--local-addr"] {
+            assert!(help.contains(flag), "{cmd} --help lacks {flag}");
+        }
+    }
+    // The shell's `help` is clap's, for the same commands.
+    let o = shell("help get\n");
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(stdout(&o).contains("--observe-exec"), "{}", describe(&o));
+}
