@@ -199,13 +199,14 @@ impl Cluster {
             .create_or_update_key_value(bucket("hb", 1))
             .await
             .map_err(|e| ClusterError::JetStream(e.to_string()))?;
-        let store = KvStore::new(
+        let store = KvStore::open(
             rd,
             heartbeats.clone(),
             config.instance.clone(),
             config.lapse,
             since,
-        );
+        )
+        .await;
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 config,
@@ -438,7 +439,7 @@ impl Cluster {
         if !self.is_connected() {
             return Err(unreachable());
         }
-        match self.inner.store.owner_of(name).await {
+        match self.inner.store.owner_of(name) {
             Some(owner) if owner != self.inner.config.instance => {
                 Ok(format!("{}.ep.{name}", self.instance_prefix(&owner)))
             }

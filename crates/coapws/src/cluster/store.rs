@@ -5,8 +5,10 @@
 //! instance's heartbeat has lapsed counts as gone: it is left out of every answer and deleted
 //! by whoever sees it first, so a dead instance's registrations vanish within the lapse.
 //!
-//! Lifetimes cross machines as wall-clock times (the instances' clocks are assumed to agree
-//! to within a second or so).
+//! Each instance keeps a copy of both buckets in memory, fed by key-value watches: lookups
+//! and routing read the copy (no NATS round trip per request), writes go to NATS and to the
+//! copy at once. Lifetimes cross machines as wall-clock times (the instances' clocks are
+//! assumed to agree to within a second or so).
 
 use crate::rd::{Owner, RdStore, Registration};
 use crate::site::BoxFuture;
@@ -15,12 +17,12 @@ use coapws_proto::link_format;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// A registration as stored: plain, portable fields.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Stored {
     id: String,
     ep: String,
@@ -100,6 +102,9 @@ pub struct KvStore {
     inner: Arc<Inner>,
 }
 
+/// Called with the id of every registration another instance writes.
+type OnForeign = Box<dyn Fn(&str) + Send + Sync>;
+
 struct Inner {
     rd: Store,
     heartbeats: Store,
@@ -107,75 +112,172 @@ struct Inner {
     lapse: Duration,
     /// When the NATS connection last came up: for a lapse after it, no instance counts as
     /// gone (their heartbeats could not be written while the server was away).
-    connected_since: Arc<std::sync::Mutex<Instant>>,
+    connected_since: Arc<Mutex<Instant>>,
+    /// The registrations, by id, as the watch last saw them (and as written here).
+    entries: Mutex<HashMap<String, Stored>>,
+    /// The heartbeats, by instance: wall-clock milliseconds.
+    beats: Mutex<HashMap<String, u64>>,
+    on_foreign: Mutex<Option<OnForeign>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl KvStore {
-    pub(crate) fn new(
+    /// The store over buckets `rd` and `heartbeats`; its copies are filled before it returns
+    /// and kept up to date by watches that run as long as the store.
+    pub(crate) async fn open(
         rd: Store,
         heartbeats: Store,
         instance: String,
         lapse: Duration,
-        connected_since: Arc<std::sync::Mutex<Instant>>,
+        connected_since: Arc<Mutex<Instant>>,
     ) -> KvStore {
-        KvStore {
+        let store = KvStore {
             inner: Arc::new(Inner {
                 rd,
                 heartbeats,
                 instance,
                 lapse,
                 connected_since,
+                entries: Mutex::new(HashMap::new()),
+                beats: Mutex::new(HashMap::new()),
+                on_foreign: Mutex::new(None),
             }),
+        };
+        let weak = Arc::downgrade(&store.inner);
+        tokio::spawn(watch(weak.clone(), true));
+        tokio::spawn(watch(weak.clone(), false));
+        store.inner.load().await;
+        tokio::spawn(sweep(weak));
+        store
+    }
+
+    /// Calls `on_foreign(id)` for every registration another instance writes from now on (a
+    /// takeover of one held here, or any other).
+    pub(crate) fn watch_foreign(&self, on_foreign: impl Fn(&str) + Send + Sync + 'static) {
+        *lock(&self.inner.on_foreign) = Some(Box::new(on_foreign));
+    }
+
+    /// The instance holding endpoint `ep`'s registration (default sector), if it is alive.
+    pub(crate) fn owner_of(&self, ep: &str) -> Option<String> {
+        self.inner
+            .live()
+            .into_iter()
+            .find(|s| s.ep == ep && s.d.is_none())
+            .map(|s| s.instance)
+    }
+}
+
+/// Follows one bucket (`rd`: the registrations, else the heartbeats) into its copy, again
+/// after the watch breaks off, until the store is dropped.
+async fn watch(inner: std::sync::Weak<Inner>, registrations: bool) {
+    loop {
+        let Some(i) = inner.upgrade() else { return };
+        let bucket = if registrations { &i.rd } else { &i.heartbeats };
+        let mut w = match bucket.watch_all().await {
+            Ok(w) => w,
+            Err(e) => {
+                debug!(error = %e, "cluster: directory watch not started; retrying");
+                drop(i);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        drop(i);
+        while let Some(entry) = w.next().await {
+            let Ok(entry) = entry else { continue };
+            let Some(i) = inner.upgrade() else { return };
+            i.apply(registrations, entry);
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Deletes, every lapse, the registrations of instances whose heartbeat has lapsed.
+async fn sweep(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(i) = inner.upgrade() else { return };
+        let period = i.lapse;
+        let dead: Vec<Stored> = lock(&i.entries)
+            .values()
+            .filter(|s| !i.is_alive(&s.instance))
+            .cloned()
+            .collect();
+        for s in &dead {
+            i.drop_dead(s).await;
+        }
+        drop(i);
+        tokio::time::sleep(period).await;
     }
 }
 
 impl Inner {
-    async fn read(&self, id: &str) -> Option<Stored> {
-        match self.rd.get(id).await {
-            Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    warn!(id, error = %e, "cluster: unreadable registration entry ignored");
-                    None
+    fn apply(&self, registrations: bool, entry: async_nats::jetstream::kv::Entry) {
+        use async_nats::jetstream::kv::Operation;
+        let gone = matches!(entry.operation, Operation::Delete | Operation::Purge);
+        if !registrations {
+            let mut beats = lock(&self.beats);
+            match std::str::from_utf8(&entry.value)
+                .ok()
+                .and_then(|t| t.parse().ok())
+            {
+                Some(ms) if !gone => beats.insert(entry.key, ms),
+                _ => beats.remove(&entry.key),
+            };
+            return;
+        }
+        if gone {
+            lock(&self.entries).remove(&entry.key);
+            return;
+        }
+        match serde_json::from_slice::<Stored>(&entry.value) {
+            Ok(s) => {
+                let foreign = s.instance != self.instance;
+                let id = s.id.clone();
+                lock(&self.entries).insert(id.clone(), s);
+                if foreign && let Some(f) = lock(&self.on_foreign).as_ref() {
+                    f(&id);
                 }
-            },
-            Ok(None) => None,
+            }
             Err(e) => {
-                warn!(id, error = %e, "cluster: directory read failed");
-                None
+                warn!(key = %entry.key, error = %e, "cluster: unreadable registration entry ignored")
             }
         }
     }
 
-    /// The instances whose heartbeat is recent, among `of`.
-    async fn alive(&self, of: impl Iterator<Item = String>) -> HashMap<String, bool> {
-        let mut out = HashMap::new();
-        for instance in of {
-            if out.contains_key(&instance) {
-                continue;
+    /// Reads both buckets whole into the copies (at start; the watches keep them after).
+    async fn load(&self) {
+        if let Ok(mut keys) = self.heartbeats.keys().await {
+            while let Some(Ok(k)) = keys.next().await {
+                if let Ok(Some(v)) = self.heartbeats.get(&k).await
+                    && let Some(ms) = std::str::from_utf8(&v).ok().and_then(|t| t.parse().ok())
+                {
+                    lock(&self.beats).insert(k, ms);
+                }
             }
-            let alive = instance == self.instance || self.heartbeat_recent(&instance).await;
-            out.insert(instance, alive);
         }
-        out
+        if let Ok(mut keys) = self.rd.keys().await {
+            while let Some(Ok(k)) = keys.next().await {
+                if let Ok(Some(v)) = self.rd.get(&k).await
+                    && let Ok(s) = serde_json::from_slice::<Stored>(&v)
+                {
+                    lock(&self.entries).insert(k, s);
+                }
+            }
+        }
     }
 
-    async fn heartbeat_recent(&self, instance: &str) -> bool {
-        let since = *self
-            .connected_since
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if since.elapsed() < self.lapse {
+    /// True when `instance` is this one, or its heartbeat is recent.
+    fn is_alive(&self, instance: &str) -> bool {
+        if instance == self.instance {
             return true;
         }
-        let Ok(Some(v)) = self.heartbeats.get(instance).await else {
-            return false;
-        };
-        let Some(ms) = std::str::from_utf8(&v)
-            .ok()
-            .and_then(|t| t.parse::<u64>().ok())
-        else {
+        if lock(&self.connected_since).elapsed() < self.lapse {
+            return true;
+        }
+        let Some(ms) = lock(&self.beats).get(instance).copied() else {
             return false;
         };
         SystemTime::now()
@@ -183,49 +285,24 @@ impl Inner {
             .map_or(true, |age| age < self.lapse)
     }
 
-    /// `s` if its instance is alive; otherwise it is deleted and `None`.
-    async fn if_alive(&self, s: Stored) -> Option<Stored> {
-        if s.instance == self.instance || self.heartbeat_recent(&s.instance).await {
-            return Some(s);
-        }
-        self.drop_dead(&s).await;
-        None
+    /// Every registration whose instance is alive, in registration order.
+    fn live(&self) -> Vec<Stored> {
+        let mut live: Vec<Stored> = lock(&self.entries)
+            .values()
+            .filter(|s| self.is_alive(&s.instance))
+            .cloned()
+            .collect();
+        live.sort_by_key(|s| (s.order, s.id.clone()));
+        live
     }
 
     async fn drop_dead(&self, s: &Stored) {
         info!(id = %s.id, ep = %s.ep, instance = %s.instance,
               "cluster: registration removed: its instance's heartbeat lapsed");
+        lock(&self.entries).remove(&s.id);
         if let Err(e) = self.rd.delete(&s.id).await {
             warn!(id = %s.id, error = %e, "cluster: delete failed");
         }
-    }
-
-    async fn all(&self) -> Vec<Stored> {
-        let mut keys = match self.rd.keys().await {
-            Ok(k) => k,
-            Err(e) => {
-                warn!(error = %e, "cluster: directory listing failed");
-                return Vec::new();
-            }
-        };
-        let mut out = Vec::new();
-        while let Some(k) = keys.next().await {
-            if let Ok(k) = k
-                && let Some(s) = self.read(&k).await
-            {
-                out.push(s);
-            }
-        }
-        let alive = self.alive(out.iter().map(|s| s.instance.clone())).await;
-        let (live, dead): (Vec<_>, Vec<_>) = out
-            .into_iter()
-            .partition(|s| alive.get(&s.instance).copied().unwrap_or(false));
-        for s in &dead {
-            self.drop_dead(s).await;
-        }
-        let mut live = live;
-        live.sort_by_key(|s| (s.order, s.id.clone()));
-        live
     }
 }
 
@@ -233,11 +310,11 @@ impl RdStore for KvStore {
     fn put(&self, registration: Registration) -> BoxFuture<()> {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let order = match inner.read(&registration.id).await {
-                Some(old) => old.order,
-                None => unix_ms(SystemTime::now()),
-            };
+            let order = lock(&inner.entries)
+                .get(&registration.id)
+                .map_or_else(|| unix_ms(SystemTime::now()), |old| old.order);
             let stored = Stored::of(&registration, &inner.instance, order);
+            lock(&inner.entries).insert(stored.id.clone(), stored.clone());
             match serde_json::to_vec(&stored) {
                 Ok(v) => {
                     if let Err(e) = inner.rd.put(&registration.id, v.into()).await {
@@ -249,27 +326,25 @@ impl RdStore for KvStore {
         })
     }
     fn get(&self, id: &str) -> BoxFuture<Option<Registration>> {
-        let (inner, id) = (self.inner.clone(), id.to_owned());
-        Box::pin(async move {
-            let s = inner.read(&id).await?;
-            inner.if_alive(s).await?.registration()
-        })
+        let s = lock(&self.inner.entries).get(id).cloned();
+        let found = s
+            .filter(|s| self.inner.is_alive(&s.instance))
+            .and_then(|s| s.registration());
+        Box::pin(std::future::ready(found))
     }
     fn find(&self, ep: &str, d: Option<&str>) -> BoxFuture<Option<Registration>> {
-        let (inner, ep, d) = (self.inner.clone(), ep.to_owned(), d.map(str::to_owned));
-        Box::pin(async move {
-            inner
-                .all()
-                .await
-                .into_iter()
-                .find(|s| s.ep == ep && s.d == d)
-                .and_then(|s| s.registration())
-        })
+        let found = self
+            .inner
+            .live()
+            .into_iter()
+            .find(|s| s.ep == ep && s.d.as_deref() == d)
+            .and_then(|s| s.registration());
+        Box::pin(std::future::ready(found))
     }
     fn remove(&self, id: &str) -> BoxFuture<Option<Registration>> {
         let (inner, id) = (self.inner.clone(), id.to_owned());
         Box::pin(async move {
-            let s = inner.read(&id).await?;
+            let s = lock(&inner.entries).remove(&id)?;
             if let Err(e) = inner.rd.delete(&id).await {
                 warn!(id, error = %e, "cluster: delete failed");
             }
@@ -277,52 +352,15 @@ impl RdStore for KvStore {
         })
     }
     fn list(&self) -> BoxFuture<Vec<Registration>> {
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            inner
-                .all()
-                .await
-                .iter()
-                .filter_map(Stored::registration)
-                .collect()
-        })
+        let all = self
+            .inner
+            .live()
+            .iter()
+            .filter_map(Stored::registration)
+            .collect();
+        Box::pin(std::future::ready(all))
     }
     fn count(&self) -> BoxFuture<usize> {
-        let inner = self.inner.clone();
-        Box::pin(async move { inner.all().await.len() })
-    }
-}
-
-impl KvStore {
-    /// Calls `on_foreign(id)` for every registration another instance writes from now on
-    /// (a takeover of one held here, or any other), until the watch ends.
-    pub(crate) fn watch_foreign(&self, on_foreign: impl Fn(&str) + Send + 'static) {
-        let inner = self.inner.clone();
-        tokio::spawn(async move {
-            let mut watch = match inner.rd.watch_all().await {
-                Ok(w) => w,
-                Err(e) => return warn!(error = %e, "cluster: cannot watch the directory"),
-            };
-            while let Some(entry) = watch.next().await {
-                let Ok(entry) = entry else { continue };
-                if entry.operation != async_nats::jetstream::kv::Operation::Put {
-                    continue;
-                }
-                match serde_json::from_slice::<Stored>(&entry.value) {
-                    Ok(s) if s.instance != inner.instance => on_foreign(&s.id),
-                    _ => {}
-                }
-            }
-        });
-    }
-
-    /// The instance holding endpoint `ep`'s registration (default sector), if it is alive.
-    pub(crate) async fn owner_of(&self, ep: &str) -> Option<String> {
-        self.inner
-            .all()
-            .await
-            .into_iter()
-            .find(|s| s.ep == ep && s.d.is_none())
-            .map(|s| s.instance)
+        Box::pin(std::future::ready(self.inner.live().len()))
     }
 }
