@@ -22,7 +22,7 @@ for f in "$bin" "$dev" "$nats"; do
 done
 dir=$(mktemp -d)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$dir"' EXIT
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$dir"' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 np=$(port); pa=$(port); pb=$(port)
 taskset -c 0 "$nats" -js -sd "$dir/js" -a 127.0.0.1 -p "$np" > "$dir/nats.log" 2>&1 &
