@@ -102,6 +102,11 @@ pub struct CommonArgs {
     /// 0x followed by hex digits, else text; NUMBER= alone is an empty option.
     #[arg(long = "option", value_name = "NUMBER=VALUE")]
     pub options: Vec<String>,
+    /// Over coap+tcp, coaps+tcp, coap+ws and coaps+ws: send a CoAP Ping after SECS without
+    /// hearing from the server, and give the connection up when none is answered within as
+    /// long again (libcoap's -K; for long observations through NATs).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub keepalive: Option<u64>,
     /// Hop-Limit (RFC 8768; 1 to 255): how many proxies the request may pass (libcoap's -H).
     /// Without it none is sent, and proxies assume 16.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..))]
@@ -162,6 +167,7 @@ impl CommonArgs {
     /// asks back (role reversal: the demo's `/ask-back`).
     pub fn endpoint(&self, mut config: EndpointConfig, secure: bool) -> Result<Endpoint> {
         config.client_bind = self.local_addr;
+        config.connection.keepalive = self.keepalive.map(Duration::from_secs);
         let whoami = Resource::new().get(|_r: IncomingRequest| async {
             Message::response(
                 Code::CONTENT,

@@ -55,6 +55,11 @@ pub struct ServeArgs {
     /// pages of this server's own host (repeatable; `*` lets every web page in).
     #[arg(long, value_name = "ORIGIN")]
     allow_origin: Vec<String>,
+    /// Ping WebSocket clients after SECS without hearing from them, and drop those that do not
+    /// answer within as long again (their requests fail, their observations and directory
+    /// registrations end). 0: never.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    keepalive: u64,
     /// Serve the website in DIR on the WebSocket ports instead of the built-in console.
     #[arg(long, value_name = "DIR")]
     site: Option<PathBuf>,
@@ -223,6 +228,8 @@ pub async fn run(args: ServeArgs, proxy_only: bool) -> Result<ExitCode> {
     }
     let config = EndpointConfig {
         allowed_origins: args.allow_origin.clone(),
+        server_keepalive: (args.keepalive > 0)
+            .then(|| std::time::Duration::from_secs(args.keepalive)),
         ..EndpointConfig::default()
     };
     let endpoint = Endpoint::builder()

@@ -341,3 +341,52 @@ fn help_names_the_flags() {
     assert!(o.status.success(), "{}", describe(&o));
     assert!(stdout(&o).contains("--observe-exec"), "{}", describe(&o));
 }
+
+/// `serve --keepalive SECS` pings a silent WebSocket client, and `get --keepalive` is taken
+/// (a request through it still answers); `--keepalive 0` on a client is refused.
+#[test]
+fn keepalive_flags() {
+    let tmp = TempDir::new("keepalive-flags");
+    let (server, l) = coapws_serve(tmp.path(), &["--keepalive", "1", "--ws", "127.0.0.1:0"], 1);
+    let base = l.url("coap+ws");
+    let o = coapws_client("get", &["--keepalive", "5", &format!("{base}/hello")]);
+    assert_ok_payload(&o, HELLO.as_bytes(), "get --keepalive");
+    let o = coapws_client("get", &["--keepalive", "0", &format!("{base}/hello")]);
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    // A client that completes the WebSocket handshake, sends its CSM and then says nothing
+    // more is pinged after a second and dropped after another.
+    use std::io::Read;
+    let addr = base.trim_start_matches("coap+ws://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(
+        b"GET /.well-known/coap HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: coap\r\n\r\n",
+    )
+    .unwrap();
+    // A masked binary frame holding an empty CSM (0x00 0xe1).
+    s.write_all(&[0x82, 0x82, 1, 2, 3, 4, 1, 0xe3]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = std::time::Instant::now();
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until the server closes: the Ping, the Abort, the close frame.
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n]);
+        if all.windows(7).any(|w| w == b"No Pong") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.contains("No Pong"), "{text:?}");
+    let took = started.elapsed();
+    assert!(
+        took > Duration::from_millis(1500) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    let log = server.log_text();
+    assert!(log.contains("No Pong"), "the ending is logged\n{log}");
+}

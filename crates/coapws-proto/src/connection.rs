@@ -74,6 +74,10 @@ pub struct ConnectionConfig {
     /// After a Release (sent or received), how long to wait for outstanding exchanges and the
     /// peer's close before closing anyway.
     pub release_timeout: Duration,
+    /// Keepalive (RFC 8323 §5.4): when nothing has arrived for this long on an open
+    /// connection, send a Ping; when nothing arrives for as long again (the Pong, or anything
+    /// else), the peer is gone: abort ([`AbortReason::NoPong`]). `None`: never ping.
+    pub keepalive: Option<Duration>,
 }
 
 impl Default for ConnectionConfig {
@@ -83,6 +87,7 @@ impl Default for ConnectionConfig {
             block_wise_transfer: true,
             csm_timeout: Duration::from_secs(10),
             release_timeout: Duration::from_secs(5),
+            keepalive: None,
         }
     }
 }
@@ -105,6 +110,9 @@ pub enum AbortReason {
     /// A signaling message we cannot accept.
     #[error("Bad signaling message: {0}")]
     Signal(#[from] SignalError),
+    /// Our keepalive Ping got no Pong (nor anything else) in time: the peer is gone.
+    #[error("No Pong to keepalive Ping")]
+    NoPong,
 }
 
 /// How a connection ended; given to every request still pending on it.
@@ -134,6 +142,7 @@ impl ConnectionError {
             ConnectionError::Aborted(AbortReason::TextFrame) => 1003,
             ConnectionError::Aborted(AbortReason::Format(DecodeError::TooLarge { .. })) => 1009,
             ConnectionError::Aborted(AbortReason::Format(_)) => 1007,
+            ConnectionError::Aborted(AbortReason::NoPong) => 1001,
             ConnectionError::Aborted(_) => 1002,
             _ => 1000,
         }
@@ -243,6 +252,10 @@ pub struct Connection {
     custody: Vec<(Token, HashSet<Token>)>,
     /// Deadline of the current wait (CSM or release).
     deadline: Option<Instant>,
+    /// When something last arrived (for keepalive).
+    heard: Instant,
+    /// Our keepalive Ping is out, unanswered.
+    pinging: bool,
     close: Option<ConnectionError>,
     closed_reported: bool,
 }
@@ -265,6 +278,8 @@ impl Connection {
             held: VecDeque::new(),
             custody: Vec::new(),
             deadline: Some(now + config.csm_timeout),
+            heard: now,
+            pinging: false,
             close: None,
             closed_reported: false,
             config,
@@ -370,6 +385,16 @@ impl Connection {
 
     /// Time passed; call when [`Connection::poll_timeout`]'s deadline is reached.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(at) = self.keepalive_at()
+            && now >= at
+        {
+            if self.pinging {
+                return self.abort(AbortReason::NoPong);
+            }
+            self.pinging = true;
+            self.heard = now;
+            self.queue(&Signal::Ping { custody: false }.to_message(Token::EMPTY));
+        }
         let Some(deadline) = self.deadline else {
             return;
         };
@@ -386,6 +411,9 @@ impl Connection {
     }
 
     fn handle_message(&mut self, m: Message, now: Instant) {
+        // Anything at all shows the peer is there.
+        self.heard = now;
+        self.pinging = false;
         let kind = m.code.kind();
         // An Abort may come instead of a CSM: it is the peer's ending, not a missing CSM.
         if self.state == State::AwaitingCsm
@@ -610,7 +638,16 @@ impl Connection {
 
     /// When [`Connection::handle_timeout`] next needs calling.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
+        match (self.deadline, self.keepalive_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When keepalive acts next: a Ping is due, or the Pong is overdue.
+    fn keepalive_at(&self) -> Option<Instant> {
+        let every = self.config.keepalive?;
+        matches!(self.state, State::Open).then(|| self.heard + every)
     }
 
     // ---- internals ----

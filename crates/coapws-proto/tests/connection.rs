@@ -415,3 +415,90 @@ mod garbage {
         }
     }
 }
+
+/// A pair where `a` pings after `every` of silence.
+fn keepalive_pair(every: Duration) -> Pair {
+    let now = Instant::now();
+    let config = ConnectionConfig {
+        keepalive: Some(every),
+        ..ConnectionConfig::default()
+    };
+    let mut p = Pair {
+        a: Connection::new(Framing::WebSocket, config, now),
+        b: Connection::new(Framing::WebSocket, ConnectionConfig::default(), now),
+        now,
+        framing: Framing::WebSocket,
+    };
+    p.drive();
+    events(&mut p.a);
+    events(&mut p.b);
+    p
+}
+
+#[test]
+fn keepalive_pings_a_silent_peer_and_its_pong_keeps_the_connection() {
+    let every = Duration::from_secs(30);
+    let mut p = keepalive_pair(every);
+    assert_eq!(p.a.poll_timeout(), Some(p.now + every));
+    p.now += every;
+    p.a.handle_timeout(p.now);
+    let ping = p.a.poll_transmit().expect("a Ping after the silence");
+    assert_eq!(
+        ws::decode(&ping, &Default::default()).unwrap().code,
+        Code::PING
+    );
+    // b answers with Pong: the connection stays, the next Ping comes after another silence.
+    deliver(&mut p.b, Framing::WebSocket, ping, p.now);
+    p.now += Duration::from_millis(5);
+    p.drive();
+    assert_eq!(p.a.state(), State::Open);
+    assert_eq!(p.a.poll_timeout(), Some(p.now + every));
+}
+
+#[test]
+fn keepalive_aborts_when_no_pong_comes() {
+    let every = Duration::from_secs(30);
+    let mut p = keepalive_pair(every);
+    p.now += every;
+    p.a.handle_timeout(p.now);
+    assert!(p.a.poll_transmit().is_some(), "the Ping");
+    // b is gone: nothing arrives.
+    assert_eq!(p.a.poll_timeout(), Some(p.now + every));
+    p.now += every;
+    p.a.handle_timeout(p.now);
+    assert_eq!(p.a.state(), State::Closed);
+    let abort =
+        p.a.poll_transmit()
+            .expect("an Abort, in case the peer still listens");
+    assert_eq!(
+        ws::decode(&abort, &Default::default()).unwrap().code,
+        Code::ABORT
+    );
+    assert!(matches!(
+        &events(&mut p.a)[..],
+        [Event::Closed(ConnectionError::Aborted(AbortReason::NoPong))]
+    ));
+}
+
+#[test]
+fn keepalive_does_not_ping_while_traffic_arrives() {
+    let every = Duration::from_secs(30);
+    let mut p = keepalive_pair(every);
+    for _ in 0..5 {
+        p.now += every / 2;
+        p.a.handle_timeout(p.now);
+        assert!(
+            p.a.poll_transmit().is_none(),
+            "no Ping: b spoke within the interval"
+        );
+        let req = Message::request(Code::GET, "/x").with_token(Token::new(vec![1]));
+        p.b.send_request(&req).unwrap();
+        p.drive();
+        events(&mut p.a);
+        let resp = Message::new(Code::CONTENT).with_token(Token::new(vec![1]));
+        p.a.send_response(&resp).unwrap();
+        p.drive();
+        events(&mut p.b);
+    }
+    assert_eq!(p.a.state(), State::Open);
+}

@@ -98,6 +98,8 @@ pub(crate) fn spawn<T: FrameIo>(
         waiting: Waiting::new(),
         peer: peer_tx,
         next_token: 1,
+        pings: Vec::new(),
+        next_ping: 1,
         inbound_running: 0,
         broken: false,
         on_close,
@@ -121,6 +123,9 @@ struct Driver<T> {
     waiting: Waiting<Token>,
     peer: tokio::sync::watch::Sender<Option<PeerSettings>>,
     next_token: u64,
+    /// Our Pings waiting for their Pong, by token.
+    pings: Vec<(Token, tokio::sync::oneshot::Sender<()>)>,
+    next_ping: u64,
     inbound_running: usize,
     /// The transport failed under a write: nothing more is written.
     broken: bool,
@@ -276,6 +281,17 @@ impl<T: FrameIo> Driver<T> {
                 self.handle.accepting.store(false, Ordering::Relaxed);
                 self.core.release(Instant::now());
             }
+            Command::Ping(reply) => {
+                // Few at once: a caller that pings in a loop without waiting cannot grow this.
+                self.pings.retain(|(_, r)| !r.is_closed());
+                if self.pings.len() >= 16 {
+                    return;
+                }
+                let token = Token::from_u64(self.next_ping);
+                self.next_ping += 1;
+                self.core.ping(token.clone(), false);
+                self.pings.push((token, reply));
+            }
         }
     }
 
@@ -339,7 +355,13 @@ impl<T: FrameIo> Driver<T> {
                 Event::SendFailed { token, error } => {
                     self.waiting.finish(&token, Err(error.into()));
                 }
-                Event::Pong(token) => debug!(remote = %self.remote, %token, "pong"),
+                Event::Pong(token) => {
+                    debug!(remote = %self.remote, %token, "pong");
+                    if let Some(i) = self.pings.iter().position(|(t, _)| *t == token) {
+                        let (_, reply) = self.pings.swap_remove(i);
+                        let _ = reply.send(());
+                    }
+                }
                 Event::PeerReleasing { hold_off, .. } => {
                     self.handle.accepting.store(false, Ordering::Relaxed);
                     // An hour at most: the value is the peer's to choose, not to abuse.

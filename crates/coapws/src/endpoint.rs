@@ -36,8 +36,15 @@ use tracing::warn;
 /// Settings of an endpoint. Every limit is here.
 #[derive(Clone, Debug)]
 pub struct EndpointConfig {
-    /// Settings of each RFC 8323 connection (our Max-Message-Size, CSM and release timeouts).
+    /// Settings of each RFC 8323 connection (our Max-Message-Size, CSM and release timeouts,
+    /// keepalive).
     pub connection: ConnectionConfig,
+    /// Keepalive of the connections WebSocket clients open to this endpoint (instead of
+    /// `connection.keepalive`): after this long without hearing from the client, a Ping; as
+    /// long again without an answer, the connection is dead (its requests fail, its
+    /// observations end, a directory registration made over it ends). A browser or a device
+    /// behind NAT that vanished without closing is noticed. `None`: no pings.
+    pub server_keepalive: Option<Duration>,
     /// Settings of the UDP message layer (RFC 7252 transmission parameters, limits).
     pub udp: UdpConfig,
     /// How long a request waits for its response by default.
@@ -105,6 +112,7 @@ impl Default for EndpointConfig {
     fn default() -> EndpointConfig {
         EndpointConfig {
             connection: ConnectionConfig::default(),
+            server_keepalive: Some(Duration::from_secs(30)),
             udp: UdpConfig::default(),
             request_timeout: Duration::from_secs(30),
             no_response_wait: Duration::from_secs(2),

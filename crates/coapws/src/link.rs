@@ -45,6 +45,8 @@ pub(crate) enum Command {
     Suppress(Token),
     /// Start a graceful shutdown.
     Release,
+    /// Send a Ping; `reply` fires when its Pong comes.
+    Ping(tokio::sync::oneshot::Sender<()>),
 }
 
 /// A cheap, cloneable reference to a running connection.
@@ -125,6 +127,20 @@ impl ConnectionHandle {
     pub(crate) fn command(&self, c: Command) {
         let _ = self.tx.send(c);
     }
+    /// Sends a CoAP Ping (RFC 8323 §5.4) and waits up to `timeout` for its Pong; the round
+    /// trip time. [`Error::Timeout`] when none came, a connection error when it closed.
+    pub async fn ping(&self, timeout: std::time::Duration) -> Result<std::time::Duration, Error> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let started = Instant::now();
+        self.tx
+            .send(Command::Ping(tx))
+            .map_err(|_| Error::Connection(ConnectionError::TransportClosed))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(())) => Ok(started.elapsed()),
+            Ok(Err(_)) => Err(Error::Connection(ConnectionError::TransportClosed)),
+            Err(_) => Err(Error::Timeout),
+        }
+    }
     /// Starts a graceful shutdown of the connection (Release).
     pub fn release(&self) {
         let _ = self.tx.send(Command::Release);
@@ -176,6 +192,11 @@ pub(crate) enum UdpCommand {
     EndNotifications {
         to: SocketAddr,
         token: Token,
+    },
+    /// Send a CoAP ping (an empty Confirmable) to `to`; `reply` fires when it is answered.
+    Ping {
+        to: SocketAddr,
+        reply: tokio::sync::oneshot::Sender<()>,
     },
 }
 
@@ -230,6 +251,24 @@ impl SocketHandle {
     }
     pub(crate) fn command(&self, c: UdpCommand) {
         let _ = self.tx.send(c);
+    }
+    /// Sends a CoAP ping (RFC 7252 §4.3: an empty Confirmable, answered with Reset) to `to`
+    /// and waits up to `timeout`; the round trip time. [`Error::Timeout`] when it went
+    /// unanswered.
+    pub async fn ping(
+        &self,
+        to: SocketAddr,
+        timeout: std::time::Duration,
+    ) -> Result<std::time::Duration, Error> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let started = Instant::now();
+        self.tx
+            .send(UdpCommand::Ping { to, reply: tx })
+            .map_err(|_| Error::Shutdown)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(())) => Ok(started.elapsed()),
+            _ => Err(Error::Timeout),
+        }
     }
     /// Resolves when the socket task has ended.
     pub async fn closed(&self) {

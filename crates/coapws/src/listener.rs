@@ -10,7 +10,7 @@ use crate::remote::{Link, Remote, Side};
 use crate::tls::TlsIdentity;
 use crate::transport::tcp::StreamIo;
 use crate::transport::ws::{self, WsServerPolicy};
-use coapws_proto::connection::{Connection, Framing};
+use coapws_proto::connection::{Connection, ConnectionConfig, Framing};
 use coapws_proto::uri::{Host, Scheme};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -317,11 +317,11 @@ impl Listener {
         let weak = self.inner.clone();
         let on_upgrade: ws::OnUpgrade<ws::Upgraded> = Arc::new(move |io, host, port| {
             let Some(inner) = weak.upgrade() else { return };
-            let core = Connection::new(
-                Framing::WebSocket,
-                inner.config.connection.clone(),
-                Instant::now(),
-            );
+            let config = ConnectionConfig {
+                keepalive: inner.config.server_keepalive,
+                ..inner.config.connection.clone()
+            };
+            let core = Connection::new(Framing::WebSocket, config, Instant::now());
             let remote = server_remote(scheme, peer, local, host, port);
             start_connection(&inner, io, core, remote, None, weak.clone());
         });

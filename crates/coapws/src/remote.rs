@@ -92,6 +92,15 @@ impl Remote {
             Link::Datagram(s, addr) => s.request(*addr, message, confirmable).await,
         }
     }
+    /// Checks that the other end is there: a CoAP Ping (RFC 8323 §5.4) over a connection, an
+    /// empty Confirmable (RFC 7252 §4.3) over UDP, waiting up to `timeout` for the answer.
+    /// Returns the round trip time; [`Error::Timeout`] when no answer came.
+    pub async fn ping(&self, timeout: std::time::Duration) -> Result<std::time::Duration, Error> {
+        match &self.link {
+            Link::Stream(c) => c.ping(timeout).await,
+            Link::Datagram(s, addr) => s.ping(*addr, timeout).await,
+        }
+    }
     /// Starts an observation (the request carries Observe 0) over the link.
     pub(crate) fn observe(
         &self,

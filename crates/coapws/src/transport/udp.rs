@@ -85,6 +85,7 @@ pub(crate) fn spawn(
         limits,
         buf: vec![0u8; max_datagram + 1],
         connected,
+        pings: Vec::new(),
     };
     info!(%local, "coap (UDP) socket up");
     Ok((handle.clone(), tokio::spawn(driver.run())))
@@ -104,6 +105,8 @@ struct SocketDriver {
     buf: Vec<u8>,
     /// The one peer of a connected client socket: the system reports its ICMP errors here.
     connected: Option<SocketAddr>,
+    /// Our pings waiting for their answer, by peer and Message ID.
+    pings: Vec<((SocketAddr, u16), tokio::sync::oneshot::Sender<()>)>,
 }
 
 /// How many incoming requests a UDP socket handles at once.
@@ -256,6 +259,13 @@ impl SocketDriver {
             UdpCommand::EndNotifications { to, token } => {
                 self.layer.end_notifications(to, &token);
             }
+            UdpCommand::Ping { to, reply } => {
+                self.pings.retain(|(_, r)| !r.is_closed());
+                if self.pings.len() < 64 {
+                    let mid = self.layer.ping(to, now);
+                    self.pings.push(((to, mid), reply));
+                }
+            }
             UdpCommand::Respond { to, key, message } => {
                 self.running_total = self.running_total.saturating_sub(1);
                 if let Some(n) = self.running.get_mut(&to) {
@@ -323,8 +333,21 @@ impl SocketDriver {
                     d.observer_gone((self.handle.id, Some(to)), &token);
                 }
             }
-            UdpEvent::Pong { from, .. } => debug!(%from, "pong"),
-            UdpEvent::PingTimeout { to, .. } => debug!(%to, "ping unanswered"),
+            UdpEvent::Pong { from, message_id } => {
+                debug!(%from, "pong");
+                if let Some(i) = self
+                    .pings
+                    .iter()
+                    .position(|(k, _)| *k == (from, message_id))
+                {
+                    let (_, reply) = self.pings.swap_remove(i);
+                    let _ = reply.send(());
+                }
+            }
+            UdpEvent::PingTimeout { to, message_id } => {
+                debug!(%to, "ping unanswered");
+                self.pings.retain(|(k, _)| *k != (to, message_id));
+            }
         }
     }
 
