@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// pages of this server's own host (repeatable; `*` lets every web page in).
     #[arg(long, value_name = "ORIGIN")]
     allow_origin: Vec<String>,
+    /// Serve Prometheus metrics (connections, requests, responses by code, bytes, endings,
+    /// pending requests, observations, block-wise transfers) at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// Ping WebSocket clients after SECS without hearing from them, and drop those that do not
     /// answer within as long again (their requests fail, their observations and directory
     /// registrations end). 0: never.
@@ -349,6 +353,12 @@ pub async fn run(args: ServeArgs, proxy_only: bool) -> Result<ExitCode> {
                     .map_err(crate::hints::listen_error)?,
             ));
         }
+    }
+    if let Some(a) = args.metrics {
+        let bound = coapws::metrics::serve(a)
+            .await
+            .map_err(crate::hints::listen_error)?;
+        crate::say(&format!("metrics on http://{bound}/metrics"));
     }
     wait_for_signal().await;
     tracing::info!("shutting down: releasing connections");

@@ -390,3 +390,76 @@ fn keepalive_flags() {
     let log = server.log_text();
     assert!(log.contains("No Pong"), "the ending is logged\n{log}");
 }
+
+/// One HTTP/1.1 GET of `path` on 127.0.0.1:`port`: the whole answer.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The value of the sample `name{labels}` in a metrics text, if it is there.
+fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+/// `serve --metrics ADDR` serves Prometheus text at /metrics that counts what happened.
+#[test]
+fn serve_metrics_counts_connections_requests_and_codes() {
+    let tmp = TempDir::new("metrics");
+    let port = free_port_set(&[(0, false)]);
+    let (_server, l) = coapws_serve(
+        tmp.path(),
+        &[
+            "--metrics",
+            &format!("127.0.0.1:{port}"),
+            "--ws",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+        ],
+        2,
+    );
+    for base in [l.url("coap+ws"), l.url("coap")] {
+        let o = coapws_client("get", &[&format!("{base}/hello")]);
+        assert_ok_payload(&o, HELLO.as_bytes(), "hello");
+        let o = coapws_client("get", &[&format!("{base}/nothing-here")]);
+        assert_eq!(o.status.code(), Some(3), "{}", describe(&o));
+    }
+    let answer = http_get(port, "/metrics");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("application/openmetrics-text"), "{answer}");
+    let at_least = |what: &str, n: f64| {
+        let v = sample(&answer, what).unwrap_or_else(|| panic!("no {what} in\n{answer}"));
+        assert!(v >= n, "{what} = {v}, want at least {n}\n{answer}");
+    };
+    at_least(
+        r#"coapws_connections_opened_total{transport="coap_ws"}"#,
+        2.0,
+    );
+    at_least(
+        r#"coapws_requests_received_total{transport="coap_ws"}"#,
+        2.0,
+    );
+    at_least(r#"coapws_requests_received_total{transport="coap"}"#, 2.0);
+    at_least(r#"coapws_responses_sent_total{code="2.05"}"#, 2.0);
+    at_least(r#"coapws_responses_sent_total{code="4.04"}"#, 2.0);
+    at_least(r#"coapws_received_bytes_total{transport="coap"}"#, 10.0);
+    at_least(r#"coapws_sent_bytes_total{transport="coap_ws"}"#, 10.0);
+    at_least(
+        r#"coapws_connection_endings_total{kind="peer_released"}"#,
+        2.0,
+    );
+    assert!(answer.contains("coapws_pending_requests "), "{answer}");
+    assert!(answer.contains("coapws_observations "), "{answer}");
+    assert!(http_get(port, "/other").starts_with("HTTP/1.1 404"));
+}

@@ -146,6 +146,7 @@ struct Stats {
 
 impl<T: FrameIo> Driver<T> {
     async fn run(mut self) {
+        crate::metrics::get().connection_opened(self.remote.scheme);
         loop {
             // Outputs first: frames to write, events to act on, then the close decision.
             self.process_events();
@@ -178,10 +179,12 @@ impl<T: FrameIo> Driver<T> {
         match inbound {
             Inbound::Frame(f) => {
                 self.stats.bytes_in += f.len() as u64;
+                crate::metrics::get().received(self.remote.scheme, f.len());
                 self.core.handle_frame(f, now)
             }
             Inbound::Data(d) => {
                 self.stats.bytes_in += d.len() as u64;
+                crate::metrics::get().received(self.remote.scheme, d.len());
                 self.core.handle_bytes(&d, now)
             }
             Inbound::Text => {
@@ -225,6 +228,7 @@ impl<T: FrameIo> Driver<T> {
                     message.token = self.fresh_token();
                 }
                 self.stats.requests_out += 1;
+                crate::metrics::get().request_sent(self.remote.scheme);
                 debug!(target: "coapws::wire", remote = %self.remote, message = %message.summary(), "send request");
                 match self.core.send_request(&message) {
                     Ok(()) => self.waiting.insert(message.token, id, reply),
@@ -393,6 +397,7 @@ impl<T: FrameIo> Driver<T> {
 
     fn incoming_request(&mut self, m: Message) {
         self.stats.requests_in += 1;
+        crate::metrics::get().request_received(self.remote.scheme);
         debug!(target: "coapws::wire", remote = %self.remote, message = %m.summary(), "received request");
         let token = m.token.clone();
         let Some(dispatch) = self.dispatch.clone() else {
@@ -458,7 +463,9 @@ impl<T: FrameIo> Driver<T> {
         if frames.is_empty() {
             return true;
         }
-        self.stats.bytes_out += frames.iter().map(|f| f.len() as u64).sum::<u64>();
+        let bytes: usize = frames.iter().map(|f| f.len()).sum();
+        self.stats.bytes_out += bytes as u64;
+        crate::metrics::get().sent(self.remote.scheme, bytes);
         match tokio::time::timeout(self.config.write_timeout, self.io.send(frames)).await {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
@@ -483,6 +490,7 @@ impl<T: FrameIo> Driver<T> {
         if let Some(f) = self.on_close.take() {
             f(self.handle.id, self.handle.hold_off());
         }
+        crate::metrics::get().connection_closed(self.remote.scheme, &why);
         let s = &self.stats;
         let secs = s.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
         info!(

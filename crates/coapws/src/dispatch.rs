@@ -281,6 +281,7 @@ impl SiteDispatch {
             }
             Ok(Block1Step::Complete { body, block1 }) => {
                 uploads.remove(&key);
+                crate::metrics::get().block_transfer("upload");
                 Ok((body, block1))
             }
             Err(e) => {
@@ -429,6 +430,9 @@ impl SiteDispatch {
                     response.options.set(OptionNumber::ETAG, etag);
                 }
                 let more = m.options.block2().is_some_and(|b| b.more);
+                if more && m.options.block2().is_some_and(|b| b.num == 0) {
+                    crate::metrics::get().block_transfer("download");
+                }
                 self.remember(key, more.then_some(response));
                 if let Some(b) = echo_block1 {
                     m.options.set(OptionNumber::BLOCK1, b.encode());
@@ -449,6 +453,7 @@ impl Dispatch for SiteDispatch {
         Box::pin(async move {
             let bits = request.message.options.no_response();
             let (response, started) = self.answer(request).await;
+            crate::metrics::get().response_sent(response.code);
             Answer {
                 message: (!response.code.is_suppressed_by(bits)).then_some(response),
                 started,

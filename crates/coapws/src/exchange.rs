@@ -52,6 +52,8 @@ pub(crate) enum Delivery {
 /// Requests waiting for their response, by the transport's key (the token, or peer and token)
 /// and by the caller's id (for cancellation).
 pub(crate) struct Waiting<K> {
+    /// How many of these the pending-requests metric counts now.
+    counted: i64,
     by_key: HashMap<K, (u64, Reply)>,
     by_id: HashMap<u64, K>,
 }
@@ -59,14 +61,22 @@ pub(crate) struct Waiting<K> {
 impl<K: Eq + Hash + Clone> Waiting<K> {
     pub(crate) fn new() -> Waiting<K> {
         Waiting {
+            counted: 0,
             by_key: HashMap::new(),
             by_id: HashMap::new(),
         }
+    }
+    /// Brings the pending-requests metric up to date with what waits here.
+    fn count(&mut self) {
+        let now = self.by_key.len() as i64;
+        crate::metrics::get().pending.inc_by(now - self.counted);
+        self.counted = now;
     }
     /// A request the transport accepted under `key`, for the caller's `id`.
     pub(crate) fn insert(&mut self, key: K, id: u64, reply: Reply) {
         self.by_id.insert(id, key.clone());
         self.by_key.insert(key, (id, reply));
+        self.count();
     }
     /// Hands the final `result` to whoever waits on `key`; false if nobody does.
     pub(crate) fn finish(&mut self, key: &K, result: Result<Message, Error>) -> bool {
@@ -74,6 +84,7 @@ impl<K: Eq + Hash + Clone> Waiting<K> {
             Some((id, reply)) => {
                 self.by_id.remove(&id);
                 reply.finish(result);
+                self.count();
                 true
             }
             None => false,
@@ -115,19 +126,23 @@ impl<K: Eq + Hash + Clone> Waiting<K> {
     pub(crate) fn cancel(&mut self, id: u64) -> Option<K> {
         let key = self.by_id.remove(&id)?;
         self.by_key.remove(&key);
+        self.count();
         Some(key)
     }
     /// Fails every waiting request with `error`; returns their keys, for the transport to
     /// forget.
     pub(crate) fn fail_all_keys(&mut self, error: &Error) -> Vec<K> {
         self.by_id.clear();
-        self.by_key
+        let keys = self
+            .by_key
             .drain()
             .map(|(key, (_, reply))| {
                 reply.finish(Err(error.clone()));
                 key
             })
-            .collect()
+            .collect();
+        self.count();
+        keys
     }
     /// Fails every waiting request with `error`.
     pub(crate) fn fail_all(&mut self, error: &Error) {
@@ -135,6 +150,13 @@ impl<K: Eq + Hash + Clone> Waiting<K> {
         for (_, (_, reply)) in self.by_key.drain() {
             reply.finish(Err(error.clone()));
         }
+        self.count();
+    }
+}
+
+impl<K> Drop for Waiting<K> {
+    fn drop(&mut self) {
+        crate::metrics::get().pending.dec_by(self.counted);
     }
 }
 

@@ -105,6 +105,7 @@ pub mod error;
 mod exchange;
 mod link;
 mod listener;
+pub mod metrics;
 mod net;
 pub mod observe;
 pub mod pool;

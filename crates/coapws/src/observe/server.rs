@@ -128,6 +128,7 @@ impl Observers {
                     return Err(Refused::PerLink(on_link));
                 }
                 *t.per_link.entry(link).or_default() += 1;
+                crate::metrics::get().observations.inc();
                 let first = FIRST_SEQUENCE.fetch_add(1 << 12, Ordering::Relaxed);
                 Arc::new(AtomicU32::new(first % SEQUENCE_MODULUS))
             }
@@ -162,6 +163,7 @@ impl Observers {
             return false;
         };
         let _ = entry.stop.send(());
+        crate::metrics::get().observations.dec();
         if let Some(n) = t.per_link.get_mut(&link) {
             *n -= 1;
             if *n == 0 {

@@ -123,6 +123,7 @@ impl SocketDriver {
         loop {
             while let Some((to, datagram)) = self.layer.poll_transmit() {
                 log_datagram("out", to, &datagram);
+                crate::metrics::get().sent(Scheme::Coap, datagram.len());
                 if let Err(e) = self.socket.send_to(&datagram, to).await {
                     // Unreachable peers and the like: the retransmission timer handles it,
                     // unless the socket is connected and the system said so.
@@ -152,6 +153,7 @@ impl SocketDriver {
                     Ok((n, from)) => {
                         let data = bytes::Bytes::copy_from_slice(&self.buf[..n]);
                         log_datagram("in", from, &data);
+                        crate::metrics::get().received(Scheme::Coap, data.len());
                         self.layer.handle_datagram(from, data, Instant::now());
                     }
                     // ICMP errors surface here for a connected socket: not fatal for a shared one.
@@ -208,7 +210,10 @@ impl SocketDriver {
                         .map(|()| token)
                 };
                 match sent {
-                    Ok(token) => self.waiting.insert((to, token), id, reply),
+                    Ok(token) => {
+                        crate::metrics::get().request_sent(Scheme::Coap);
+                        self.waiting.insert((to, token), id, reply)
+                    }
                     Err(e) => reply.finish(Err(Error::Datagram(e))),
                 }
             }
@@ -352,6 +357,7 @@ impl SocketDriver {
     }
 
     fn incoming(&mut self, from: SocketAddr, key: RequestKey, message: Message) {
+        crate::metrics::get().request_received(Scheme::Coap);
         debug!(target: "coapws::wire", %from, message = %message.summary(), "received request");
         let now = Instant::now();
         let Some(dispatch) = self.dispatch.clone() else {
