@@ -44,10 +44,31 @@ pub(crate) enum Inbound {
     Closed(Option<String>),
 }
 
-/// A transport under the connection machine: WebSocket, TCP or TLS.
+/// A transport under the connection machine: WebSocket, TCP or TLS. It splits into a reading
+/// and a writing half, so that the connection reads while a write waits (two peers writing
+/// large messages to each other at once never block each other).
 pub(crate) trait FrameIo: Send + 'static {
+    /// The reading half.
+    type Reader: FrameReader;
+    /// The writing half.
+    type Writer: FrameWriter;
+    /// The two halves.
+    fn split(self) -> (Self::Reader, Self::Writer);
+}
+
+/// The reading half of a transport.
+pub(crate) trait FrameReader: Send + 'static {
     /// Next input. Must be cancel-safe: it runs inside `select!`.
     fn recv(&mut self) -> impl Future<Output = Inbound> + Send;
+    /// After our close went out: true when the peer's answer to it is worth waiting for
+    /// (WebSocket's closing handshake, unless the peer closed first).
+    fn awaits_close_reply(&self) -> bool {
+        false
+    }
+}
+
+/// The writing half of a transport.
+pub(crate) trait FrameWriter: Send + 'static {
     /// Writes frames (one WebSocket message each, or consecutive stream bytes) and flushes.
     fn send(&mut self, frames: Vec<Bytes>) -> impl Future<Output = Result<(), String>> + Send;
     /// Closes the transport after an ending of the connection.
@@ -87,8 +108,20 @@ pub(crate) fn spawn<T: FrameIo>(
     };
     let remote = make_remote(handle.clone());
     info!(remote = %remote, conn = handle.id, "connection up");
+    let (reader, writer) = io.split();
+    let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
+    let writer_task = tokio::spawn(write_loop(
+        writer,
+        write_rx,
+        config.write_timeout,
+        remote.clone(),
+    ));
     let driver = Driver {
-        io,
+        reader,
+        writer: write_tx,
+        writer_task,
+        out: Vec::new(),
+        out_bytes: 0,
         core,
         rx,
         handle: handle.clone(),
@@ -112,8 +145,54 @@ pub(crate) fn spawn<T: FrameIo>(
     (handle, remote)
 }
 
-struct Driver<T> {
-    io: T,
+/// Batches of frames queued for the writer task; beyond it the driver keeps frames itself.
+const WRITE_QUEUE: usize = 4;
+/// Bytes of frames not yet handed to the writer above which the driver stops reading: a peer
+/// that does not read our answers cannot make us buffer without bound (and when a write
+/// takes longer than the write timeout, the connection is given up).
+const MAX_BACKLOG: usize = 4 << 20;
+
+/// What the writer task is asked to do.
+enum WriteOp {
+    Frames(Vec<Bytes>),
+    Close(ConnectionError),
+}
+
+/// The writer task: writes the batches it is given, each within `write_timeout`, and ends
+/// the transport when told (or when a write fails: the driver then sees its queue closed).
+async fn write_loop<W: FrameWriter>(
+    mut writer: W,
+    mut rx: mpsc::Receiver<WriteOp>,
+    write_timeout: std::time::Duration,
+    remote: Remote,
+) {
+    while let Some(op) = rx.recv().await {
+        match op {
+            WriteOp::Frames(frames) => {
+                match tokio::time::timeout(write_timeout, writer.send(frames)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return debug!(remote = %remote, error = %e, "write failed"),
+                    Err(_) => {
+                        return warn!(remote = %remote, "write timed out: the peer stopped reading");
+                    }
+                }
+            }
+            WriteOp::Close(why) => {
+                let _ = tokio::time::timeout(write_timeout, writer.close(&why)).await;
+                return;
+            }
+        }
+    }
+}
+
+struct Driver<R> {
+    reader: R,
+    /// The writer task's queue.
+    writer: mpsc::Sender<WriteOp>,
+    writer_task: tokio::task::JoinHandle<()>,
+    /// Frames the core produced that the writer task has not taken yet.
+    out: Vec<Bytes>,
+    out_bytes: usize,
     core: Connection,
     rx: mpsc::UnboundedReceiver<Command>,
     handle: ConnectionHandle,
@@ -144,33 +223,61 @@ struct Stats {
     bytes_out: u64,
 }
 
-impl<T: FrameIo> Driver<T> {
+impl<R: FrameReader> Driver<R> {
     async fn run(mut self) {
         crate::metrics::get().connection_opened(self.remote.scheme);
         loop {
-            // Outputs first: frames to write, events to act on, then the close decision.
+            // Outputs first: events to act on, frames to write, then the close decision.
             self.process_events();
-            if !self.flush().await {
-                self.broken = true;
-                self.core.handle_transport_closed();
-                self.process_events();
-            }
+            self.take_output();
             if let Some(why) = self.core.poll_close().cloned() {
                 self.shut(why).await;
                 return;
             }
             let deadline = self.core.poll_timeout();
+            // Reading goes on while writes wait, unless too much output is backed up.
+            let reading = self.out_bytes < MAX_BACKLOG;
+            let writing = !self.out.is_empty();
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {
                     Some(cmd) => self.command(cmd),
                     // Unreachable while we hold `self.handle`; kept for completeness.
                     None => self.core.handle_transport_closed(),
                 },
-                inbound = self.io.recv() => self.inbound(inbound),
+                inbound = self.reader.recv(), if reading => self.inbound(inbound),
+                permit = self.writer.clone().reserve_owned(), if writing => match permit {
+                    Ok(permit) => {
+                        let frames = std::mem::take(&mut self.out);
+                        self.stats.bytes_out += self.out_bytes as u64;
+                        crate::metrics::get().sent(self.remote.scheme, self.out_bytes);
+                        self.out_bytes = 0;
+                        permit.send(WriteOp::Frames(frames));
+                    }
+                    // The writer task ended: a write failed or timed out.
+                    Err(_) => {
+                        self.broken = true;
+                        self.out.clear();
+                        self.out_bytes = 0;
+                        self.core.handle_transport_closed();
+                    }
+                },
+                // The writer gave up (a write failed or timed out) with nothing more to write.
+                _ = self.writer.closed(), if !writing => {
+                    self.broken = true;
+                    self.core.handle_transport_closed();
+                }
                 _ = crate::exchange::sleep_until(deadline), if deadline.is_some() => {
                     self.core.handle_timeout(Instant::now());
                 }
             }
+        }
+    }
+
+    /// Moves what the core has queued to the writer's backlog.
+    fn take_output(&mut self) {
+        while let Some(f) = self.core.poll_transmit() {
+            self.out_bytes += f.len();
+            self.out.push(f);
         }
     }
 
@@ -457,36 +564,34 @@ impl<T: FrameIo> Driver<T> {
         }
     }
 
-    /// Writes everything the core has queued; false if the transport failed.
-    async fn flush(&mut self) -> bool {
-        let frames: Vec<Bytes> = std::iter::from_fn(|| self.core.poll_transmit()).collect();
-        if frames.is_empty() {
-            return true;
-        }
-        let bytes: usize = frames.iter().map(|f| f.len()).sum();
-        self.stats.bytes_out += bytes as u64;
-        crate::metrics::get().sent(self.remote.scheme, bytes);
-        match tokio::time::timeout(self.config.write_timeout, self.io.send(frames)).await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                debug!(remote = %self.remote, error = %e, "write failed");
-                false
-            }
-            Err(_) => {
-                warn!(remote = %self.remote, "write timed out: the peer stopped reading");
-                false
-            }
-        }
-    }
-
     async fn shut(&mut self, why: ConnectionError) {
         self.process_events();
         self.fail_all(&why);
+        self.take_output();
         // A transport that failed or stopped taking writes gets no last words.
-        if !self.broken && self.flush().await {
+        if !self.broken {
+            let frames = std::mem::take(&mut self.out);
+            self.stats.bytes_out += self.out_bytes as u64;
+            crate::metrics::get().sent(self.remote.scheme, self.out_bytes);
             let grace = self.config.write_timeout;
-            let _ = tokio::time::timeout(grace, self.io.close(&why)).await;
+            let last = async {
+                if !frames.is_empty() {
+                    self.writer.send(WriteOp::Frames(frames)).await.ok()?;
+                }
+                self.writer.send(WriteOp::Close(why.clone())).await.ok()
+            };
+            if tokio::time::timeout(grace, last).await.is_ok() {
+                let _ = tokio::time::timeout(grace, &mut self.writer_task).await;
+                // WebSocket: wait briefly for the peer's Close, so the TCP close is orderly.
+                if self.reader.awaits_close_reply() {
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                        while !matches!(self.reader.recv().await, Inbound::Closed(_)) {}
+                    })
+                    .await;
+                }
+            }
         }
+        self.writer_task.abort();
         if let Some(f) = self.on_close.take() {
             f(self.handle.id, self.handle.hold_off());
         }

@@ -949,3 +949,126 @@ async fn file_server_symlinks_and_size_limit() {
     assert_eq!(r.code(), Code::REQUEST_ENTITY_TOO_LARGE);
     assert!(!root.join("eleven.txt").exists());
 }
+
+/// A site whose PUT `/sink` takes any body and answers 2.04 with its length.
+fn sink_site() -> Site {
+    Site::new().resource(
+        "/sink",
+        coapws::Resource::new().put(|r: coapws::IncomingRequest| async move {
+            Message::response(Code::CHANGED, r.message.payload.len().to_string())
+        }),
+    )
+}
+
+/// The connection task used not to read while it wrote: with both roles on one connection
+/// and large messages both ways, each peer's write waited for the other to read, and both
+/// hung until the write timeout. Reading now goes on while a write waits.
+#[tokio::test]
+async fn both_roles_writing_megabytes_to_each_other_at_once_do_not_block() {
+    for scheme in ["coap+tcp", "coap+ws"] {
+        both_roles_at_once(scheme).await;
+    }
+}
+
+async fn both_roles_at_once(scheme: &str) {
+    let config = EndpointConfig {
+        write_timeout: Duration::from_secs(120),
+        ..EndpointConfig::default()
+    };
+    let (site, mut registered) = common::with_register(sink_site());
+    let server = Endpoint::builder()
+        .config(config.clone())
+        .site(site)
+        .build();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let addr = if scheme == "coap+ws" {
+        server.listen_ws(any).await.unwrap()
+    } else {
+        server.listen_tcp(any).await.unwrap()
+    };
+    let client = Endpoint::builder().config(config).site(sink_site()).build();
+    let base = format!("{scheme}://{addr}");
+    let r = client
+        .send(Request::new(Code::POST, &format!("{base}/register")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::CHANGED);
+    let back = registered.recv().await.unwrap();
+    let body = bytes::Bytes::from(vec![0x5a; 1 << 20]);
+    let n = 12;
+    let up = (0..n).map(|_| {
+        let r = Request::new(Code::PUT, &format!("{base}/sink"))
+            .unwrap()
+            .payload(body.clone());
+        client.send(r)
+    });
+    let down = (0..n).map(|_| {
+        let mut m = Message::request(Code::PUT, "/sink");
+        m.payload = body.clone();
+        server.request_to(&back, m)
+    });
+    let both = futures_util::future::join(
+        futures_util::future::join_all(up),
+        futures_util::future::join_all(down),
+    );
+    let (up, down) = tokio::time::timeout(Duration::from_secs(20), both)
+        .await
+        .unwrap_or_else(|_| panic!("{scheme}: neither peer may wait for the other to read"));
+    for r in up.into_iter().chain(down) {
+        let r = r.unwrap();
+        assert_eq!(r.code(), Code::CHANGED);
+        assert_eq!(r.message.payload_text(), (1 << 20).to_string());
+    }
+}
+
+/// A peer that asks for megabytes and never reads them: the server stops reading it once its
+/// backlog is full, gives it up when a write takes longer than the write timeout, and serves
+/// everyone else meanwhile.
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_dropped_and_others_are_served() {
+    use tokio::io::AsyncWriteExt;
+    let config = EndpointConfig {
+        write_timeout: Duration::from_millis(800),
+        ..EndpointConfig::default()
+    };
+    let server = Endpoint::builder()
+        .config(config)
+        .site(common::test_site())
+        .build();
+    let addr = server
+        .listen_tcp("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    // A small receive buffer, so the kernel does not read for it (autotuning would take MBs).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut greedy = socket.connect(addr).await.unwrap();
+    // CSM (Max-Message-Size 1 MiB, Block-Wise-Transfer: /big comes whole), then 300 GETs of
+    // /big (100 KiB each): 30 MB of answers, none read.
+    let mut bytes = vec![0x50, 0xe1, 0x23, 0x10, 0x00, 0x00, 0x20];
+    for i in 0..300u16 {
+        let m =
+            Message::request(Code::GET, "/big").with_token(Token::new(i.to_be_bytes().to_vec()));
+        bytes.extend_from_slice(&coapws::proto::codec::tcp::encode(&m).unwrap());
+    }
+    greedy.write_all(&bytes).await.unwrap();
+    let healthy = Endpoint::client();
+    let started = std::time::Instant::now();
+    loop {
+        let r = healthy
+            .get(&format!("coap+tcp://{addr}/hello"))
+            .await
+            .unwrap();
+        assert_eq!(r.code(), Code::CONTENT);
+        if server.connection_count() == 1 {
+            break; // only the healthy client's connection is left
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the greedy peer is still connected ({} connections)",
+            server.connection_count()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(greedy);
+}

@@ -8,11 +8,12 @@
 //! BENCHMARKS.md): it reassembles fragmented messages, enforces the size limit, answers
 //! WebSocket pings, and refuses unmasked client frames.
 
-use crate::connection::{FrameIo, Inbound};
+use crate::connection::{FrameIo, FrameReader, FrameWriter, Inbound};
 use crate::error::Error;
 use bytes::Bytes;
 use coapws_proto::connection::ConnectionError;
 use coapws_proto::uri::{Host, Scheme, Uri};
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -20,6 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
@@ -46,34 +48,62 @@ fn ws_config(max_message_size: usize) -> WebSocketConfig {
 /// A WebSocket carrying CoAP messages, one per binary message.
 pub(crate) struct WsIo<S> {
     ws: WebSocketStream<S>,
-    /// Set when the WebSocket layer itself saw a protocol violation (close with 1002).
-    protocol_error: bool,
-    /// The peer sent its Close frame (and was answered): the closing handshake is done.
-    peer_closed: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WsIo<S> {
     pub(crate) fn new(ws: WebSocketStream<S>) -> WsIo<S> {
-        WsIo {
-            ws,
-            protocol_error: false,
-            peer_closed: false,
-        }
+        WsIo { ws }
     }
 }
 
+/// What the two halves of a WebSocket tell each other.
+#[derive(Default)]
+struct Shared {
+    /// The WebSocket layer itself saw a protocol violation (close with 1002).
+    protocol_error: AtomicBool,
+    /// The peer sent its Close frame (and was answered): the closing handshake is done.
+    peer_closed: AtomicBool,
+}
+
+/// The reading half.
+pub(crate) struct WsReader<S> {
+    stream: SplitStream<WebSocketStream<S>>,
+    shared: Arc<Shared>,
+}
+
+/// The writing half.
+pub(crate) struct WsWriter<S> {
+    sink: SplitSink<WebSocketStream<S>, WsMessage>,
+    shared: Arc<Shared>,
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameIo for WsIo<S> {
+    type Reader = WsReader<S>;
+    type Writer = WsWriter<S>;
+    fn split(self) -> (WsReader<S>, WsWriter<S>) {
+        let (sink, stream) = self.ws.split();
+        let shared = Arc::new(Shared::default());
+        (
+            WsReader {
+                stream,
+                shared: shared.clone(),
+            },
+            WsWriter { sink, shared },
+        )
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameReader for WsReader<S> {
     async fn recv(&mut self) -> Inbound {
         loop {
-            return match self.ws.next().await {
+            return match self.stream.next().await {
                 Some(Ok(WsMessage::Binary(b))) => Inbound::Frame(b),
                 Some(Ok(WsMessage::Text(_))) => Inbound::Text,
                 Some(Ok(WsMessage::Close(frame))) => {
                     debug!(?frame, "WebSocket close received");
-                    // RFC 6455 §5.5.1: answer with a Close frame of our own. tungstenite
-                    // queued it; it goes out with this flush.
-                    self.peer_closed = true;
-                    let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.flush()).await;
+                    // RFC 6455 §5.5.1: tungstenite queued our Close in answer; the writer
+                    // sends it with its last flush.
+                    self.shared.peer_closed.store(true, Ordering::Relaxed);
                     Inbound::Closed(None)
                 }
                 // Pings are answered by tungstenite; pongs and raw frames mean nothing here.
@@ -83,7 +113,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameIo for WsIo<S> {
                     Inbound::TooLarge
                 }
                 Some(Err(tungstenite::Error::Protocol(e))) => {
-                    self.protocol_error = true;
+                    self.shared.protocol_error.store(true, Ordering::Relaxed);
                     Inbound::Closed(Some(format!("WebSocket protocol error: {e}")))
                 }
                 Some(Err(e)) => Inbound::Closed(Some(e.to_string())),
@@ -92,21 +122,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameIo for WsIo<S> {
         }
     }
 
+    fn awaits_close_reply(&self) -> bool {
+        !self.shared.peer_closed.load(Ordering::Relaxed)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameWriter for WsWriter<S> {
     async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), String> {
         for f in frames {
-            self.ws
+            self.sink
                 .feed(WsMessage::Binary(f))
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        self.ws.flush().await.map_err(|e| e.to_string())
+        self.sink.flush().await.map_err(|e| e.to_string())
     }
 
     async fn close(&mut self, why: &ConnectionError) {
-        if self.peer_closed {
+        if self.shared.peer_closed.load(Ordering::Relaxed) {
+            // Our answering Close is queued: let it out.
+            let _ = self.sink.flush().await;
             return;
         }
-        let code = if self.protocol_error {
+        let code = if self.shared.protocol_error.load(Ordering::Relaxed) {
             1002
         } else {
             why.websocket_close_code()
@@ -115,13 +153,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameIo for WsIo<S> {
             code: CloseCode::from(code),
             reason: close_reason(why).into(),
         };
-        if self.ws.close(Some(frame)).await.is_ok() {
-            // Wait briefly for the peer's close frame, so the TCP close is orderly.
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                while let Some(Ok(_)) = self.ws.next().await {}
-            })
-            .await;
-        }
+        let _ = self.sink.send(WsMessage::Close(Some(frame))).await;
     }
 }
 
