@@ -361,8 +361,14 @@ pub async fn run(args: ServeArgs, proxy_only: bool) -> Result<ExitCode> {
         crate::say(&format!("metrics on http://{bound}/metrics"));
     }
     wait_for_signal().await;
-    tracing::info!("shutting down: releasing connections");
-    endpoint.shutdown().await;
+    tracing::info!("shutting down: releasing connections (a second signal exits at once)");
+    tokio::select! {
+        _ = endpoint.shutdown() => {}
+        _ = wait_for_signal() => {
+            tracing::warn!("second signal: exiting without waiting for connections to close");
+            return Ok(ExitCode::from(130));
+        }
+    }
     if let Some(p) = proxy {
         let s = p.stats();
         tracing::info!(

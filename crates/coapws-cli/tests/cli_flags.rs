@@ -463,3 +463,87 @@ fn serve_metrics_counts_connections_requests_and_codes() {
     assert!(answer.contains("coapws_observations "), "{answer}");
     assert!(http_get(port, "/other").starts_with("HTTP/1.1 404"));
 }
+
+/// Sends `signal` to `guard`'s process.
+fn signal(guard: &ChildGuard, signal: &str) {
+    let pid = guard.child.id().to_string();
+    let ok = Command::new("kill").args([signal, &pid]).status().unwrap();
+    assert!(ok.success(), "kill {signal} {pid}");
+}
+
+/// Waits until `guard` exits (at most `limit`): its exit code and how long it took.
+fn exits_within(guard: &mut ChildGuard, limit: Duration) -> (Option<i32>, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = guard.exited() {
+            return (s.code(), start.elapsed());
+        }
+        assert!(start.elapsed() < limit, "still running after {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// SIGTERM: `serve` releases every connection (RFC 8323 Release), waits for them, and exits
+/// 0; an observer through it learns its observation is over and exits too.
+#[test]
+fn sigterm_releases_connections_and_observers_end() {
+    let tmp = TempDir::new("sigterm");
+    let (mut server, l) = coapws_serve(tmp.path(), &["--ws", "127.0.0.1:0"], 1);
+    let uri = format!("{}/time", l.url("coap+ws"));
+    let mut cmd = Command::new(coapws_bin());
+    cmd.args(["get", "--observe", &uri])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut observer = ChildGuard::spawn(&mut cmd, "coapws get --observe", None);
+    let mut out = std::io::BufReader::new(observer.child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    assert!(!first.trim().is_empty(), "a first notification");
+    signal(&server, "-TERM");
+    let (code, took) = exits_within(&mut server, Duration::from_secs(10));
+    assert_eq!(code, Some(0), "serve after SIGTERM\n{}", server.log_text());
+    assert!(took < Duration::from_secs(7), "{took:?}");
+    let (code, _) = exits_within(&mut observer, Duration::from_secs(10));
+    assert_ne!(
+        code,
+        Some(0),
+        "the observation ended with the server, not by Ctrl-C"
+    );
+    assert!(
+        server.log_text().contains("shutting down"),
+        "{}",
+        server.log_text()
+    );
+}
+
+/// A second signal while connections are being released exits at once (130), instead of
+/// waiting for a peer that does not answer the Release.
+#[test]
+fn a_second_signal_exits_at_once() {
+    use std::io::Write;
+    let tmp = TempDir::new("second-signal");
+    let (mut server, l) = coapws_serve(tmp.path(), &["--ws", "127.0.0.1:0"], 1);
+    let addr = l.url("coap+ws").trim_start_matches("coap+ws://").to_owned();
+    // A WebSocket peer that sends its CSM and then answers nothing (not even the Release).
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(
+        b"GET /.well-known/coap HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: coap\r\n\r\n",
+    )
+    .unwrap();
+    s.write_all(&[0x82, 0x82, 1, 2, 3, 4, 1, 0xe3]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&server, "-INT");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        server.exited().is_none(),
+        "still waiting for the silent peer"
+    );
+    signal(&server, "-INT");
+    let (code, took) = exits_within(&mut server, Duration::from_secs(3));
+    assert_eq!(code, Some(130), "{}", server.log_text());
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    drop(s);
+}
