@@ -357,15 +357,7 @@ fn keepalive_flags() {
     // more is pinged after a second and dropped after another.
     use std::io::Read;
     let addr = base.trim_start_matches("coap+ws://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(
-        b"GET /.well-known/coap HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
-          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: coap\r\n\r\n",
-    )
-    .unwrap();
-    // A masked binary frame holding an empty CSM (0x00 0xe1).
-    s.write_all(&[0x82, 0x82, 1, 2, 3, 4, 1, 0xe3]).unwrap();
+    let mut s = silent_ws_peer(addr);
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let started = std::time::Instant::now();
     let mut all = Vec::new();
@@ -464,6 +456,20 @@ fn serve_metrics_counts_connections_requests_and_codes() {
     assert!(http_get(port, "/other").starts_with("HTTP/1.1 404"));
 }
 
+/// A WebSocket peer of `addr` that upgrades, sends its CSM (a masked binary frame holding
+/// 0x00 0xe1) and then says nothing more; its answers are left unread.
+fn silent_ws_peer(addr: &str) -> std::net::TcpStream {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(
+        b"GET /.well-known/coap HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: coap\r\n\r\n",
+    )
+    .unwrap();
+    s.write_all(&[0x82, 0x82, 1, 2, 3, 4, 1, 0xe3]).unwrap();
+    s
+}
+
 /// Sends `signal` to `guard`'s process.
 fn signal(guard: &ChildGuard, signal: &str) {
     let pid = guard.child.id().to_string();
@@ -521,19 +527,11 @@ fn sigterm_releases_connections_and_observers_end() {
 /// waiting for a peer that does not answer the Release.
 #[test]
 fn a_second_signal_exits_at_once() {
-    use std::io::Write;
     let tmp = TempDir::new("second-signal");
     let (mut server, l) = coapws_serve(tmp.path(), &["--ws", "127.0.0.1:0"], 1);
     let addr = l.url("coap+ws").trim_start_matches("coap+ws://").to_owned();
     // A WebSocket peer that sends its CSM and then answers nothing (not even the Release).
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    s.write_all(
-        b"GET /.well-known/coap HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
-          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: coap\r\n\r\n",
-    )
-    .unwrap();
-    s.write_all(&[0x82, 0x82, 1, 2, 3, 4, 1, 0xe3]).unwrap();
+    let s = silent_ws_peer(&addr);
     std::thread::sleep(Duration::from_millis(300));
     signal(&server, "-INT");
     std::thread::sleep(Duration::from_millis(300));

@@ -15,28 +15,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Options this proxy handles itself, per hop or by their meaning: never part of the key.
-fn handled_here(n: OptionNumber) -> bool {
-    matches!(
-        n,
-        OptionNumber::URI_HOST
-            | OptionNumber::URI_PORT
-            | OptionNumber::URI_PATH
-            | OptionNumber::URI_QUERY
-            | OptionNumber::PROXY_URI
-            | OptionNumber::PROXY_SCHEME
-            | OptionNumber::ETAG
-            | OptionNumber::OBSERVE
-            | OptionNumber::BLOCK1
-            | OptionNumber::BLOCK2
-            | OptionNumber::SIZE1
-            | OptionNumber::SIZE2
-            | OptionNumber::REQUEST_TAG
-            | OptionNumber::NO_RESPONSE
-            | OptionNumber::HOP_LIMIT
-    )
-}
-
 /// The resource a request is for, without its representation-selecting options.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Target {
@@ -76,7 +54,7 @@ impl CacheKey {
         let options = request
             .options
             .iter()
-            .filter(|(n, _)| !handled_here(*n) && (n.is_unsafe() || !n.is_no_cache_key()))
+            .filter(|(n, _)| !super::not_forwarded(*n) && (n.is_unsafe() || !n.is_no_cache_key()))
             .map(|(n, v)| (n.0, v.clone()))
             .collect();
         CacheKey {

@@ -189,8 +189,9 @@ pub(crate) fn error_answer(e: &Error) -> Message {
 }
 
 /// Options that do not go upstream as they came: the target (rebuilt from the URI), the
-/// proxy options, and what goes hop by hop or is handled here.
-fn not_forwarded(n: OptionNumber) -> bool {
+/// proxy options, and what goes hop by hop or is handled here. None of them is part of a
+/// cache key either (the target is keyed whole, the rest is this proxy's own business).
+pub(crate) fn not_forwarded(n: OptionNumber) -> bool {
     matches!(
         n,
         OptionNumber::URI_HOST
