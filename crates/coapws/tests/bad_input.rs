@@ -561,6 +561,11 @@ fn cases() -> Vec<Case> {
             frame(true, OP_TEXT, b"Hello", true),
             abort("Text frame received", 1003),
         ),
+        ws(
+            "ws text frame that is not UTF-8",
+            frame(true, OP_TEXT, &[0xff, 0xfe, 0x41], true),
+            abort("Text frame received", 1003),
+        ),
         ws1(
             "ws 0-byte binary message",
             &[],

@@ -139,6 +139,26 @@ async fn text_frame_aborts_with_1003() {
     drop(server);
 }
 
+/// transport/ws.rs `WsIo::recv`: tungstenite reports a text message that is not UTF-8 as
+/// `Error::Utf8`, which fell through to "transport failed": no Abort, and close code 1000
+/// (normal closure) for a peer that broke the rules. It is a text frame all the same.
+#[tokio::test]
+async fn text_frame_that_is_not_utf8_aborts_with_1003() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, coding::Data, coding::OpCode};
+    let (_server, addr) = server().await;
+    let mut ws = raw(addr).await;
+    handshake_csm(&mut ws).await;
+    let frame = Frame::message(vec![0xff, 0xfe, 0x41], OpCode::Data(Data::Text), true);
+    ws.send(tokio_tungstenite::tungstenite::Message::Frame(frame))
+        .await
+        .unwrap();
+    let abort = next_coap(&mut ws).await.expect("an Abort");
+    assert_eq!(abort.code, Code::ABORT);
+    assert_eq!(abort.payload_text(), "Text frame received");
+    assert_eq!(close_code(&mut ws).await, Some(1003));
+}
+
 #[tokio::test]
 async fn format_error_aborts_with_1007() {
     let (_server, addr) = server().await;

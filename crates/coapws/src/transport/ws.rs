@@ -68,6 +68,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameIo for WsIo<S> {
             return match self.ws.next().await {
                 Some(Ok(WsMessage::Binary(b))) => Inbound::Frame(b),
                 Some(Ok(WsMessage::Text(_))) => Inbound::Text,
+                // A text message that is not even UTF-8 is still a text message: the same
+                // Abort and close 1003 (tungstenite reports it as an error, not a message).
+                Some(Err(tungstenite::Error::Utf8(e))) => {
+                    debug!(error = %e, "WebSocket text message that is not UTF-8");
+                    Inbound::Text
+                }
                 Some(Ok(WsMessage::Close(frame))) => {
                     debug!(?frame, "WebSocket close received");
                     // RFC 6455 §5.5.1: answer with a Close frame of our own. tungstenite
