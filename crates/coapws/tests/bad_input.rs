@@ -1010,6 +1010,11 @@ fn cases() -> Vec<Case> {
             &upgrade(WK, "13", Some("coap"), "").replace("Host: localhost\r\n", ""),
             HttpExpect::Status(400, None),
         ),
+        http(
+            "http HTTP/1.0 upgrade",
+            &upgrade(WK, "13", Some("coap"), "").replacen("HTTP/1.1", "HTTP/1.0", 1),
+            HttpExpect::Status(426, None),
+        ),
         Case {
             name: "http slowloris",
             action: Action::Slowloris,

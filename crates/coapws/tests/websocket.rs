@@ -307,6 +307,31 @@ async fn http_refusals_are_real_http_answers() {
     assert!(r.starts_with("HTTP/1.1 101"), "{r}");
 }
 
+/// transport/ws.rs `check_upgrade`: an HTTP/1.0 request with the upgrade headers was
+/// switched to WebSocket ("HTTP/1.0 101"), though HTTP/1.0 has no Upgrade (RFC 9110 §7.8: a
+/// server ignores it) and RFC 6455 §4.1 requires HTTP/1.1. It gets what a GET without
+/// upgrade gets: 426.
+#[tokio::test]
+async fn http_1_0_upgrade_request_is_not_upgraded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_server, addr) = server().await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /.well-known/coap HTTP/1.0\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: coap\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let r = String::from_utf8_lossy(&buf[..n]);
+    assert!(r.starts_with("HTTP/1.0 426 "), "{r}");
+}
+
 #[tokio::test]
 async fn masked_frame_vectors() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -268,7 +268,9 @@ fn check_upgrade(
             .insert(header::ALLOW, HeaderValue::from_static("GET"));
         return Err(r);
     }
-    if !header_has_token(req, header::UPGRADE, "websocket")
+    // RFC 9110 §7.8: Upgrade in an HTTP/1.0 request is ignored; RFC 6455 §4.1 needs 1.1.
+    if req.version() < http::Version::HTTP_11
+        || !header_has_token(req, header::UPGRADE, "websocket")
         || !header_has_token(req, header::CONNECTION, "upgrade")
     {
         let mut r = refuse(
