@@ -840,6 +840,11 @@ fn cases() -> Vec<Case> {
             &ws_msg(get_hello().with_option(OptionNumber::URI_HOST, &b""[..])),
             answer(Code::BAD_OPTION, None),
         ),
+        ws(
+            "ws close frame with reserved code 999",
+            frame(true, OP_CLOSE, &999u16.to_be_bytes(), true),
+            StreamExpect::Close(1002),
+        ),
         // ---- TCP ----
         tcp(
             "tcp Len 13 with its extension byte missing",
