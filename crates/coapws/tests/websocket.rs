@@ -139,6 +139,26 @@ async fn text_frame_aborts_with_1003() {
     drop(server);
 }
 
+/// transport/ws.rs `WsIo::recv`: tungstenite reports a text message that is not UTF-8 as
+/// `Error::Utf8`, which fell through to "transport failed": no Abort, and close code 1000
+/// (normal closure) for a peer that broke the rules. It is a text frame all the same.
+#[tokio::test]
+async fn text_frame_that_is_not_utf8_aborts_with_1003() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, coding::Data, coding::OpCode};
+    let (_server, addr) = server().await;
+    let mut ws = raw(addr).await;
+    handshake_csm(&mut ws).await;
+    let frame = Frame::message(vec![0xff, 0xfe, 0x41], OpCode::Data(Data::Text), true);
+    ws.send(tokio_tungstenite::tungstenite::Message::Frame(frame))
+        .await
+        .unwrap();
+    let abort = next_coap(&mut ws).await.expect("an Abort");
+    assert_eq!(abort.code, Code::ABORT);
+    assert_eq!(abort.payload_text(), "Text frame received");
+    assert_eq!(close_code(&mut ws).await, Some(1003));
+}
+
 #[tokio::test]
 async fn format_error_aborts_with_1007() {
     let (_server, addr) = server().await;
@@ -285,6 +305,31 @@ async fn http_refusals_are_real_http_answers() {
     )
     .await;
     assert!(r.starts_with("HTTP/1.1 101"), "{r}");
+}
+
+/// transport/ws.rs `check_upgrade`: an HTTP/1.0 request with the upgrade headers was
+/// switched to WebSocket ("HTTP/1.0 101"), though HTTP/1.0 has no Upgrade (RFC 9110 §7.8: a
+/// server ignores it) and RFC 6455 §4.1 requires HTTP/1.1. It gets what a GET without
+/// upgrade gets: 426.
+#[tokio::test]
+async fn http_1_0_upgrade_request_is_not_upgraded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_server, addr) = server().await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /.well-known/coap HTTP/1.0\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: coap\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let r = String::from_utf8_lossy(&buf[..n]);
+    assert!(r.starts_with("HTTP/1.0 426 "), "{r}");
 }
 
 #[tokio::test]

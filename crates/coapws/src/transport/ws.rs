@@ -99,6 +99,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameReader for WsReade
             return match self.stream.next().await {
                 Some(Ok(WsMessage::Binary(b))) => Inbound::Frame(b),
                 Some(Ok(WsMessage::Text(_))) => Inbound::Text,
+                // A text message that is not even UTF-8 is still a text message: the same
+                // Abort and close 1003 (tungstenite reports it as an error, not a message).
+                Some(Err(tungstenite::Error::Utf8(e))) => {
+                    debug!(error = %e, "WebSocket text message that is not UTF-8");
+                    Inbound::Text
+                }
                 Some(Ok(WsMessage::Close(frame))) => {
                     debug!(?frame, "WebSocket close received");
                     // RFC 6455 §5.5.1: tungstenite queued our Close in answer; the writer
@@ -294,7 +300,9 @@ fn check_upgrade(
             .insert(header::ALLOW, HeaderValue::from_static("GET"));
         return Err(r);
     }
-    if !header_has_token(req, header::UPGRADE, "websocket")
+    // RFC 9110 §7.8: Upgrade in an HTTP/1.0 request is ignored; RFC 6455 §4.1 needs 1.1.
+    if req.version() < http::Version::HTTP_11
+        || !header_has_token(req, header::UPGRADE, "websocket")
         || !header_has_token(req, header::CONNECTION, "upgrade")
     {
         let mut r = refuse(
