@@ -97,6 +97,11 @@ pub enum SignalError {
     },
 }
 
+/// The smallest Max-Message-Size a CSM may announce: room for a header, an 8-byte token,
+/// the block-wise options and a 16-byte block. A peer announcing less could receive no
+/// answer at all; its CSM is refused (Abort with Bad-CSM-Option 2).
+pub const MIN_MAX_MESSAGE_SIZE: u32 = 64;
+
 impl SignalError {
     /// The option to name in an Abort's Bad-CSM-Option, for problems with a CSM.
     pub fn bad_csm_option(&self) -> Option<u16> {
@@ -144,7 +149,13 @@ impl Signal {
                 for (n, v) in m.options.iter() {
                     match n {
                         CSM_MAX_MESSAGE_SIZE => {
-                            csm.max_message_size = Some(uint_opt(code, n, v, 4)?)
+                            let size = uint_opt(code, n, v, 4)?;
+                            // Too small for any answer to fit (RFC 8323 sets no minimum; one
+                            // below this would leave every request unanswered).
+                            if size < MIN_MAX_MESSAGE_SIZE {
+                                return Err(SignalError::BadValue { code, option: n.0 });
+                            }
+                            csm.max_message_size = Some(size)
                         }
                         CSM_BLOCK_WISE_TRANSFER => csm.block_wise_transfer = empty_opt(code, n, v)?,
                         CSM_EXTENDED_TOKEN_LENGTH => {

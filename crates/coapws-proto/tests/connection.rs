@@ -502,3 +502,23 @@ fn keepalive_does_not_ping_while_traffic_arrives() {
     }
     assert_eq!(p.a.state(), State::Open);
 }
+
+/// A peer announcing a Max-Message-Size no answer fits in used to get silence for every
+/// request (each response, and the 5.00 instead, was too large to send): its CSM is now
+/// refused with an Abort naming the option.
+#[test]
+fn a_max_message_size_too_small_for_any_answer_is_refused() {
+    let now = Instant::now();
+    let mut c = Connection::new(Framing::WebSocket, ConnectionConfig::default(), now);
+    while c.poll_transmit().is_some() {}
+    // CSM with Max-Message-Size 1 (option 2, one byte).
+    c.handle_frame(hex("00 e1 21 01"), now);
+    assert_eq!(c.state(), State::Closed);
+    let abort = ws::decode(&c.poll_transmit().expect("an Abort"), &Default::default()).unwrap();
+    assert_eq!(abort.code, Code::ABORT);
+    // Bad-CSM-Option (2) names option 2.
+    assert_eq!(
+        abort.options.get_uint(coapws_proto::OptionNumber(2)),
+        Some(2)
+    );
+}
