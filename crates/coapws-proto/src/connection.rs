@@ -256,6 +256,8 @@ pub struct Connection {
     heard: Instant,
     /// Our keepalive Ping is out, unanswered.
     pinging: bool,
+    /// The peer's first CSM has arrived (a `release` before it leaves `AwaitingCsm`).
+    csm_received: bool,
     close: Option<ConnectionError>,
     closed_reported: bool,
 }
@@ -280,6 +282,7 @@ impl Connection {
             deadline: Some(now + config.csm_timeout),
             heard: now,
             pinging: false,
+            csm_received: false,
             close: None,
             closed_reported: false,
             config,
@@ -415,8 +418,9 @@ impl Connection {
         self.heard = now;
         self.pinging = false;
         let kind = m.code.kind();
-        // An Abort may come instead of a CSM: it is the peer's ending, not a missing CSM.
-        if self.state == State::AwaitingCsm
+        // An Abort may come instead of a CSM: it is the peer's ending, not a missing CSM. The
+        // CSM is required first even when we released before it came.
+        if !self.csm_received
             && kind != CodeKind::Empty
             && m.code != Code::CSM
             && m.code != Code::ABORT
@@ -462,9 +466,13 @@ impl Connection {
         match signal {
             Signal::Csm(csm) => {
                 self.peer.apply(&csm);
-                if self.state == State::AwaitingCsm {
-                    self.state = State::Open;
-                    self.deadline = None;
+                if !self.csm_received {
+                    self.csm_received = true;
+                    // Released before the CSM came: the release deadline keeps running.
+                    if self.state == State::AwaitingCsm {
+                        self.state = State::Open;
+                        self.deadline = None;
+                    }
                     self.events.push_back(Event::Established(self.peer));
                     self.stream.set_limits(self.limits);
                     for held in std::mem::take(&mut self.held) {

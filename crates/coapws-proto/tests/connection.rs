@@ -502,3 +502,42 @@ fn keepalive_does_not_ping_while_traffic_arrives() {
     }
     assert_eq!(p.a.state(), State::Open);
 }
+
+/// Found by the `connection` fuzz target: a `release()` before the peer's CSM moved the
+/// connection out of `AwaitingCsm`, and the CSM that came next was taken as a settings change
+/// (no `Event::Established`) while anything else the peer sent first was accepted.
+#[test]
+fn release_before_peer_csm_still_reports_established() {
+    let now = Instant::now();
+    let mut c = Connection::new(Framing::WebSocket, ConnectionConfig::default(), now);
+    c.poll_transmit();
+    c.release(now);
+    assert_eq!(c.state(), State::Releasing);
+    c.handle_frame(hex("00 e1 23 10 00 00 20"), now);
+    let ev = events(&mut c);
+    assert!(
+        matches!(ev[..], [Event::Established(s)] if s.bert()),
+        "the first CSM establishes even while releasing: {ev:?}"
+    );
+    assert_eq!(c.state(), State::Releasing);
+    // The release deadline still runs.
+    assert!(c.poll_timeout().is_some());
+}
+
+#[test]
+fn release_before_peer_csm_still_requires_csm_first() {
+    let now = Instant::now();
+    let mut c = Connection::new(Framing::WebSocket, ConnectionConfig::default(), now);
+    c.poll_transmit();
+    c.release(now);
+    c.poll_transmit();
+    // A GET before any CSM is a missing CSM, released or not.
+    let get = ws::encode(&Message::request(Code::GET, "/x").with_token(Token::new(vec![1])));
+    c.handle_frame(get.unwrap(), now);
+    assert_eq!(
+        events(&mut c),
+        [Event::Closed(ConnectionError::Aborted(
+            AbortReason::MissingCsm
+        ))]
+    );
+}
