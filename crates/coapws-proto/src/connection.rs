@@ -617,11 +617,25 @@ impl Connection {
             _ => None,
         };
         self.transmit.clear();
-        let abort = Signal::Abort {
-            bad_csm_option,
-            diagnostic: reason.to_string(),
+        // The diagnostic is optional (§5.6): shortened to fit the peer's Max-Message-Size.
+        let limit = self.peer.max_message_size as usize;
+        let mut diagnostic = reason.to_string();
+        let abort = loop {
+            let m = Signal::Abort {
+                bad_csm_option,
+                diagnostic: diagnostic.clone(),
+            }
+            .to_message(Token::EMPTY);
+            if diagnostic.is_empty() || self.framing.encoded_len(&m).is_ok_and(|n| n <= limit) {
+                break m;
+            }
+            let mut cut = diagnostic.len() - 1;
+            while !diagnostic.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            diagnostic.truncate(cut);
         };
-        self.queue(&abort.to_message(Token::EMPTY));
+        self.queue(&abort);
         self.finish(ConnectionError::Aborted(reason));
     }
 

@@ -5,6 +5,7 @@ use coapws_proto::codec::ws;
 use coapws_proto::connection::{
     AbortReason, Connection, ConnectionConfig, ConnectionError, Event, Framing, SendError, State,
 };
+use coapws_proto::signaling::{Csm, Signal};
 use coapws_proto::{Code, Message, Token};
 use std::time::{Duration, Instant};
 
@@ -540,4 +541,55 @@ fn release_before_peer_csm_still_requires_csm_first() {
             AbortReason::MissingCsm
         ))]
     );
+}
+
+/// Found by the `connection` fuzz target: our Abort carried its whole diagnostic even when
+/// that made it larger than the Max-Message-Size the peer's CSM announced.
+#[test]
+fn abort_diagnostic_fits_peer_max_message_size() {
+    for framing in [Framing::WebSocket, Framing::Tcp] {
+        let now = Instant::now();
+        let mut c = Connection::new(framing, ConnectionConfig::default(), now);
+        c.poll_transmit();
+        let csm = Signal::Csm(Csm {
+            max_message_size: Some(20),
+            ..Csm::default()
+        })
+        .to_message(Token::EMPTY);
+        deliver(&mut c, framing, encode(framing, &csm), now);
+        c.handle_text_frame();
+        let abort = c.poll_transmit().unwrap();
+        assert!(
+            abort.len() <= 20,
+            "{} bytes to a peer taking 20",
+            abort.len()
+        );
+        let m = decode(framing, &abort);
+        let Ok(Signal::Abort { diagnostic, .. }) = Signal::parse(&m) else {
+            panic!("not an Abort: {m:?}");
+        };
+        assert!(!diagnostic.is_empty());
+        assert!(AbortReason::TextFrame.to_string().starts_with(&diagnostic));
+        // A roomy peer gets all of it.
+        let mut c = Connection::new(framing, ConnectionConfig::default(), now);
+        c.poll_transmit();
+        c.handle_text_frame();
+        let m = decode(framing, &c.poll_transmit().unwrap());
+        assert_eq!(m.payload_text(), AbortReason::TextFrame.to_string());
+    }
+}
+
+fn encode(framing: Framing, m: &Message) -> Bytes {
+    match framing {
+        Framing::WebSocket => ws::encode(m).unwrap(),
+        Framing::Tcp => coapws_proto::codec::tcp::encode(m).unwrap(),
+    }
+}
+
+fn decode(framing: Framing, b: &Bytes) -> Message {
+    let limits = coapws_proto::DecodeLimits::default();
+    match framing {
+        Framing::WebSocket => ws::decode(b, &limits).unwrap(),
+        Framing::Tcp => coapws_proto::codec::tcp::decode(b, &limits).unwrap(),
+    }
 }
