@@ -25,7 +25,7 @@
 //!   abort, release close, keepalive Ping, NoPong abort) and a few calls at the same instant
 //!   always move `poll_timeout()` past it (no busy loop).
 
-use crate::input::Input;
+use crate::input::{Input, trace};
 use bytes::Bytes;
 use coapws_proto::codec::{tcp, ws};
 use coapws_proto::connection::{
@@ -56,6 +56,7 @@ struct Harness {
     config: ConnectionConfig,
     our_limits: DecodeLimits,
     now: Instant,
+    start: Instant,
     /// Mirrors the connection's stream decoder (TCP): which messages each chunk completes.
     shadow: tcp::StreamDecoder,
     /// The peer's settings from the CSMs the connection processed.
@@ -107,6 +108,7 @@ pub fn run(data: &[u8]) {
         config,
         our_limits,
         now: start,
+        start,
         shadow: tcp::StreamDecoder::new(our_limits),
         peer: PeerSettings::default(),
         frames_sent: 0,
@@ -145,7 +147,15 @@ pub fn run(data: &[u8]) {
 
 impl Harness {
     fn step(&mut self, inp: &mut Input) {
-        match inp.u8() % 16 {
+        let op = inp.u8() % 16;
+        if trace() {
+            eprintln!(
+                "op {op} at +{:?}, {:?}",
+                self.now - self.start,
+                self.conn.state()
+            );
+        }
+        match op {
             // Raw peer bytes: a WebSocket frame, or a TCP chunk.
             0 | 1 => {
                 let n = usize::from(inp.u8());
@@ -671,9 +681,15 @@ impl Harness {
                 self.pings_in.swap_remove(i);
             }
             self.frames_sent += 1;
+            if trace() {
+                eprintln!("  sent {m:?}");
+            }
             frames.push(m);
         }
         while let Some(e) = self.conn.poll_event() {
+            if trace() {
+                eprintln!("  event {e:?}");
+            }
             assert!(self.closed.is_none(), "event after Closed: {e:?}");
             match e {
                 Event::Established(s) => {

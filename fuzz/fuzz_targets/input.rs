@@ -4,6 +4,13 @@
 
 use bytes::Bytes;
 
+/// In the workspace test (`fuzz_seeds.rs`) with `FUZZ_TRACE` set, the program targets print
+/// every step: `FUZZ_TRACE=1 cargo test -p coapws-proto --test fuzz_seeds -- --nocapture`.
+/// Compiled out of the libFuzzer builds.
+pub fn trace() -> bool {
+    cfg!(test) && std::env::var_os("FUZZ_TRACE").is_some()
+}
+
 pub struct Input<'a> {
     data: &'a [u8],
     pos: usize,

@@ -29,7 +29,7 @@
 //!   it early does nothing; when everything has ended and every timer has run, the layer is
 //!   idle and its dedup table empty; the dedup table never exceeds `max_dedup_entries`.
 
-use crate::input::Input;
+use crate::input::{Input, trace};
 use bytes::Bytes;
 use coapws_proto::codec::udp::{self, MessageType, UdpHeader};
 use coapws_proto::udp::{MessageLayer, RequestKey, UdpConfig, UdpEvent, UdpSendError};
@@ -43,6 +43,9 @@ const PEERS: u8 = 4;
 /// Remembered datagrams (ours and the peers') that later operations can answer or replay.
 const LOG: usize = 32;
 
+/// A datagram sent or received: peer, header, message.
+type Datagram = (u8, UdpHeader, Message);
+
 struct Req {
     observe: bool,
     notified: bool,
@@ -55,6 +58,7 @@ struct Harness {
     /// Dedup entries are never evicted: repeats must be caught.
     strict_dedup: bool,
     now: Instant,
+    start: Instant,
     /// Our requests that have not ended: (peer, token).
     pending: HashMap<(u8, Token), Req>,
     issued: Vec<(u8, Token)>,
@@ -64,7 +68,7 @@ struct Harness {
     /// Requests the peers made, for answering.
     requests_in: Vec<(u8, RequestKey)>,
     /// Our recent datagrams, for the peers to answer.
-    ours: Vec<(u8, UdpHeader, Message)>,
+    ours: Vec<Datagram>,
     /// The peers' recent datagrams, for replaying.
     theirs: Vec<(u8, Bytes)>,
     con_sends: HashMap<(u8, u16), u32>,
@@ -101,12 +105,14 @@ pub fn run(data: &[u8]) {
     let seed = inp.u64();
     let limits =
         DecodeLimits::with_max_message_size(config.max_receive_size.max(config.max_message_size));
+    let start = Instant::now();
     let mut h = Harness {
         layer: MessageLayer::new(config.clone(), seed),
         strict_dedup: config.max_dedup_entries >= 8192,
         config,
         limits,
-        now: Instant::now(),
+        now: start,
+        start,
         pending: HashMap::new(),
         issued: Vec::new(),
         pings: HashSet::new(),
@@ -150,7 +156,11 @@ enum Expect {
 impl Harness {
     fn step(&mut self, inp: &mut Input) {
         let peer = inp.u8() % PEERS;
-        match inp.u8() % 16 {
+        let op = inp.u8() % 16;
+        if trace() {
+            eprintln!("op {op} peer {peer} at +{:?}", self.now - self.start);
+        }
+        match op {
             0 => {
                 let n = usize::from(inp.u8());
                 let raw = inp.bytes(n);
@@ -550,15 +560,12 @@ impl Harness {
         self.drain(Expect::Action);
     }
 
-    fn drain(&mut self, expect: Expect) -> Vec<(u8, UdpHeader, Message)> {
+    fn drain(&mut self, expect: Expect) -> Vec<Datagram> {
         self.drain_events(expect).0
     }
 
     /// Drains datagrams and events, checks them and the model.
-    fn drain_events(
-        &mut self,
-        expect: Expect,
-    ) -> (Vec<(u8, UdpHeader, Message)>, Vec<UdpEvent<u8>>) {
+    fn drain_events(&mut self, expect: Expect) -> (Vec<Datagram>, Vec<UdpEvent<u8>>) {
         let limits = DecodeLimits::with_max_message_size(self.config.max_message_size);
         let mut sent = Vec::new();
         while let Some((to, d)) = self.layer.poll_transmit() {
@@ -604,6 +611,9 @@ impl Harness {
                 self.owed.remove(&(to, h.message_id));
             }
             push_log(&mut self.ours, (to, h, m.clone()));
+            if trace() {
+                eprintln!("  sent to {to}: {h:?} {m:?}");
+            }
             sent.push((to, h, m));
         }
         let mut events = Vec::new();
@@ -645,6 +655,9 @@ impl Harness {
                 UdpEvent::Request { .. } | UdpEvent::Dropped { .. } => {
                     assert!(expect == Expect::Datagram, "{e:?} without a datagram");
                 }
+            }
+            if trace() {
+                eprintln!("  event {e:?}");
             }
             events.push(e);
         }
