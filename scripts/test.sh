@@ -83,7 +83,7 @@ if [ ${#fuzz_problems[@]} -eq 0 ]; then
     tail -n 30 "$work/fuzz-build.log" >&2
     fuzz_problems+=("fuzz: cargo fuzz build failed or exceeded ${FUZZ_BUILD_LIMIT}s")
   else
-    for t in decode_ws decode_tcp decode_udp; do
+    for t in decode_ws decode_tcp decode_udp connection udp_layer; do
       seeds=$(find "fuzz/seeds/$t" -type f | wc -l)
       corpus="$work/corpus-$t"
       mkdir -p "$corpus"

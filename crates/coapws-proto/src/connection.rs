@@ -256,6 +256,8 @@ pub struct Connection {
     heard: Instant,
     /// Our keepalive Ping is out, unanswered.
     pinging: bool,
+    /// The peer's first CSM has arrived (a `release` before it leaves `AwaitingCsm`).
+    csm_received: bool,
     close: Option<ConnectionError>,
     closed_reported: bool,
 }
@@ -280,6 +282,7 @@ impl Connection {
             deadline: Some(now + config.csm_timeout),
             heard: now,
             pinging: false,
+            csm_received: false,
             close: None,
             closed_reported: false,
             config,
@@ -415,8 +418,9 @@ impl Connection {
         self.heard = now;
         self.pinging = false;
         let kind = m.code.kind();
-        // An Abort may come instead of a CSM: it is the peer's ending, not a missing CSM.
-        if self.state == State::AwaitingCsm
+        // An Abort may come instead of a CSM: it is the peer's ending, not a missing CSM. The
+        // CSM is required first even when we released before it came.
+        if !self.csm_received
             && kind != CodeKind::Empty
             && m.code != Code::CSM
             && m.code != Code::ABORT
@@ -462,9 +466,13 @@ impl Connection {
         match signal {
             Signal::Csm(csm) => {
                 self.peer.apply(&csm);
-                if self.state == State::AwaitingCsm {
-                    self.state = State::Open;
-                    self.deadline = None;
+                if !self.csm_received {
+                    self.csm_received = true;
+                    // Released before the CSM came: the release deadline keeps running.
+                    if self.state == State::AwaitingCsm {
+                        self.state = State::Open;
+                        self.deadline = None;
+                    }
                     self.events.push_back(Event::Established(self.peer));
                     self.stream.set_limits(self.limits);
                     for held in std::mem::take(&mut self.held) {
@@ -609,11 +617,25 @@ impl Connection {
             _ => None,
         };
         self.transmit.clear();
-        let abort = Signal::Abort {
-            bad_csm_option,
-            diagnostic: reason.to_string(),
+        // The diagnostic is optional (§5.6): shortened to fit the peer's Max-Message-Size.
+        let limit = self.peer.max_message_size as usize;
+        let mut diagnostic = reason.to_string();
+        let abort = loop {
+            let m = Signal::Abort {
+                bad_csm_option,
+                diagnostic: diagnostic.clone(),
+            }
+            .to_message(Token::EMPTY);
+            if diagnostic.is_empty() || self.framing.encoded_len(&m).is_ok_and(|n| n <= limit) {
+                break m;
+            }
+            let mut cut = diagnostic.len() - 1;
+            while !diagnostic.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            diagnostic.truncate(cut);
         };
-        self.queue(&abort.to_message(Token::EMPTY));
+        self.queue(&abort);
         self.finish(ConnectionError::Aborted(reason));
     }
 

@@ -5,6 +5,7 @@ use coapws_proto::codec::ws;
 use coapws_proto::connection::{
     AbortReason, Connection, ConnectionConfig, ConnectionError, Event, Framing, SendError, State,
 };
+use coapws_proto::signaling::{Csm, Signal};
 use coapws_proto::{Code, Message, Token};
 use std::time::{Duration, Instant};
 
@@ -521,4 +522,107 @@ fn a_max_message_size_too_small_for_any_answer_is_refused() {
         abort.options.get_uint(coapws_proto::OptionNumber(2)),
         Some(2)
     );
+}
+
+/// Found by the `connection` fuzz target: a `release()` before the peer's CSM moved the
+/// connection out of `AwaitingCsm`, and the CSM that came next was taken as a settings change
+/// (no `Event::Established`) while anything else the peer sent first was accepted.
+#[test]
+fn release_before_peer_csm_still_reports_established() {
+    let now = Instant::now();
+    let mut c = Connection::new(Framing::WebSocket, ConnectionConfig::default(), now);
+    c.poll_transmit();
+    c.release(now);
+    assert_eq!(c.state(), State::Releasing);
+    c.handle_frame(hex("00 e1 23 10 00 00 20"), now);
+    let ev = events(&mut c);
+    assert!(
+        matches!(ev[..], [Event::Established(s)] if s.bert()),
+        "the first CSM establishes even while releasing: {ev:?}"
+    );
+    assert_eq!(c.state(), State::Releasing);
+    // The release deadline still runs.
+    assert!(c.poll_timeout().is_some());
+}
+
+#[test]
+fn release_before_peer_csm_still_requires_csm_first() {
+    let now = Instant::now();
+    let mut c = Connection::new(Framing::WebSocket, ConnectionConfig::default(), now);
+    c.poll_transmit();
+    c.release(now);
+    c.poll_transmit();
+    // A GET before any CSM is a missing CSM, released or not.
+    let get = ws::encode(&Message::request(Code::GET, "/x").with_token(Token::new(vec![1])));
+    c.handle_frame(get.unwrap(), now);
+    assert_eq!(
+        events(&mut c),
+        [Event::Closed(ConnectionError::Aborted(
+            AbortReason::MissingCsm
+        ))]
+    );
+}
+
+/// Found by the `connection` fuzz target: our Abort carried its whole diagnostic even when
+/// that made it larger than the Max-Message-Size the peer's CSM announced (here the smallest
+/// one a CSM may announce, and a diagnostic longer than that).
+#[test]
+fn abort_diagnostic_fits_peer_max_message_size() {
+    let limit = coapws_proto::signaling::MIN_MAX_MESSAGE_SIZE;
+    let reason = || {
+        AbortReason::Format(coapws_proto::DecodeError::TooLarge {
+            size: 123_456_789_012,
+            limit: 1_048_576,
+        })
+    };
+    assert!(
+        reason().to_string().len() > limit as usize,
+        "a long diagnostic"
+    );
+    for framing in [Framing::WebSocket, Framing::Tcp] {
+        let now = Instant::now();
+        let mut c = Connection::new(framing, ConnectionConfig::default(), now);
+        c.poll_transmit();
+        let csm = Signal::Csm(Csm {
+            max_message_size: Some(limit),
+            ..Csm::default()
+        })
+        .to_message(Token::EMPTY);
+        deliver(&mut c, framing, encode(framing, &csm), now);
+        assert_eq!(c.state(), State::Open);
+        c.abort(reason());
+        let abort = c.poll_transmit().unwrap();
+        assert!(
+            abort.len() <= limit as usize,
+            "{} bytes to a peer taking {limit}",
+            abort.len()
+        );
+        let m = decode(framing, &abort);
+        let Ok(Signal::Abort { diagnostic, .. }) = Signal::parse(&m) else {
+            panic!("not an Abort: {m:?}");
+        };
+        assert!(!diagnostic.is_empty());
+        assert!(reason().to_string().starts_with(&diagnostic));
+        // A roomy peer gets all of it.
+        let mut c = Connection::new(framing, ConnectionConfig::default(), now);
+        c.poll_transmit();
+        c.abort(reason());
+        let m = decode(framing, &c.poll_transmit().unwrap());
+        assert_eq!(m.payload_text(), reason().to_string());
+    }
+}
+
+fn encode(framing: Framing, m: &Message) -> Bytes {
+    match framing {
+        Framing::WebSocket => ws::encode(m).unwrap(),
+        Framing::Tcp => coapws_proto::codec::tcp::encode(m).unwrap(),
+    }
+}
+
+fn decode(framing: Framing, b: &Bytes) -> Message {
+    let limits = coapws_proto::DecodeLimits::default();
+    match framing {
+        Framing::WebSocket => ws::decode(b, &limits).unwrap(),
+        Framing::Tcp => coapws_proto::codec::tcp::decode(b, &limits).unwrap(),
+    }
 }

@@ -1,13 +1,19 @@
-//! The fuzz targets' checks (`fuzz/fuzz_targets/targets.rs`, the same functions libFuzzer
-//! runs under cargo-fuzz) replayed over their committed seed corpora (`fuzz/seeds/<target>/`),
+//! The fuzz targets' checks (`fuzz/fuzz_targets/targets.rs`, `connection_machine.rs`,
+//! `udp_machine.rs`: the same functions libFuzzer runs under cargo-fuzz) replayed over their committed seed corpora (`fuzz/seeds/<target>/`),
 //! so the test command exercises them in a second without a nightly toolchain or cargo-fuzz.
 //! Each seed runs alone; a seed that panics is reported by name. A corpus that shrank below
 //! what was committed fails too: a replay of nothing proves nothing.
 
 #[path = "../../../fuzz/fuzz_targets/common.rs"]
 mod common;
+#[path = "../../../fuzz/fuzz_targets/connection_machine.rs"]
+mod connection_machine;
+#[path = "../../../fuzz/fuzz_targets/input.rs"]
+mod input;
 #[path = "../../../fuzz/fuzz_targets/targets.rs"]
 mod targets;
+#[path = "../../../fuzz/fuzz_targets/udp_machine.rs"]
+mod udp_machine;
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +43,9 @@ fn replay(target: &str, at_least: usize, check: fn(&[u8])) {
         .iter()
         .filter_map(|f| {
             let data = std::fs::read(f).unwrap();
+            if input::trace() {
+                eprintln!("== {}", f.display());
+            }
             let outcome = std::panic::catch_unwind(|| check(&data));
             outcome.is_err().then(|| f.display().to_string())
         })
@@ -62,4 +71,14 @@ fn decode_tcp_seeds() {
 #[test]
 fn decode_udp_seeds() {
     replay("decode_udp", 42, targets::decode_udp);
+}
+
+#[test]
+fn connection_seeds() {
+    replay("connection", 20, connection_machine::run);
+}
+
+#[test]
+fn udp_layer_seeds() {
+    replay("udp_layer", 14, udp_machine::run);
 }
