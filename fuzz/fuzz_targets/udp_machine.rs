@@ -98,17 +98,17 @@ pub fn run(data: &[u8]) {
         max_receive_size: [65_507, 64, 1152, 200][usize::from((b1 >> 6) & 3)],
         max_peers: [1024, 1, 2, 3][usize::from(b2 & 3)],
         max_dedup_entries: [8192, 1, 4, 0][usize::from((b2 >> 2) & 3)],
+        max_dedup_bytes: [usize::MAX, 4096, 1 << 20, 300][usize::from(b3 & 3)],
         non_request_timeout: [s(145), s(1), ms(50), s(10)][usize::from((b2 >> 4) & 3)],
         token_len: [4, 8, 2, 12][usize::from((b2 >> 6) & 3)],
     };
-    let _ = b3;
     let seed = inp.u64();
     let limits =
         DecodeLimits::with_max_message_size(config.max_receive_size.max(config.max_message_size));
     let start = Instant::now();
     let mut h = Harness {
         layer: MessageLayer::new(config.clone(), seed),
-        strict_dedup: config.max_dedup_entries >= 8192,
+        strict_dedup: config.max_dedup_entries >= 8192 && config.max_dedup_bytes == usize::MAX,
         config,
         limits,
         now: start,

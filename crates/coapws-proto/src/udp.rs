@@ -61,8 +61,16 @@ pub struct UdpConfig {
     pub max_receive_size: usize,
     /// Bound on per-peer state; past it the least recently used idle peer is forgotten (1024).
     pub max_peers: usize,
-    /// Bound on the duplicate-detection cache; past it the oldest entry goes (8192; at least 1).
+    /// Bound on the duplicate-detection cache's entries (65 536; at least 1). Entries live for
+    /// EXCHANGE_LIFETIME (247 s), so this carries about 265 Confirmable requests a second
+    /// with every retransmission still recognised. Past it (or past `max_dedup_bytes`) the
+    /// oldest entry goes early: a late retransmission of that request would be taken as new,
+    /// so its handler could run twice; [`MessageLayer::dedup_evictions`] counts those.
     pub max_dedup_entries: usize,
+    /// Bound on the memory the duplicate-detection cache holds: the answers kept for
+    /// duplicates plus about [`DEDUP_ENTRY_OVERHEAD`] bytes an entry (16 MiB). Checked as each
+    /// entry is added; the answer of the newest may take it past by one message.
+    pub max_dedup_bytes: usize,
     /// How long a Non-confirmable request waits for its response (145 s, NON_LIFETIME).
     pub non_request_timeout: Duration,
     /// Length of the tokens this layer picks, in random bytes (4; clamped to 4–8).
@@ -81,7 +89,8 @@ impl Default for UdpConfig {
             max_message_size: 1152,
             max_receive_size: 65_507,
             max_peers: 1024,
-            max_dedup_entries: 8192,
+            max_dedup_entries: 65_536,
+            max_dedup_bytes: 16 << 20,
             non_request_timeout: Duration::from_secs(145),
             token_len: 4,
         }
@@ -421,6 +430,10 @@ struct Seen {
     order: u64,
 }
 
+/// What a duplicate-detection entry costs besides the answer it keeps, counted against
+/// [`UdpConfig::max_dedup_bytes`] (maps, timers, the entry itself).
+pub const DEDUP_ENTRY_OVERHEAD: usize = 160;
+
 /// An empty message of `mtype` with `mid`.
 fn empty(mtype: MessageType, mid: u16) -> Bytes {
     let [hi, lo] = mid.to_be_bytes();
@@ -451,6 +464,10 @@ pub struct MessageLayer<A> {
     requests: HashMap<(A, Token), Outgoing>,
     sent: HashMap<(A, u16), Sent>,
     seen: HashMap<(A, u16), Seen>,
+    /// Bytes the duplicate-detection cache holds (answers and per-entry overhead).
+    seen_bytes: usize,
+    /// Entries dropped before their lifetime to stay within the bounds.
+    dedup_evicted: u64,
     /// Insertion order of `seen`, for evicting the oldest.
     seen_order: BTreeMap<u64, (A, u16)>,
     /// The Message ID of the latest Non-confirmable notification per observation, kept in
@@ -476,6 +493,8 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
             requests: HashMap::new(),
             sent: HashMap::new(),
             seen: HashMap::new(),
+            seen_bytes: 0,
+            dedup_evicted: 0,
             seen_order: BTreeMap::new(),
             non_notifications: HashMap::new(),
         }
@@ -508,6 +527,19 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
     pub fn is_idle(&self) -> bool {
         self.requests.is_empty() && self.sent.is_empty()
     }
+    /// Duplicate-detection entries dropped before their lifetime ran out, to stay within
+    /// [`UdpConfig::max_dedup_entries`] and [`UdpConfig::max_dedup_bytes`]: a late
+    /// retransmission of one of those requests would be taken as new.
+    pub fn dedup_evictions(&self) -> u64 {
+        self.dedup_evicted
+    }
+
+    /// Bytes the duplicate-detection cache holds, as counted against
+    /// [`UdpConfig::max_dedup_bytes`].
+    pub fn dedup_bytes(&self) -> usize {
+        self.seen_bytes
+    }
+
     /// Number of duplicate-detection entries.
     pub fn dedup_entries(&self) -> usize {
         self.seen.len()
@@ -577,6 +609,7 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
                                 r.acked = true;
                                 let ack = empty(MessageType::Acknowledgement, mid);
                                 seen.reply = Some(ack.clone());
+                                self.seen_bytes += ack.len();
                                 self.transmit.push_back((from, ack));
                             }
                         }
@@ -678,6 +711,7 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
                 r.acked = true;
                 let ack = empty(MessageType::Acknowledgement, mid);
                 seen.reply = Some(ack.clone());
+                self.seen_bytes += ack.len();
                 let timer = seen.ack_timer.take();
                 self.clear_timer(timer);
                 self.transmit.push_back((from, ack));
@@ -1062,6 +1096,7 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
                     r.acked = true;
                     let ack = restamp(&datagram, MessageType::Acknowledgement, mid);
                     seen.reply = Some(ack.clone());
+                    self.seen_bytes += ack.len();
                     let timer = seen.ack_timer.take();
                     self.clear_timer(timer);
                     self.transmit.push_back((to, ack));
@@ -1094,6 +1129,7 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
                 r.acked = true;
                 let ack = empty(MessageType::Acknowledgement, request.message_id);
                 seen.reply = Some(ack.clone());
+                self.seen_bytes += ack.len();
                 let timer = seen.ack_timer.take();
                 self.clear_timer(timer);
                 self.transmit.push_back((to, ack));
@@ -1368,12 +1404,15 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
         now: Instant,
     ) {
         let limit = self.config.max_dedup_entries.max(1);
-        while self.seen.len() >= limit {
+        let cost = DEDUP_ENTRY_OVERHEAD + reply.as_ref().map_or(0, Bytes::len);
+        while self.seen.len() >= limit || self.seen_bytes + cost > self.config.max_dedup_bytes {
             let Some((_, key)) = self.seen_order.pop_first() else {
                 break;
             };
+            self.dedup_evicted += 1;
             self.forget_seen(key);
         }
+        self.seen_bytes += cost;
         let ack_timer = match &request {
             Some(r) if r.confirmable => {
                 let at = after(now, self.config.empty_ack_delay);
@@ -1402,6 +1441,8 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
         let Some(seen) = self.seen.remove(&key) else {
             return;
         };
+        let cost = DEDUP_ENTRY_OVERHEAD + seen.reply.as_ref().map_or(0, Bytes::len);
+        self.seen_bytes = self.seen_bytes.saturating_sub(cost);
         self.seen_order.remove(&seen.order);
         self.timers.remove(&seen.expire);
         self.clear_timer(seen.ack_timer);

@@ -1260,3 +1260,71 @@ proptest! {
         prop_assert!(l.is_idle());
     }
 }
+
+/// The duplicate cache held 8192 entries for EXCHANGE_LIFETIME (247 s): above ~33
+/// Confirmable requests a second the oldest were forgotten early, and a late retransmission
+/// of one ran its handler a second time. At 100 requests a second for 100 s every
+/// retransmission is still recognised (and answered with the kept response).
+#[test]
+fn a_retransmission_is_recognised_at_100_confirmable_requests_a_second() {
+    let start = Instant::now();
+    let mut s = MessageLayer::<Addr>::new(UdpConfig::default(), 21);
+    let request = |mid: u16| {
+        let [hi, lo] = mid.to_be_bytes();
+        Bytes::from(vec![0x41, 0x01, hi, lo, 0x7f])
+    };
+    let n: u32 = 10_000;
+    for i in 0..n {
+        let now = start + Duration::from_millis(u64::from(i) * 10);
+        let (peer, mid) = (100 + i % 50, (i / 50) as u16);
+        s.handle_datagram(peer, request(mid), now);
+        let [UdpEvent::Request { key, .. }] = &events(&mut s)[..] else {
+            panic!("request {i}")
+        };
+        s.send_response(peer, key, Message::response(Code::CONTENT, "ok"), now)
+            .unwrap();
+        transmits(&mut s);
+    }
+    assert_eq!(s.dedup_evictions(), 0);
+    // The very first request, retransmitted 100 s later (within its 247 s lifetime).
+    let later = start + Duration::from_secs(100);
+    s.handle_datagram(100, request(0), later);
+    assert!(events(&mut s).is_empty(), "a duplicate, not a new request");
+    let again = transmits(&mut s);
+    assert_eq!(again.len(), 1, "the kept answer again");
+    assert_eq!(decode(&again[0].1).1.payload, "ok");
+    assert!(s.dedup_bytes() <= UdpConfig::default().max_dedup_bytes);
+}
+
+/// The duplicate cache is bounded by memory too: past `max_dedup_bytes` the oldest entries
+/// go (and are counted), whatever the entry limit.
+#[test]
+fn the_duplicate_cache_is_bounded_by_bytes() {
+    let now = Instant::now();
+    let config = UdpConfig {
+        max_dedup_bytes: 20_000,
+        ..UdpConfig::default()
+    };
+    let mut s = MessageLayer::<Addr>::new(config, 22);
+    let body = vec![b'x'; 900];
+    for mid in 0..200u16 {
+        let [hi, lo] = mid.to_be_bytes();
+        s.handle_datagram(CLIENT, Bytes::from(vec![0x41, 0x01, hi, lo, 0x01]), now);
+        let [UdpEvent::Request { key, .. }] = &events(&mut s)[..] else {
+            panic!()
+        };
+        s.send_response(
+            CLIENT,
+            key,
+            Message::response(Code::CONTENT, body.clone()),
+            now,
+        )
+        .unwrap();
+        transmits(&mut s);
+        // The newest entry's answer may take it past by one message.
+        let bound = 20_000 + UdpConfig::default().max_message_size;
+        assert!(s.dedup_bytes() <= bound, "{} bytes", s.dedup_bytes());
+    }
+    assert!(s.dedup_evictions() > 150, "{}", s.dedup_evictions());
+    assert!(s.dedup_entries() < 25, "{}", s.dedup_entries());
+}

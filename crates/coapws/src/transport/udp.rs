@@ -86,6 +86,7 @@ pub(crate) fn spawn(
         buf: vec![0u8; max_datagram + 1],
         connected,
         pings: Vec::new(),
+        evictions_logged: 0,
     };
     info!(%local, "coap (UDP) socket up");
     Ok((handle.clone(), tokio::spawn(driver.run())))
@@ -107,6 +108,8 @@ struct SocketDriver {
     connected: Option<SocketAddr>,
     /// Our pings waiting for their answer, by peer and Message ID.
     pings: Vec<((SocketAddr, u16), tokio::sync::oneshot::Sender<()>)>,
+    /// Duplicate-cache evictions already logged.
+    evictions_logged: u64,
 }
 
 /// How many incoming requests a UDP socket handles at once.
@@ -119,6 +122,19 @@ pub(crate) struct RequestLimits {
 }
 
 impl SocketDriver {
+    /// Says when the duplicate cache drops entries early (the first time, then every 10 000):
+    /// from then on a late retransmission may run its handler twice.
+    fn report_dedup_evictions(&mut self) {
+        let n = self.layer.dedup_evictions();
+        if n > self.evictions_logged
+            && (self.evictions_logged == 0 || n - self.evictions_logged >= 10_000)
+        {
+            warn!(local = %self.handle.local, evicted = n,
+                  "UDP duplicate cache full: oldest entries dropped early (raise UdpConfig::max_dedup_entries / max_dedup_bytes)");
+            self.evictions_logged = n;
+        }
+    }
+
     async fn run(mut self) {
         loop {
             while let Some((to, datagram)) = self.layer.poll_transmit() {
@@ -155,6 +171,7 @@ impl SocketDriver {
                         log_datagram("in", from, &data);
                         crate::metrics::get().received(Scheme::Coap, data.len());
                         self.layer.handle_datagram(from, data, Instant::now());
+                        self.report_dedup_evictions();
                     }
                     // ICMP errors surface here for a connected socket: not fatal for a shared one.
                     Err(e) => {
