@@ -354,7 +354,6 @@ enum Timer<A> {
 /// What we keep per peer.
 #[derive(Debug)]
 struct Peer {
-    next_mid: u16,
     /// Unacknowledged Confirmable messages we sent (NSTART counts these).
     in_flight: usize,
     /// Our requests to this peer without an ending yet (queued ones included).
@@ -457,6 +456,8 @@ pub struct MessageLayer<A> {
     seq: u64,
     /// The latest `now` seen, for actions that take none.
     last_now: Option<Instant>,
+    /// The next Message ID to try (random start, then sequential for every peer).
+    next_mid: u16,
     transmit: VecDeque<(A, Bytes)>,
     events: VecDeque<UdpEvent<A>>,
     timers: BTreeMap<TimerKey, Timer<A>>,
@@ -478,14 +479,17 @@ pub struct MessageLayer<A> {
 impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
     /// A message layer with `config`; `seed` drives Message IDs, tokens and jitter.
     pub fn new(config: UdpConfig, seed: u64) -> MessageLayer<A> {
+        let mut rng = Rng(seed);
+        let next_mid = rng.next_u64() as u16;
         MessageLayer {
             limits: DecodeLimits::with_max_message_size(
                 config.max_receive_size.max(config.max_message_size),
             ),
             config,
-            rng: Rng(seed),
+            rng,
             seq: 0,
             last_now: None,
+            next_mid,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             timers: BTreeMap::new(),
@@ -1217,9 +1221,7 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
             let limit = self.config.max_peers.max(1);
             while self.peers.len() >= limit && self.evict_idle_peer() {}
         }
-        let rng = &mut self.rng;
         let peer = self.peers.entry(to).or_insert_with(|| Peer {
-            next_mid: rng.next_u64() as u16,
             in_flight: 0,
             requests: 0,
             queue: VecDeque::new(),
@@ -1241,18 +1243,19 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
         victim.is_some_and(|a| self.peers.remove(&a).is_some())
     }
 
-    /// The next Message ID for `to`, skipping any still awaiting an ACK or RST.
+    /// The next Message ID for `to`, skipping any still awaiting an ACK or RST. One sequence
+    /// for all peers: a peer forgotten (idle, evicted) and met again does not restart at a
+    /// random point that may repeat a Message ID it saw within EXCHANGE_LIFETIME (§4.4).
     fn next_mid(&mut self, to: A) -> u16 {
-        let mut mid = self.touch_peer(to).next_mid;
+        self.touch_peer(to);
+        let mut mid = self.next_mid;
         for _ in 0..=u16::MAX {
             if !self.sent.contains_key(&(to, mid)) {
                 break;
             }
             mid = mid.wrapping_add(1);
         }
-        if let Some(p) = self.peers.get_mut(&to) {
-            p.next_mid = mid.wrapping_add(1);
-        }
+        self.next_mid = mid.wrapping_add(1);
         mid
     }
 

@@ -80,5 +80,5 @@ fn connection_seeds() {
 
 #[test]
 fn udp_layer_seeds() {
-    replay("udp_layer", 14, udp_machine::run);
+    replay("udp_layer", 15, udp_machine::run);
 }

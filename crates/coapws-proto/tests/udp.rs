@@ -1328,3 +1328,44 @@ fn the_duplicate_cache_is_bounded_by_bytes() {
     assert!(s.dedup_evictions() > 150, "{}", s.dedup_evictions());
     assert!(s.dedup_entries() < 25, "{}", s.dedup_entries());
 }
+
+/// Pings `to` and answers with RST at once: the ping's Message ID.
+fn ping_and_reset(l: &mut MessageLayer<Addr>, to: Addr, now: Instant) -> u16 {
+    let mid = l.ping(to, now);
+    l.handle_datagram(to, empty(MessageType::Reset, mid), now);
+    transmits(l);
+    assert_eq!(
+        events(l),
+        [UdpEvent::Pong {
+            from: to,
+            message_id: mid
+        }]
+    );
+    mid
+}
+
+/// Found by the `udp_layer` fuzz target: a peer forgotten while idle (`max_peers`) restarted
+/// at a random Message ID when met again, which could repeat one it had been sent within
+/// EXCHANGE_LIFETIME (RFC 7252 §4.4), a CON the peer would then take for a duplicate.
+#[test]
+fn forgotten_peer_gets_no_recent_message_id_again() {
+    let config = UdpConfig {
+        max_peers: 1,
+        ..UdpConfig::default()
+    };
+    for seed in 0..4 {
+        let mut l: MessageLayer<Addr> = MessageLayer::new(config.clone(), seed);
+        let now = Instant::now();
+        let mut used = std::collections::HashSet::new();
+        for _ in 0..4096 {
+            assert!(used.insert(ping_and_reset(&mut l, CLIENT, now)));
+        }
+        for _ in 0..64 {
+            // CLIENT is idle: SERVER takes its place in the peer table.
+            ping_and_reset(&mut l, SERVER, now);
+            assert_eq!(l.peer_count(), 1);
+            let mid = ping_and_reset(&mut l, CLIENT, now);
+            assert!(used.insert(mid), "seed {seed}: Message ID {mid} again");
+        }
+    }
+}
