@@ -140,6 +140,7 @@ pub(crate) fn spawn<T: FrameIo>(
             started: Some(Instant::now()),
             ..Stats::default()
         },
+        metrics: crate::metrics::get().link(remote.scheme),
     };
     tokio::spawn(driver.run());
     (handle, remote)
@@ -211,6 +212,8 @@ struct Driver<R> {
     on_close: Option<OnClose>,
     /// What the connection did, for its closing log line.
     stats: Stats,
+    /// Its transport's counters in the process metrics.
+    metrics: crate::metrics::LinkMetrics,
 }
 
 /// Counts for a connection's closing log line.
@@ -249,7 +252,7 @@ impl<R: FrameReader> Driver<R> {
                     Ok(permit) => {
                         let frames = std::mem::take(&mut self.out);
                         self.stats.bytes_out += self.out_bytes as u64;
-                        crate::metrics::get().sent(self.remote.scheme, self.out_bytes);
+                        self.metrics.sent(self.out_bytes);
                         self.out_bytes = 0;
                         permit.send(WriteOp::Frames(frames));
                     }
@@ -286,12 +289,12 @@ impl<R: FrameReader> Driver<R> {
         match inbound {
             Inbound::Frame(f) => {
                 self.stats.bytes_in += f.len() as u64;
-                crate::metrics::get().received(self.remote.scheme, f.len());
+                self.metrics.received(f.len());
                 self.core.handle_frame(f, now)
             }
             Inbound::Data(d) => {
                 self.stats.bytes_in += d.len() as u64;
-                crate::metrics::get().received(self.remote.scheme, d.len());
+                self.metrics.received(d.len());
                 self.core.handle_bytes(&d, now)
             }
             Inbound::Text => {
@@ -335,7 +338,7 @@ impl<R: FrameReader> Driver<R> {
                     message.token = self.fresh_token();
                 }
                 self.stats.requests_out += 1;
-                crate::metrics::get().request_sent(self.remote.scheme);
+                self.metrics.requests_out.inc();
                 debug!(target: "coapws::wire", remote = %self.remote, message = %message.summary(), "send request");
                 match self.core.send_request(&message) {
                     Ok(()) => self.waiting.insert(message.token, id, reply),
@@ -504,7 +507,7 @@ impl<R: FrameReader> Driver<R> {
 
     fn incoming_request(&mut self, m: Message) {
         self.stats.requests_in += 1;
-        crate::metrics::get().request_received(self.remote.scheme);
+        self.metrics.requests_in.inc();
         debug!(target: "coapws::wire", remote = %self.remote, message = %m.summary(), "received request");
         let token = m.token.clone();
         let Some(dispatch) = self.dispatch.clone() else {
@@ -572,7 +575,7 @@ impl<R: FrameReader> Driver<R> {
         if !self.broken {
             let frames = std::mem::take(&mut self.out);
             self.stats.bytes_out += self.out_bytes as u64;
-            crate::metrics::get().sent(self.remote.scheme, self.out_bytes);
+            self.metrics.sent(self.out_bytes);
             let grace = self.config.write_timeout;
             let last = async {
                 if !frames.is_empty() {

@@ -52,6 +52,23 @@ pub(crate) struct ByKind {
     kind: &'static str,
 }
 
+/// Counters of one transport, held by a connection or socket task (clones share the counts).
+pub(crate) struct LinkMetrics {
+    pub(crate) requests_in: Counter,
+    pub(crate) requests_out: Counter,
+    pub(crate) bytes_in: Counter,
+    pub(crate) bytes_out: Counter,
+}
+
+impl LinkMetrics {
+    pub(crate) fn received(&self, bytes: usize) {
+        self.bytes_in.inc_by(bytes as u64);
+    }
+    pub(crate) fn sent(&self, bytes: usize) {
+        self.bytes_out.inc_by(bytes as u64);
+    }
+}
+
 /// The metrics.
 pub(crate) struct Metrics {
     connections: Family<ByTransport, Gauge>,
@@ -177,29 +194,21 @@ impl Metrics {
         self.endings.get_or_create(&ByKind { kind }).inc();
     }
 
-    pub(crate) fn request_received(&self, scheme: Scheme) {
-        self.requests_in.get_or_create(&Self::t(scheme)).inc();
-    }
-
-    pub(crate) fn request_sent(&self, scheme: Scheme) {
-        self.requests_out.get_or_create(&Self::t(scheme)).inc();
-    }
-
     pub(crate) fn response_sent(&self, code: Code) {
         let code = format!("{}.{:02}", code.class(), code.detail());
         self.responses.get_or_create(&ByCode { code }).inc();
     }
 
-    pub(crate) fn received(&self, scheme: Scheme, bytes: usize) {
-        self.bytes_in
-            .get_or_create(&Self::t(scheme))
-            .inc_by(bytes as u64);
-    }
-
-    pub(crate) fn sent(&self, scheme: Scheme, bytes: usize) {
-        self.bytes_out
-            .get_or_create(&Self::t(scheme))
-            .inc_by(bytes as u64);
+    /// The counters of one connection's (or UDP socket's) transport, looked up once: the
+    /// per-message path then only adds to atomics.
+    pub(crate) fn link(&self, scheme: Scheme) -> LinkMetrics {
+        let t = Self::t(scheme);
+        LinkMetrics {
+            requests_in: self.requests_in.get_or_create(&t).clone(),
+            requests_out: self.requests_out.get_or_create(&t).clone(),
+            bytes_in: self.bytes_in.get_or_create(&t).clone(),
+            bytes_out: self.bytes_out.get_or_create(&t).clone(),
+        }
     }
 
     pub(crate) fn block_transfer(&self, kind: &'static str) {

@@ -87,6 +87,7 @@ pub(crate) fn spawn(
         connected,
         pings: Vec::new(),
         evictions_logged: 0,
+        metrics: crate::metrics::get().link(Scheme::Coap),
     };
     info!(%local, "coap (UDP) socket up");
     Ok((handle.clone(), tokio::spawn(driver.run())))
@@ -110,6 +111,8 @@ struct SocketDriver {
     pings: Vec<((SocketAddr, u16), tokio::sync::oneshot::Sender<()>)>,
     /// Duplicate-cache evictions already logged.
     evictions_logged: u64,
+    /// UDP's counters in the process metrics.
+    metrics: crate::metrics::LinkMetrics,
 }
 
 /// How many incoming requests a UDP socket handles at once.
@@ -139,7 +142,7 @@ impl SocketDriver {
         loop {
             while let Some((to, datagram)) = self.layer.poll_transmit() {
                 log_datagram("out", to, &datagram);
-                crate::metrics::get().sent(Scheme::Coap, datagram.len());
+                self.metrics.sent(datagram.len());
                 if let Err(e) = self.socket.send_to(&datagram, to).await {
                     // Unreachable peers and the like: the retransmission timer handles it,
                     // unless the socket is connected and the system said so.
@@ -169,7 +172,7 @@ impl SocketDriver {
                     Ok((n, from)) => {
                         let data = bytes::Bytes::copy_from_slice(&self.buf[..n]);
                         log_datagram("in", from, &data);
-                        crate::metrics::get().received(Scheme::Coap, data.len());
+                        self.metrics.received(data.len());
                         self.layer.handle_datagram(from, data, Instant::now());
                         self.report_dedup_evictions();
                     }
@@ -228,7 +231,7 @@ impl SocketDriver {
                 };
                 match sent {
                     Ok(token) => {
-                        crate::metrics::get().request_sent(Scheme::Coap);
+                        self.metrics.requests_out.inc();
                         self.waiting.insert((to, token), id, reply)
                     }
                     Err(e) => reply.finish(Err(Error::Datagram(e))),
@@ -374,7 +377,7 @@ impl SocketDriver {
     }
 
     fn incoming(&mut self, from: SocketAddr, key: RequestKey, message: Message) {
-        crate::metrics::get().request_received(Scheme::Coap);
+        self.metrics.requests_in.inc();
         debug!(target: "coapws::wire", %from, message = %message.summary(), "received request");
         let now = Instant::now();
         let Some(dispatch) = self.dispatch.clone() else {
