@@ -82,6 +82,8 @@ pub(crate) struct DriverConfig {
     pub max_concurrent_requests: usize,
     /// How long one write may take before the peer counts as gone (it stopped reading).
     pub write_timeout: std::time::Duration,
+    /// Our requests (observations included) pending on one connection; further ones wait.
+    pub max_pending_requests: usize,
 }
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
@@ -96,7 +98,7 @@ pub(crate) fn spawn<T: FrameIo>(
     config: DriverConfig,
     on_close: Option<OnClose>,
 ) -> (ConnectionHandle, Remote) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = crate::link::queues();
     let (peer_tx, peer_rx) = tokio::sync::watch::channel(None);
     let handle = ConnectionHandle {
         tx,
@@ -195,7 +197,7 @@ struct Driver<R> {
     out: Vec<Bytes>,
     out_bytes: usize,
     core: Connection,
-    rx: mpsc::UnboundedReceiver<Command>,
+    rx: crate::link::QueueRx<Command>,
     handle: ConnectionHandle,
     remote: Remote,
     dispatch: Option<Arc<dyn Dispatch>>,
@@ -241,8 +243,11 @@ impl<R: FrameReader> Driver<R> {
             // Reading goes on while writes wait, unless too much output is backed up.
             let reading = self.out_bytes < MAX_BACKLOG;
             let writing = !self.out.is_empty();
+            // New requests, notifications and pings wait in their bounded queue while the
+            // peer is slow to read or too many of our requests are pending.
+            let taking = reading && self.waiting.len() < self.config.max_pending_requests;
             tokio::select! {
-                cmd = self.rx.recv() => match cmd {
+                cmd = self.rx.recv(taking) => match cmd {
                     Some(cmd) => self.command(cmd),
                     // Unreachable while we hold `self.handle`; kept for completeness.
                     None => self.core.handle_transport_closed(),
@@ -538,7 +543,7 @@ impl<R: FrameReader> Driver<R> {
         // A handler that panics or is cancelled still gets its request answered.
         let failed = Message::response(Code::INTERNAL_SERVER_ERROR, "handler failed");
         let guard = SendOnDrop::new(
-            self.handle.tx.clone(),
+            self.handle.tx.control_sender(),
             Command::Respond(failed.with_token(token.clone())),
         );
         tokio::spawn(async move {
@@ -553,10 +558,10 @@ impl<R: FrameReader> Driver<R> {
     }
 
     fn fail_all(&mut self, why: &ConnectionError) {
-        self.rx.close();
+        let left = self.rx.close();
         self.waiting.fail_all(&Error::Connection(why.clone()));
         // Requests queued but not yet seen by the loop fail too.
-        while let Ok(cmd) = self.rx.try_recv() {
+        for cmd in left {
             match cmd {
                 Command::Request { reply, .. }
                 | Command::Resend {

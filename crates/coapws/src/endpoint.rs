@@ -58,6 +58,10 @@ pub struct EndpointConfig {
     pub max_concurrent_requests: usize,
     /// Incoming requests handled at once on one UDP socket, all peers together.
     pub udp_max_concurrent_requests: usize,
+    /// Our requests (observations included) pending at once on one connection, and on one
+    /// UDP socket for all its peers; further ones wait (within their timeout) until earlier
+    /// ones end.
+    pub max_pending_requests: usize,
     /// How long one write to a connection may take before the peer counts as gone.
     pub write_timeout: Duration,
     /// Connections (both directions) up at once; listeners refuse more (HTTP 503 for
@@ -119,6 +123,7 @@ impl Default for EndpointConfig {
             connect_timeout: Duration::from_secs(10),
             max_concurrent_requests: 256,
             udp_max_concurrent_requests: 4096,
+            max_pending_requests: 4096,
             write_timeout: Duration::from_secs(30),
             max_connections: 100_000,
             allowed_origins: Vec::new(),
@@ -721,6 +726,7 @@ impl Endpoint {
             crate::transport::udp::RequestLimits {
                 per_peer: c.max_concurrent_requests,
                 total: c.udp_max_concurrent_requests,
+                max_pending: c.max_pending_requests,
             },
             connected,
         )
@@ -813,6 +819,7 @@ pub(crate) fn start_connection<T: connection::FrameIo>(
         inner.dispatch.clone(),
         DriverConfig {
             max_concurrent_requests: inner.config.max_concurrent_requests,
+            max_pending_requests: inner.config.max_pending_requests,
             write_timeout: inner.config.write_timeout,
         },
         Some(on_close),

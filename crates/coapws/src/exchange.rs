@@ -72,6 +72,10 @@ impl<K: Eq + Hash + Clone> Waiting<K> {
         crate::metrics::get().pending.inc_by(now - self.counted);
         self.counted = now;
     }
+    /// How many requests wait.
+    pub(crate) fn len(&self) -> usize {
+        self.by_key.len()
+    }
     /// A request the transport accepted under `key`, for the caller's `id`.
     pub(crate) fn insert(&mut self, key: K, id: u64, reply: Reply) {
         self.by_id.insert(id, key.clone());
@@ -326,14 +330,16 @@ impl<C> Drop for SendOnDrop<C> {
 /// Hands a request to a task (`make` builds the command around the reply channel) and waits
 /// for the answer. Dropping the future sends `cancel`; a task that is gone gives `gone()`.
 pub(crate) async fn call<C>(
-    tx: &mpsc::UnboundedSender<C>,
+    tx: &crate::link::Queues<C>,
     make: impl FnOnce(Reply) -> C,
     cancel: C,
     gone: impl Fn() -> Error,
 ) -> Result<Message, Error> {
     let (reply, rx) = oneshot::channel();
-    tx.send(make(Reply::Once(reply))).map_err(|_| gone())?;
-    let guard = SendOnDrop::new(tx.clone(), cancel);
+    tx.send(make(Reply::Once(reply)))
+        .await
+        .map_err(|_| gone())?;
+    let guard = SendOnDrop::new(tx.control_sender(), cancel);
     let result = rx.await.unwrap_or_else(|_| Err(gone()));
     guard.disarm();
     result

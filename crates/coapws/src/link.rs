@@ -15,6 +15,105 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+/// Commands a link's task takes from its bounded queue before its producers wait.
+pub(crate) const COMMAND_QUEUE: usize = 64;
+
+/// The two queues into a link's task (a connection's or a UDP socket's).
+///
+/// `cmd` is bounded: requests, observations, notifications and pings wait for room when the
+/// task is behind, and the task stops taking them while its peer is slow to read or too many
+/// of its requests are pending, so no producer can make it buffer without bound; producers
+/// wait rather than fail, because each of them is a task that can (a notification folds the
+/// changes that come meanwhile into the next one). `ctl` takes what must go without waiting,
+/// sent from drops and synchronous code (cancellations, answers of running handlers,
+/// deregistrations, re-registrations, Release); it is bounded by what it answers: at most one
+/// entry per request, handler or observation.
+pub(crate) struct Queues<C> {
+    cmd: mpsc::Sender<C>,
+    ctl: mpsc::UnboundedSender<C>,
+}
+
+impl<C> Clone for Queues<C> {
+    fn clone(&self) -> Queues<C> {
+        Queues {
+            cmd: self.cmd.clone(),
+            ctl: self.ctl.clone(),
+        }
+    }
+}
+
+/// The task's ends of [`Queues`].
+pub(crate) struct QueueRx<C> {
+    cmd: mpsc::Receiver<C>,
+    ctl: mpsc::UnboundedReceiver<C>,
+}
+
+/// A pair of queues into a new task.
+pub(crate) fn queues<C>() -> (Queues<C>, QueueRx<C>) {
+    let (cmd, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (ctl, ctl_rx) = mpsc::unbounded_channel();
+    (
+        Queues { cmd, ctl },
+        QueueRx {
+            cmd: cmd_rx,
+            ctl: ctl_rx,
+        },
+    )
+}
+
+impl<C> Queues<C> {
+    /// True once the task has ended (or stopped taking commands).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.ctl.is_closed()
+    }
+    /// Resolves when the task has ended.
+    pub(crate) async fn closed(&self) {
+        self.ctl.closed().await
+    }
+    /// Queues `c` without waiting (for what is bounded by construction).
+    pub(crate) fn control(&self, c: C) -> Result<(), C> {
+        self.ctl.send(c).map_err(|e| e.0)
+    }
+    /// Queues `c`, waiting for room; `Err(c)` when the task is gone. Cancel-safe: dropped
+    /// while waiting, nothing was queued.
+    pub(crate) async fn send(&self, c: C) -> Result<(), C> {
+        self.cmd.send(c).await.map_err(|e| e.0)
+    }
+    /// The unbounded sender, for a [`crate::exchange::SendOnDrop`].
+    pub(crate) fn control_sender(&self) -> mpsc::UnboundedSender<C> {
+        self.ctl.clone()
+    }
+}
+
+impl<C> QueueRx<C> {
+    /// The next command: from `ctl` at any time, from `cmd` only when `taking`. `None` when
+    /// both queues are closed (every sender is gone).
+    pub(crate) async fn recv(&mut self, taking: bool) -> Option<C> {
+        tokio::select! {
+            biased;
+            c = self.ctl.recv() => match c {
+                Some(c) => Some(c),
+                None if taking => self.cmd.recv().await,
+                None => std::future::pending().await,
+            },
+            c = self.cmd.recv(), if taking => c,
+        }
+    }
+    /// Stops taking commands (senders see the task as gone) and returns those still queued.
+    pub(crate) fn close(&mut self) -> Vec<C> {
+        self.ctl.close();
+        self.cmd.close();
+        let mut left = Vec::new();
+        while let Ok(c) = self.ctl.try_recv() {
+            left.push(c);
+        }
+        while let Ok(c) = self.cmd.try_recv() {
+            left.push(c);
+        }
+        left
+    }
+}
+
 /// What other tasks ask of a connection's task.
 pub(crate) enum Command {
     /// Send a request (token chosen here unless the message carries one); answers go to
@@ -52,7 +151,7 @@ pub(crate) enum Command {
 /// A cheap, cloneable reference to a running connection.
 #[derive(Clone)]
 pub struct ConnectionHandle {
-    pub(crate) tx: mpsc::UnboundedSender<Command>,
+    pub(crate) tx: Queues<Command>,
     pub(crate) ids: Arc<AtomicU64>,
     pub(crate) id: u64,
     /// Cleared once either side sent Release: no new requests should start here.
@@ -112,7 +211,7 @@ impl ConnectionHandle {
     }
     /// Sends an observation request (Observe 0) on this connection; returns the caller id and
     /// the feed its notifications arrive on.
-    pub(crate) fn observe(&self, message: Message) -> Result<(u64, Feed), Error> {
+    pub(crate) async fn observe(&self, message: Message) -> Result<(u64, Feed), Error> {
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = feed();
         self.tx
@@ -121,11 +220,17 @@ impl ConnectionHandle {
                 id,
                 reply: Reply::Stream(tx),
             })
+            .await
             .map_err(|_| Error::Connection(ConnectionError::TransportClosed))?;
         Ok((id, rx))
     }
+    /// Queues a command that must not wait (bounded by what it answers).
     pub(crate) fn command(&self, c: Command) {
-        let _ = self.tx.send(c);
+        let _ = self.tx.control(c);
+    }
+    /// Queues a notification, waiting while the connection is behind.
+    pub(crate) async fn notify(&self, message: Message) {
+        let _ = self.tx.send(Command::Notify(message)).await;
     }
     /// Sends a CoAP Ping (RFC 8323 §5.4) and waits up to `timeout` for its Pong; the round
     /// trip time. [`Error::Timeout`] when none came, a connection error when it closed.
@@ -134,6 +239,7 @@ impl ConnectionHandle {
         let started = Instant::now();
         self.tx
             .send(Command::Ping(tx))
+            .await
             .map_err(|_| Error::Connection(ConnectionError::TransportClosed))?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(())) => Ok(started.elapsed()),
@@ -143,7 +249,7 @@ impl ConnectionHandle {
     }
     /// Starts a graceful shutdown of the connection (Release).
     pub fn release(&self) {
-        let _ = self.tx.send(Command::Release);
+        let _ = self.tx.control(Command::Release);
     }
     /// Resolves when the connection's task has ended.
     pub async fn closed(&self) {
@@ -203,7 +309,7 @@ pub(crate) enum UdpCommand {
 /// A cheap, cloneable reference to a running UDP socket task.
 #[derive(Clone)]
 pub struct SocketHandle {
-    pub(crate) tx: mpsc::UnboundedSender<UdpCommand>,
+    pub(crate) tx: Queues<UdpCommand>,
     pub(crate) ids: Arc<AtomicU64>,
     pub(crate) id: u64,
     pub(crate) local: SocketAddr,
@@ -230,7 +336,7 @@ impl SocketHandle {
     }
     /// Sends an observation request to `to`; returns the caller id and the feed its
     /// notifications arrive on.
-    pub(crate) fn observe(
+    pub(crate) async fn observe(
         &self,
         to: SocketAddr,
         message: Message,
@@ -246,11 +352,17 @@ impl SocketHandle {
                 id,
                 reply: Reply::Stream(tx),
             })
+            .await
             .map_err(|_| Error::Shutdown)?;
         Ok((id, rx))
     }
+    /// Queues a command that must not wait (bounded by what it answers).
     pub(crate) fn command(&self, c: UdpCommand) {
-        let _ = self.tx.send(c);
+        let _ = self.tx.control(c);
+    }
+    /// Queues a notification, waiting while the socket's task is behind.
+    pub(crate) async fn notify(&self, c: UdpCommand) {
+        let _ = self.tx.send(c).await;
     }
     /// Sends a CoAP ping (RFC 7252 §4.3: an empty Confirmable, answered with Reset) to `to`
     /// and waits up to `timeout`; the round trip time. [`Error::Timeout`] when it went
@@ -264,6 +376,7 @@ impl SocketHandle {
         let started = Instant::now();
         self.tx
             .send(UdpCommand::Ping { to, reply: tx })
+            .await
             .map_err(|_| Error::Shutdown)?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(())) => Ok(started.elapsed()),

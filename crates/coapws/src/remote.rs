@@ -102,14 +102,14 @@ impl Remote {
         }
     }
     /// Starts an observation (the request carries Observe 0) over the link.
-    pub(crate) fn observe(
+    pub(crate) async fn observe(
         &self,
         message: Message,
         confirmable: bool,
     ) -> Result<(u64, crate::exchange::Feed), Error> {
         match &self.link {
-            Link::Stream(c) => c.observe(message),
-            Link::Datagram(s, addr) => s.observe(*addr, message, confirmable),
+            Link::Stream(c) => c.observe(message).await,
+            Link::Datagram(s, addr) => s.observe(*addr, message, confirmable).await,
         }
     }
     /// Sends `message` under the token of observation `id` (re-registration or explicit
@@ -147,18 +147,22 @@ impl Remote {
         }
     }
     /// Sends a notification of the observation `token` that this remote registered with us.
-    pub(crate) fn notify(&self, token: Token, mut message: Message, confirmable: bool) {
+    /// Waits while the link is behind (its bounded queue is full).
+    pub(crate) async fn notify(&self, token: Token, mut message: Message, confirmable: bool) {
         match &self.link {
             Link::Stream(c) => {
                 message.token = token;
-                c.command(Command::Notify(message))
+                c.notify(message).await
             }
-            Link::Datagram(s, addr) => s.command(UdpCommand::Notify {
-                to: *addr,
-                token,
-                message,
-                confirmable,
-            }),
+            Link::Datagram(s, addr) => {
+                s.notify(UdpCommand::Notify {
+                    to: *addr,
+                    token,
+                    message,
+                    confirmable,
+                })
+                .await
+            }
         }
     }
     /// The observation `token` this remote registered with us is over.

@@ -1072,3 +1072,146 @@ async fn a_peer_that_stops_reading_is_dropped_and_others_are_served() {
     }
     drop(greedy);
 }
+
+/// Regression: the command queue into a connection's task was unbounded, so an observable
+/// that changes faster than its observer reads made the server render and queue
+/// notifications without end (memory grew until the write timeout, 30 s by default). Now the
+/// observer's task waits for room: once the peer's buffers and the connection's backlog are
+/// full, no more notifications are rendered.
+#[tokio::test]
+async fn notifications_to_a_peer_that_stops_reading_are_held_back() {
+    use coapws::Observable;
+    use coapws::site::{IncomingRequest, Resource};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::AsyncWriteExt;
+    let renders = Arc::new(AtomicU64::new(0));
+    let obs = Observable::new();
+    let counted = renders.clone();
+    let site = Site::new().resource(
+        "/fast",
+        Resource::new()
+            .get(move |_req: IncomingRequest| {
+                let n = counted.fetch_add(1, Ordering::Relaxed);
+                async move { Message::response(Code::CONTENT, format!("{n:01000}")) }
+            })
+            .observable(&obs),
+    );
+    let server = Endpoint::builder().site(site).build();
+    let addr = server
+        .listen_tcp("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    // Changes as fast as the runtime runs them, for the whole test.
+    let changer = {
+        let obs = obs.clone();
+        tokio::spawn(async move {
+            loop {
+                obs.notify();
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut silent = socket.connect(addr).await.unwrap();
+    // CSM, then GET /fast with Observe 0, then nothing is ever read.
+    let mut bytes = vec![0x00, 0xe1];
+    let m = Message::request(Code::GET, "/fast")
+        .with_token(Token::new(vec![7]))
+        .with_uint_option(OptionNumber::OBSERVE, 0);
+    bytes.extend_from_slice(&coapws::proto::codec::tcp::encode(&m).unwrap());
+    silent.write_all(&bytes).await.unwrap();
+    // Let the buffers fill, then the count must stand still.
+    let started = std::time::Instant::now();
+    let mut last = 0;
+    let mut still_for = 0;
+    while still_for < 10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = renders.load(Ordering::Relaxed);
+        still_for = if now == last && now > 1 {
+            still_for + 1
+        } else {
+            0
+        };
+        last = now;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "notifications are still being produced for a peer that reads nothing: {now} so far"
+        );
+    }
+    // About 1 KB each: what the socket buffers, the 4 MiB backlog and the queues hold.
+    assert!(last < 20_000, "{last} notifications rendered");
+    assert_eq!(
+        server.observer_count(),
+        1,
+        "the observation is still registered"
+    );
+    changer.abort();
+    drop(silent);
+}
+
+/// The pending-request limit of a client: requests beyond it wait for earlier ones to end
+/// (over a connection and over UDP), and all of them are answered.
+#[tokio::test]
+async fn requests_beyond_the_pending_limit_wait_their_turn() {
+    use coapws::site::{IncomingRequest, Resource};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let now = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (n, m) = (now.clone(), most.clone());
+    let site = Site::new().resource(
+        "/slow",
+        Resource::new().get(move |_req: IncomingRequest| {
+            let (n, m) = (n.clone(), m.clone());
+            async move {
+                let here = n.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(here, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                n.fetch_sub(1, Ordering::SeqCst);
+                Message::response(Code::CONTENT, "done")
+            }
+        }),
+    );
+    let server = Endpoint::builder().site(site).build();
+    let tcp = server
+        .listen_tcp("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let udp = server
+        .listen_udp("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    for uri in [
+        format!("coap+tcp://{tcp}/slow"),
+        format!("coap://{udp}/slow"),
+    ] {
+        most.store(0, Ordering::SeqCst);
+        let client = Endpoint::builder()
+            .config(EndpointConfig {
+                max_pending_requests: 3,
+                // NSTART above the limit, so that the limit is what holds UDP requests back.
+                udp: coapws::proto::udp::UdpConfig {
+                    nstart: 8,
+                    ..Default::default()
+                },
+                ..EndpointConfig::default()
+            })
+            .build();
+        let all = tokio::time::timeout(
+            WAIT,
+            futures_util::future::join_all((0..12).map(|_| client.get(&uri))),
+        )
+        .await
+        .expect("every request ends");
+        for r in all {
+            assert_eq!(r.unwrap().code(), Code::CONTENT, "{uri}");
+        }
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            3,
+            "{uri}: at most 3 at once, and 3 did run"
+        );
+    }
+}

@@ -365,7 +365,7 @@ impl Cluster {
             Ok(s) => s,
             Err(e) => return warn!(error = %e, "cluster: cannot follow the observer"),
         };
-        let mut upstream = match client.observe_to(&remote, registration) {
+        let mut upstream = match client.observe_to(&remote, registration).await {
             Ok(o) => o,
             Err(e) => {
                 let p = wire::encode(&error_answer(&e)).unwrap_or_default();

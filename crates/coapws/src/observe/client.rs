@@ -91,19 +91,25 @@ impl Endpoint {
         let remote = self.remote_within(&request.uri, request.timeout).await?;
         let timeout = request.timeout.unwrap_or(self.config().request_timeout);
         self.observe_on(remote, request.to_message(), request.confirmable, timeout)
+            .await
     }
 
     /// Registers an observation with `message` (a GET or FETCH; Observe 0 is set here) sent
     /// to `remote` over its link, as [`Endpoint::request_to`] sends requests: how a server
     /// observes a resource of a client that connected to it.
-    pub fn observe_to(&self, remote: &Remote, mut message: Message) -> Result<Observation, Error> {
+    pub async fn observe_to(
+        &self,
+        remote: &Remote,
+        mut message: Message,
+    ) -> Result<Observation, Error> {
         // The connection picks the token, whatever the message carries.
         message.token = Token::EMPTY;
         let timeout = self.config().request_timeout;
         self.observe_on(remote.clone(), message, true, timeout)
+            .await
     }
 
-    fn observe_on(
+    async fn observe_on(
         &self,
         remote: Remote,
         mut registration: Message,
@@ -111,7 +117,11 @@ impl Endpoint {
         timeout: Duration,
     ) -> Result<Observation, Error> {
         registration.options.set_uint(OptionNumber::OBSERVE, 0);
-        let (id, feed) = remote.observe(registration.clone(), confirmable)?;
+        // Waiting for room on a busy link counts against the request's time.
+        let (id, feed) =
+            tokio::time::timeout(timeout, remote.observe(registration.clone(), confirmable))
+                .await
+                .map_err(|_| Error::Timeout)??;
         Ok(Observation {
             endpoint: self.clone(),
             reliable: remote.scheme().is_reliable(),

@@ -267,7 +267,13 @@ impl ObserverTask {
             // there (RFC 7641 §4.5); the last one is always Confirmable.
             let confirmable = last || (self.con_every > 0 && sent % self.con_every == 0);
             if !m.code.is_suppressed_by(self.no_response) {
-                self.remote.notify(self.token.clone(), m, confirmable);
+                // Waits while the link is behind; changes meanwhile fold into the next one.
+                let remote = self.remote.clone();
+                tokio::select! {
+                    _ = remote.notify(self.token.clone(), m, confirmable) => {}
+                    _ = &mut self.stop => return "deregistered or replaced",
+                    _ = self.remote.closed() => return "connection closed",
+                }
             }
             if last {
                 return if ended {

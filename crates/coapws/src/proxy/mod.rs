@@ -657,7 +657,7 @@ impl Proxy {
                     Upstream::Device { remote, uri } => {
                         let mut m = up;
                         with_target(&mut m, &uri);
-                        client.observe_to(&remote, m)
+                        client.observe_to(&remote, m).await
                     }
                     Upstream::Routed { router, name, uri } => {
                         let mut m = up;

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 /// With `-v` (debug on `coapws::wire`): each datagram with its message type and Message ID.
@@ -60,7 +59,7 @@ pub(crate) fn spawn(
     connected: Option<SocketAddr>,
 ) -> std::io::Result<(SocketHandle, tokio::task::JoinHandle<()>)> {
     let local = socket.local_addr()?;
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = crate::link::queues();
     let handle = SocketHandle {
         tx,
         ids: Arc::new(AtomicU64::new(1)),
@@ -96,7 +95,7 @@ pub(crate) fn spawn(
 struct SocketDriver {
     socket: UdpSocket,
     layer: MessageLayer<SocketAddr>,
-    rx: mpsc::UnboundedReceiver<UdpCommand>,
+    rx: crate::link::QueueRx<UdpCommand>,
     handle: SocketHandle,
     dispatch: Option<Arc<dyn Dispatch>>,
     waiting: Waiting<(SocketAddr, Token)>,
@@ -122,6 +121,9 @@ pub(crate) struct RequestLimits {
     pub per_peer: usize,
     /// All peers of the socket together.
     pub total: usize,
+    /// Our requests (observations included) pending on the socket, all peers together;
+    /// further ones wait.
+    pub max_pending: usize,
 }
 
 impl SocketDriver {
@@ -163,8 +165,11 @@ impl SocketDriver {
                 continue;
             }
             let deadline = self.layer.poll_timeout();
+            // New requests and notifications wait in their bounded queue while too many of
+            // our requests are pending on this socket.
+            let taking = self.waiting.len() < self.limits.max_pending;
             tokio::select! {
-                cmd = self.rx.recv() => match cmd {
+                cmd = self.rx.recv(taking) => match cmd {
                     Some(cmd) => self.command(cmd),
                     None => return,
                 },
@@ -415,7 +420,7 @@ impl SocketDriver {
             key: key.clone(),
             message,
         };
-        let guard = SendOnDrop::new(self.handle.tx.clone(), respond(Some(failed)));
+        let guard = SendOnDrop::new(self.handle.tx.control_sender(), respond(Some(failed)));
         tokio::spawn(async move {
             let answer = dispatch.dispatch(request).await;
             guard.send_instead(respond(answer.message));
