@@ -64,6 +64,8 @@ pub struct ServeArgs {
     /// registrations end). 0: never.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     keepalive: u64,
+    #[command(flatten)]
+    limits: Limits,
     /// Serve the website in DIR on the WebSocket ports instead of the built-in console.
     #[arg(long, value_name = "DIR")]
     site: Option<PathBuf>,
@@ -78,6 +80,59 @@ pub struct ServeArgs {
     proxy: crate::proxy::ProxyArgs,
     #[command(flatten)]
     cluster: crate::cluster::ClusterArgs,
+}
+
+/// Limits of `serve`; each refused with the protocol's own answer.
+#[derive(Args, Debug)]
+struct Limits {
+    /// Connections up at once, all transports; further WebSocket handshakes get HTTP 503,
+    /// further TCP and TLS connections are closed.
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// Largest CoAP message accepted over TCP, TLS and WebSocket (announced in our CSM);
+    /// a larger one ends its connection with Abort.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(64..=(16 << 20)))]
+    max_message_size: u32,
+    /// Time a new connection gets to send its CSM; without one it is aborted.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    csm_timeout: u64,
+    /// Time a new connection gets for its TLS handshake, and again for its HTTP request head.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    handshake_timeout: u64,
+    /// Release connections without requests or responses for SECS (when nothing is pending
+    /// and nobody observes over them). 0: never (directory devices are legitimately quiet).
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    idle_timeout: u64,
+    /// Largest HTTP request head of a WebSocket handshake; larger gets HTTP 431.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 10, value_parser = clap::value_parser!(u32).range(8192..=(1 << 20)))]
+    max_header_bytes: u32,
+    /// Most header lines in an HTTP request head; more get HTTP 431.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(8..=1000))]
+    max_headers: u32,
+    /// Incoming requests handled at once per connection (per address over UDP); more get 5.03.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_concurrent_requests: u32,
+    /// Observers registered at once, in all; more are answered without Observe.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    max_observers: u32,
+}
+
+impl Limits {
+    /// `base` with these limits.
+    fn apply(&self, base: EndpointConfig) -> EndpointConfig {
+        use std::time::Duration;
+        let mut c = base;
+        c.max_connections = self.max_connections as usize;
+        c.connection.max_message_size = self.max_message_size;
+        c.connection.csm_timeout = Duration::from_secs(self.csm_timeout);
+        c.handshake_timeout = Duration::from_secs(self.handshake_timeout);
+        c.idle_timeout = (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout));
+        c.max_header_bytes = self.max_header_bytes as usize;
+        c.max_headers = self.max_headers as usize;
+        c.max_concurrent_requests = self.max_concurrent_requests as usize;
+        c.max_observers = self.max_observers as usize;
+        c
+    }
 }
 
 /// The built-in browser console (the repository's `web/` folder).
@@ -230,12 +285,12 @@ pub async fn run(args: ServeArgs, proxy_only: bool) -> Result<ExitCode> {
     if args.allow_origin.iter().any(|o| o == "*") {
         tracing::warn!("--allow-origin '*': every web page a browser opens can reach this server");
     }
-    let config = EndpointConfig {
+    let config = args.limits.apply(EndpointConfig {
         allowed_origins: args.allow_origin.clone(),
         server_keepalive: (args.keepalive > 0)
             .then(|| std::time::Duration::from_secs(args.keepalive)),
         ..EndpointConfig::default()
-    };
+    });
     let endpoint = Endpoint::builder()
         .config(config)
         .site(site)

@@ -545,3 +545,175 @@ fn a_second_signal_exits_at_once() {
     assert!(took < Duration::from_secs(1), "{took:?}");
     drop(s);
 }
+
+/// The code of the CoAP-over-TCP message at the start of `frame` (RFC 8323 §3.2: the
+/// length nibble 13, 14, 15 adds 1, 2, 4 bytes before the code).
+fn tcp_code(frame: &[u8]) -> Option<u8> {
+    let extra = match frame.first()? >> 4 {
+        13 => 1,
+        14 => 2,
+        15 => 4,
+        _ => 0,
+    };
+    frame.get(1 + extra).copied()
+}
+
+/// Reads from `s` until `done(bytes so far)` or the peer closes, at most `limit`.
+fn read_until(
+    s: &mut std::net::TcpStream,
+    limit: Duration,
+    done: impl Fn(&[u8]) -> bool,
+) -> (Vec<u8>, Duration) {
+    use std::io::Read;
+    let start = Instant::now();
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    while !done(&all) && start.elapsed() < limit {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    (all, start.elapsed())
+}
+
+/// The limit flags of `serve`, each seen from the wire: our CSM announces
+/// `--max-message-size`; a peer without a CSM is aborted after `--csm-timeout`; a quiet
+/// connection is released after `--idle-timeout`; beyond `--max-connections` a WebSocket
+/// handshake gets 503; a request head above `--max-header-bytes` or with more than
+/// `--max-headers` lines gets 431.
+#[test]
+fn serve_limit_flags_are_enforced_on_the_wire() {
+    let tmp = TempDir::new("limits");
+    let (_server, l) = coapws_serve(
+        tmp.path(),
+        &[
+            "--tcp",
+            "127.0.0.1:0",
+            "--max-message-size",
+            "300",
+            "--csm-timeout",
+            "1",
+            "--idle-timeout",
+            "1",
+        ],
+        1,
+    );
+    let tcp = l
+        .url("coap+tcp")
+        .trim_start_matches("coap+tcp://")
+        .to_owned();
+    // Our CSM: 7.01 with Max-Message-Size (option 2) 300 = 0x012c and Block-Wise-Transfer.
+    let mut silent = std::net::TcpStream::connect(&tcp).unwrap();
+    let (got, _) = read_until(&mut silent, Duration::from_secs(3), |b| b.len() >= 6);
+    assert_eq!(
+        &got[..6],
+        &[0x40, 0xe1, 0x22, 0x01, 0x2c, 0x20],
+        "CSM {got:02x?}"
+    );
+    // No CSM from us: Abort (7.05) after about a second, then the close.
+    let started = Instant::now();
+    let (rest, _) = read_until(&mut silent, Duration::from_secs(5), |_| false);
+    let took = started.elapsed();
+    let all = [&got[6..], &rest[..]].concat();
+    assert!(
+        tcp_code(&all) == Some(0xe5),
+        "an Abort right after the CSM: {all:02x?}"
+    );
+    assert!(
+        took > Duration::from_millis(700) && took < Duration::from_secs(4),
+        "aborted after {took:?}"
+    );
+    // A connection that sends its CSM and one request, then nothing: released (7.04) after
+    // about a second of idleness.
+    let mut quiet = std::net::TcpStream::connect(&tcp).unwrap();
+    let get = [0x01, 0x01, 0x07, 0xb5, b'h', b'e', b'l', b'l', b'o'];
+    quiet.write_all(&[0x00, 0xe1]).unwrap();
+    quiet.write_all(&get).unwrap();
+    let (seen, took) = read_until(&mut quiet, Duration::from_secs(5), |b| {
+        b.windows(2).any(|w| w[1] == 0xe4)
+    });
+    assert!(
+        seen.windows(2).any(|w| w[1] == 0xe4),
+        "a Release: {seen:02x?}"
+    );
+    assert!(took > Duration::from_millis(700), "released after {took:?}");
+
+    let (_ws, l) = coapws_serve(
+        tmp.path(),
+        &[
+            "--ws",
+            "127.0.0.1:0",
+            "--max-connections",
+            "1",
+            "--max-header-bytes",
+            "8192",
+            "--max-headers",
+            "20",
+        ],
+        1,
+    );
+    let ws = l.url("coap+ws").trim_start_matches("coap+ws://").to_owned();
+    // Two at once: whichever the server takes first is upgraded, the other refused.
+    let upgrade_only = || {
+        let mut s = std::net::TcpStream::connect(&ws).unwrap();
+        s.write_all(
+            b"GET /.well-known/coap HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: coap\r\n\r\n",
+        )
+        .unwrap();
+        s
+    };
+    let mut first = upgrade_only();
+    let mut second = upgrade_only();
+    let mut codes: Vec<String> = [&mut first, &mut second]
+        .into_iter()
+        .map(|s| {
+            let (a, _) = read_until(s, Duration::from_secs(3), |b| b.len() >= 12);
+            String::from_utf8_lossy(&a[..a.len().min(12)]).into_owned()
+        })
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        ["HTTP/1.1 101", "HTTP/1.1 503"],
+        "one in, one refused"
+    );
+    drop((first, second));
+    let head = |extra: &str| {
+        format!(
+            "GET /.well-known/coap HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: coap\r\n{extra}\r\n"
+        )
+    };
+    let many: String = (0..30).map(|i| format!("X-{i}: {i}\r\n")).collect();
+    let big = format!("X-Big: {}\r\n", "b".repeat(10_000));
+    for (what, extra) in [("30 header lines", many), ("a 10 kB header", big)] {
+        // The first connection's slot frees once its close is seen.
+        let started = Instant::now();
+        let answer = loop {
+            let mut s = std::net::TcpStream::connect(&ws).unwrap();
+            s.write_all(head(&extra).as_bytes()).unwrap();
+            let (a, _) = read_until(&mut s, Duration::from_secs(3), |b| b.len() >= 12);
+            if !a.starts_with(b"HTTP/1.1 503") || started.elapsed() > Duration::from_secs(5) {
+                break a;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            answer.starts_with(b"HTTP/1.1 431"),
+            "{what}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+}

@@ -84,6 +84,9 @@ pub(crate) struct DriverConfig {
     pub write_timeout: std::time::Duration,
     /// Our requests (observations included) pending on one connection; further ones wait.
     pub max_pending_requests: usize,
+    /// Release the connection after this long without requests or responses, when nothing
+    /// is pending and nobody observes over it.
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
@@ -136,6 +139,7 @@ pub(crate) fn spawn<T: FrameIo>(
         pings: Vec::new(),
         next_ping: 1,
         inbound_running: 0,
+        last_active: Instant::now(),
         broken: false,
         on_close,
         stats: Stats {
@@ -209,6 +213,8 @@ struct Driver<R> {
     pings: Vec<(Token, tokio::sync::oneshot::Sender<()>)>,
     next_ping: u64,
     inbound_running: usize,
+    /// When the last request or response passed (for the idle timeout).
+    last_active: Instant,
     /// The transport failed under a write: nothing more is written.
     broken: bool,
     on_close: Option<OnClose>,
@@ -246,6 +252,11 @@ impl<R: FrameReader> Driver<R> {
             // New requests, notifications and pings wait in their bounded queue while the
             // peer is slow to read or too many of our requests are pending.
             let taking = reading && self.waiting.len() < self.config.max_pending_requests;
+            let idle_at = self
+                .config
+                .idle_timeout
+                .filter(|_| self.handle.accepting.load(Ordering::Relaxed))
+                .map(|t| self.last_active + t);
             tokio::select! {
                 cmd = self.rx.recv(taking) => match cmd {
                     Some(cmd) => self.command(cmd),
@@ -277,8 +288,29 @@ impl<R: FrameReader> Driver<R> {
                 _ = crate::exchange::sleep_until(deadline), if deadline.is_some() => {
                     self.core.handle_timeout(Instant::now());
                 }
+                _ = crate::exchange::sleep_until(idle_at), if idle_at.is_some() => self.idle(),
             }
         }
+    }
+
+    /// The idle timeout ran out: release the connection unless something is still going on.
+    fn idle(&mut self) {
+        let observed = self
+            .dispatch
+            .as_ref()
+            .is_some_and(|d| d.observers_on((self.handle.id, None)) > 0);
+        let busy = self.waiting.len() > 0
+            || self.inbound_running > 0
+            || self.core.outstanding_requests() > 0
+            || observed
+            || self.core.state() != coapws_proto::connection::State::Open;
+        if busy {
+            self.last_active = Instant::now();
+            return;
+        }
+        info!(remote = %self.remote, "connection idle: releasing it");
+        self.handle.accepting.store(false, Ordering::Relaxed);
+        self.core.release(Instant::now());
     }
 
     /// Moves what the core has queued to the writer's backlog.
@@ -344,6 +376,7 @@ impl<R: FrameReader> Driver<R> {
                 }
                 self.stats.requests_out += 1;
                 self.metrics.requests_out.inc();
+                self.last_active = Instant::now();
                 debug!(target: "coapws::wire", remote = %self.remote, message = %message.summary(), "send request");
                 match self.core.send_request(&message) {
                     Ok(()) => self.waiting.insert(message.token, id, reply),
@@ -415,6 +448,7 @@ impl<R: FrameReader> Driver<R> {
     }
 
     fn send_response(&mut self, m: Message) {
+        self.last_active = Instant::now();
         debug!(target: "coapws::wire", remote = %self.remote, message = %m.summary(), "send response");
         match self.core.send_response(&m) {
             Ok(()) => {}
@@ -459,6 +493,7 @@ impl<R: FrameReader> Driver<R> {
                 }
                 Event::Request(m) => self.incoming_request(m),
                 Event::Response(m) => {
+                    self.last_active = Instant::now();
                     debug!(target: "coapws::wire", remote = %self.remote, message = %m.summary(), "received response");
                     let token = m.token.clone();
                     if self.core.is_outstanding(&token) {
@@ -511,6 +546,7 @@ impl<R: FrameReader> Driver<R> {
     }
 
     fn incoming_request(&mut self, m: Message) {
+        self.last_active = Instant::now();
         self.stats.requests_in += 1;
         self.metrics.requests_in.inc();
         debug!(target: "coapws::wire", remote = %self.remote, message = %m.summary(), "received request");

@@ -46,6 +46,8 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     /// A notification of the observation `token` on `link` could not be delivered (UDP: the
     /// client answered with Reset, or never acknowledged it): the observer is gone.
     fn observer_gone(&self, link: (u64, Option<std::net::SocketAddr>), token: &Token);
+    /// How many observe the site over `link`.
+    fn observers_on(&self, link: (u64, Option<std::net::SocketAddr>)) -> usize;
 }
 
 /// Limits of the block-wise server.
@@ -464,6 +466,9 @@ impl Dispatch for SiteDispatch {
         if self.observers.remove(link, token, None) {
             debug!(%token, "observer gone (Reset or unacknowledged notification)");
         }
+    }
+    fn observers_on(&self, link: (u64, Option<SocketAddr>)) -> usize {
+        self.observers.on_link(link)
     }
 }
 

@@ -53,6 +53,21 @@ pub struct EndpointConfig {
     pub no_response_wait: Duration,
     /// Time allowed for TCP connect plus handshake.
     pub connect_timeout: Duration,
+    /// Server: time an accepted connection gets for its TLS handshake, and again for its
+    /// HTTP request head (WebSocket); a slower one is closed. The peer's CSM then has
+    /// `connection.csm_timeout`.
+    pub handshake_timeout: Duration,
+    /// Server: largest HTTP request head (request line and headers) of a WebSocket
+    /// handshake; larger ones get HTTP 431 and the connection is closed.
+    pub max_header_bytes: usize,
+    /// Server: most header lines in an HTTP request head; more get HTTP 431.
+    pub max_headers: usize,
+    /// Close (with Release) a connection on which no request or response has passed for this
+    /// long while nothing is pending on it either way and nobody observes over it. `None`
+    /// (the default): idle connections stay; keepalive still finds dead ones. Off by default
+    /// because a device that connected in order to be reached (a directory registration,
+    /// requests back to it) is legitimately quiet.
+    pub idle_timeout: Option<Duration>,
     /// Incoming requests handled at once per connection (per peer address over UDP); beyond
     /// it, 5.03.
     pub max_concurrent_requests: usize,
@@ -121,6 +136,10 @@ impl Default for EndpointConfig {
             request_timeout: Duration::from_secs(30),
             no_response_wait: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 << 10,
+            max_headers: 64,
+            idle_timeout: None,
             max_concurrent_requests: 256,
             udp_max_concurrent_requests: 4096,
             max_pending_requests: 4096,
@@ -821,6 +840,7 @@ pub(crate) fn start_connection<T: connection::FrameIo>(
             max_concurrent_requests: inner.config.max_concurrent_requests,
             max_pending_requests: inner.config.max_pending_requests,
             write_timeout: inner.config.write_timeout,
+            idle_timeout: inner.config.idle_timeout,
         },
         Some(on_close),
     );

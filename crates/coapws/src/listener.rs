@@ -123,7 +123,9 @@ impl Endpoint {
             origins: crate::web::OriginPolicy::allowing(&c.allowed_origins),
             web: self.inner.web.clone(),
             max_message_size: c.connection.max_message_size as usize,
-            header_timeout: c.connect_timeout,
+            header_timeout: c.handshake_timeout,
+            max_header_bytes: c.max_header_bytes,
+            max_headers: c.max_headers,
         });
         let server = Arc::new(Listener {
             scheme,
@@ -198,14 +200,14 @@ struct Handshaking(Arc<std::sync::atomic::AtomicUsize>);
 
 impl Handshaking {
     fn new(inner: &Inner) -> Handshaking {
-        inner.handshaking.fetch_add(1, Ordering::Relaxed);
+        inner.handshaking.fetch_add(1, Ordering::SeqCst);
         Handshaking(inner.handshaking.clone())
     }
 }
 
 impl Drop for Handshaking {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -238,15 +240,17 @@ impl Listener {
         let Some(inner) = self.inner.upgrade() else {
             return;
         };
+        // Counted until the connection is up (or the handshake fails); counted before the
+        // check, so that two handshakes checking at once cannot both pass.
+        let counted = Handshaking::new(&inner);
         let live = lock(&inner.live).len();
-        let handshaking = inner.handshaking.load(Ordering::Relaxed);
-        if live + handshaking >= inner.config.max_connections {
+        let handshaking = inner.handshaking.load(Ordering::SeqCst);
+        if live + handshaking > inner.config.max_connections {
             warn!(%peer, live, handshaking, "connection limit reached: refusing");
+            drop((counted, inner));
             refuse_at_capacity(tcp, self.scheme == Scheme::CoapWs).await;
             return;
         }
-        // Counted until the connection is up (or the handshake fails).
-        let counted = Handshaking::new(&inner);
         drop(inner);
         let Some(acceptor) = self.tls.clone() else {
             return self.serve_stream(tcp, peer, local, None, counted);
@@ -315,7 +319,11 @@ impl Listener {
             return;
         }
         let weak = self.inner.clone();
+        // Counted while the HTTP side lives and until the upgraded connection is up: the
+        // closure is held by both, and dropped by the upgrade's task only after it started
+        // the connection (so no moment between the two goes uncounted).
         let on_upgrade: ws::OnUpgrade<ws::Upgraded> = Arc::new(move |io, host, port| {
+            let _counted = &counted;
             let Some(inner) = weak.upgrade() else { return };
             let config = ConnectionConfig {
                 keepalive: inner.config.server_keepalive,
@@ -326,10 +334,6 @@ impl Listener {
             start_connection(&inner, io, core, remote, None, weak.clone());
         });
         let policy = self.policy.clone();
-        tokio::spawn(async move {
-            // The HTTP side counts until it ends (after the upgrade, the connection does).
-            let _counted = counted;
-            ws::serve_http(stream, policy, scheme, peer, on_upgrade).await;
-        });
+        tokio::spawn(ws::serve_http(stream, policy, scheme, peer, on_upgrade));
     }
 }

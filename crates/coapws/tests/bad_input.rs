@@ -38,7 +38,7 @@ const CSM_TIMEOUT: Duration = Duration::from_millis(1500);
 
 fn server_config() -> EndpointConfig {
     EndpointConfig {
-        connect_timeout: HEADER_TIMEOUT,
+        handshake_timeout: HEADER_TIMEOUT,
         connection: ConnectionConfig {
             max_message_size: MAX_MESSAGE as u32,
             csm_timeout: CSM_TIMEOUT,

@@ -481,11 +481,11 @@ async fn listeners_refuse_connections_beyond_the_limit() {
 // Slow and silent peers on the stream transports, and the limits on what a peer can hold
 // ---------------------------------------------------------------------------------------------
 
-/// A short handshake allowance (`connect_timeout`: HTTP request head, TLS handshake) and CSM
+/// A short handshake allowance (`handshake_timeout`: HTTP request head, TLS handshake) and CSM
 /// timeout, for the silent-peer tests.
 fn impatient() -> EndpointConfig {
     EndpointConfig {
-        connect_timeout: Duration::from_millis(300),
+        handshake_timeout: Duration::from_millis(300),
         connection: coapws::proto::connection::ConnectionConfig {
             csm_timeout: Duration::from_millis(300),
             ..Default::default()
@@ -516,7 +516,7 @@ async fn until_closed(
 }
 
 /// HTTP header timeout (transport/ws.rs: hyper's `header_read_timeout`, from
-/// `connect_timeout`): a peer that connects to the WebSocket listener and sends nothing, or
+/// `handshake_timeout`): a peer that connects to the WebSocket listener and sends nothing, or
 /// half a request head, is disconnected once the allowance is over, not before, and
 /// without an upgrade. Others are served meanwhile.
 #[tokio::test]
@@ -547,7 +547,7 @@ async fn a_silent_http_peer_is_dropped_after_the_header_timeout() {
     }
 }
 
-/// TLS handshake timeout (listener.rs, `connect_timeout`): a peer that opens TCP to the TLS
+/// TLS handshake timeout (listener.rs, `handshake_timeout`): a peer that opens TCP to the TLS
 /// and the secure WebSocket listeners and never starts the handshake is disconnected once
 /// the allowance is over.
 #[tokio::test]

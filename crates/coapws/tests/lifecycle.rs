@@ -177,3 +177,111 @@ async fn a_release_hold_off_is_honoured() {
     assert_eq!(r.unwrap().code(), Code::CONTENT);
     assert_eq!(accepts.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+/// The idle timeout: a connection without requests or responses is released (and leaves
+/// the client's pool; the next request opens a new one), but not while a request is
+/// pending on it or somebody observes over it.
+#[tokio::test]
+async fn idle_connections_are_released_but_busy_and_observed_ones_are_not() {
+    let idle = coapws::EndpointConfig {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..coapws::EndpointConfig::default()
+    };
+    let (site, mut gates) = common::with_gate(common::test_site());
+    let (server, addr) = common::server_with(idle, Some(site)).await;
+    let client = Endpoint::client();
+    client.get(&common::uri(addr, "/hello")).await.unwrap();
+    let released = Instant::now();
+    wait_until(
+        || server.connection_count() == 0,
+        "the idle connection released",
+    )
+    .await;
+    let took = released.elapsed();
+    assert!(
+        took >= Duration::from_millis(250),
+        "released after {took:?}"
+    );
+    wait_until(
+        || client.connection_count() == 0,
+        "it left the client's pool",
+    )
+    .await;
+    let r = client.get(&common::uri(addr, "/hello")).await.unwrap();
+    assert_eq!(r.code(), Code::CONTENT, "a new connection after it");
+
+    // A request held for a second (three idle timeouts) keeps its connection.
+    let pending = tokio::spawn({
+        let client = client.clone();
+        async move { client.get(&common::uri(addr, "/gate")).await }
+    });
+    let gate = common::entered(&mut gates).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        server.connection_count(),
+        1,
+        "kept while a request is pending"
+    );
+    gate.send(()).unwrap();
+    assert_eq!(pending.await.unwrap().unwrap().code(), Code::CONTENT);
+    wait_until(|| server.connection_count() == 0, "released once idle").await;
+
+    // An observation keeps it: /time notifies every second, idle time runs out in between.
+    let mut time = client
+        .observe(Request::get(&common::uri(addr, "/time")).unwrap())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        tokio::time::timeout(WAIT, time.next())
+            .await
+            .expect("a notification in time")
+            .expect("the observation goes on");
+    }
+    assert_eq!(server.connection_count(), 1, "kept while observed");
+}
+
+/// Regression: between the WebSocket upgrade's 101 and the start of its connection, the
+/// connection was counted nowhere, so a handshake in that moment got past a full
+/// `max_connections`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_limit_counts_upgrades_being_started() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (server, addr) = common::server_with(
+        coapws::EndpointConfig {
+            max_connections: 1,
+            ..coapws::EndpointConfig::default()
+        },
+        Some(common::test_site()),
+    )
+    .await;
+    let head = "GET /.well-known/coap HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+                Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: coap\r\n\r\n";
+    let status = |mut s: tokio::net::TcpStream| async move {
+        let mut buf = [0u8; 12];
+        tokio::time::timeout(WAIT, s.read_exact(&mut buf))
+            .await
+            .expect("an answer in time")
+            .expect("12 bytes of status line");
+        (String::from_utf8_lossy(&buf[9..12]).into_owned(), s)
+    };
+    for round in 0..100 {
+        let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        first.write_all(head.as_bytes()).await.unwrap();
+        // At once, while the first one is in its handshake or its connection is starting.
+        let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        second.write_all(head.as_bytes()).await.unwrap();
+        let ((a, first), (b, second)) = tokio::join!(status(first), status(second));
+        let mut codes = [a.clone(), b.clone()];
+        codes.sort();
+        assert_eq!(
+            codes,
+            ["101".to_owned(), "503".to_owned()],
+            "round {round}: one connection, one refusal (got {a} and {b})"
+        );
+        // The upgraded one starts its connection (until then it still counts), then ends.
+        wait_until(|| server.connection_count() == 1, "the connection up").await;
+        drop((first, second));
+        wait_until(|| server.connection_count() == 0, "the connection closed").await;
+    }
+}

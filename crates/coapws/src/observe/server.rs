@@ -109,6 +109,11 @@ impl Observers {
         self.table().entries.len()
     }
 
+    /// Number of observers on `link`.
+    pub(crate) fn on_link(&self, link: LinkId) -> usize {
+        self.table().per_link.get(&link).copied().unwrap_or(0)
+    }
+
     /// Adds the observer `token` on `link`, replacing one with the same token (RFC 7641 §4.1;
     /// its sequence numbers go on).
     pub(crate) fn register(&self, link: LinkId, token: &Token) -> Result<Registered, Refused> {

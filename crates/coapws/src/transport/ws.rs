@@ -250,6 +250,10 @@ pub struct WsServerPolicy {
     pub max_message_size: usize,
     /// Time allowed for the HTTP request head.
     pub header_timeout: Duration,
+    /// Largest HTTP request head in bytes; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Most header lines; more get 431.
+    pub max_headers: usize,
 }
 
 /// What a completed server handshake yields: the WebSocket and the host info of the request.
@@ -377,6 +381,7 @@ pub(crate) async fn serve_http<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = policy.header_timeout;
+    let (max_header_bytes, max_headers) = (policy.max_header_bytes, policy.max_headers);
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let policy = policy.clone();
         let on_upgrade = on_upgrade.clone();
@@ -427,6 +432,8 @@ pub(crate) async fn serve_http<S>(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        .max_header_size(max_header_bytes)
+        .max_headers(max_headers)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     if let Err(e) = conn.await {
