@@ -410,6 +410,8 @@ pub(crate) struct Inner {
     udp_v6: tokio::sync::OnceCell<SocketHandle>,
     /// With `udp_connected_clients`: a socket per UDP server, connected to it.
     udp_connected: tokio::sync::Mutex<HashMap<SocketAddr, SocketHandle>>,
+    /// Names of UDP servers, resolved.
+    pub(crate) udp_names: crate::net::UdpNames,
     pub(crate) tls_client: std::sync::OnceLock<TlsClientConfig>,
     pub(crate) dispatch: Option<Arc<dyn Dispatch>>,
     site: Option<Arc<SiteDispatch>>,
@@ -491,6 +493,7 @@ impl EndpointBuilder {
                 udp_v4: tokio::sync::OnceCell::new(),
                 udp_v6: tokio::sync::OnceCell::new(),
                 udp_connected: tokio::sync::Mutex::new(HashMap::new()),
+                udp_names: crate::net::UdpNames::default(),
                 config: self.config,
                 tls_client,
                 dispatch,
@@ -644,7 +647,7 @@ impl Endpoint {
     async fn udp_remote(&self, uri: &Uri) -> Result<Remote, Error> {
         let port = uri.port_or_default();
         let bind = self.inner.config.client_bind;
-        let addr = crate::net::resolve(&uri.host, port, bind).await?;
+        let addr = self.inner.udp_names.address(&uri.host, port, bind).await?;
         // A fixed local port can be bound once: then the shared socket serves every server.
         if self.inner.config.udp_connected_clients
             && bind.is_none_or(|b| b.port() == 0)

@@ -148,6 +148,14 @@ impl<K: Eq + Hash + Clone> Waiting<K> {
         self.count();
         keys
     }
+    /// Fails the waiting requests whose key matches with `error`; returns their keys.
+    pub(crate) fn fail_matching(&mut self, matches: impl Fn(&K) -> bool, error: &Error) -> Vec<K> {
+        let keys: Vec<K> = self.by_key.keys().filter(|k| matches(k)).cloned().collect();
+        for key in &keys {
+            self.finish(key, Err(error.clone()));
+        }
+        keys
+    }
     /// Fails every waiting request with `error`.
     pub(crate) fn fail_all(&mut self, error: &Error) {
         self.by_id.clear();

@@ -16,6 +16,7 @@ use coapws_proto::message::{Message, Token};
 use coapws_proto::option::{BlockValue, OptionNumber};
 use coapws_proto::signaling::BASE_MAX_MESSAGE_SIZE;
 use coapws_proto::udp::UdpSendError;
+use coapws_proto::uri::Scheme;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -171,16 +172,33 @@ impl Endpoint {
     }
 
     async fn transfer(&self, request: Request) -> Result<Response, Error> {
-        let remote = self.remote_within(&request.uri, request.timeout).await?;
-        let params = Params {
-            timeout: request.timeout,
-            confirmable: request.confirmable,
-            body_file: request.body_file.as_deref(),
-            progress: request.progress.as_ref(),
-            szx: request.block_szx,
-        };
-        self.transfer_on(&remote, request.to_message(), params)
-            .await
+        let uri = &request.uri;
+        loop {
+            let remote = self.remote_within(uri, request.timeout).await?;
+            let params = Params {
+                timeout: request.timeout,
+                confirmable: request.confirmable,
+                body_file: request.body_file.as_deref(),
+                progress: request.progress.as_ref(),
+                szx: request.block_szx,
+            };
+            let result = self
+                .transfer_on(&remote, request.to_message(), params)
+                .await;
+            // UDP to a name: when the address in use is unreachable, its next one (TCP tries
+            // them while connecting).
+            if matches!(result, Err(Error::Connect { .. }))
+                && uri.scheme == Scheme::Coap
+                && self
+                    .inner
+                    .udp_names
+                    .failed(&uri.host, uri.port_or_default(), remote.peer_addr())
+            {
+                tracing::info!(uri = %uri, addr = %remote.peer_addr(), "unreachable: trying the name's next address");
+                continue;
+            }
+            return result;
+        }
     }
 
     /// Sends `message` (a request; its token is chosen per connection, any it carries

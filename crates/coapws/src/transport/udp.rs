@@ -146,10 +146,8 @@ impl SocketDriver {
                 log_datagram("out", to, &datagram);
                 self.metrics.sent(datagram.len());
                 if let Err(e) = self.socket.send_to(&datagram, to).await {
-                    // Unreachable peers and the like: the retransmission timer handles it,
-                    // unless the socket is connected and the system said so.
                     debug!(%to, error = %e, "send_to failed");
-                    self.unreachable(&e);
+                    self.send_failed(to, &e);
                 }
             }
             while let Some(ev) = self.layer.poll_event() {
@@ -191,6 +189,30 @@ impl SocketDriver {
                     self.layer.handle_timeout(Instant::now());
                 }
             }
+        }
+    }
+
+    /// The system refused to send to `to`. When it says `to` cannot be reached from here (no
+    /// route to its network or host, an address of no interface), every request to it fails
+    /// now with [`Error::Connect`] instead of after its retransmissions (so a name's next
+    /// address is tried); other errors (a full buffer) are left to the retransmission timer.
+    fn send_failed(&mut self, to: SocketAddr, e: &std::io::Error) {
+        use std::io::ErrorKind;
+        if self.connected.is_some() {
+            return self.unreachable(e);
+        }
+        if !matches!(
+            e.kind(),
+            ErrorKind::NetworkUnreachable
+                | ErrorKind::HostUnreachable
+                | ErrorKind::AddrNotAvailable
+                | ErrorKind::InvalidInput
+        ) {
+            return;
+        }
+        let error = Error::connect(to.to_string(), std::io::Error::new(e.kind(), e.to_string()));
+        for (peer, token) in self.waiting.fail_matching(|(peer, _)| *peer == to, &error) {
+            self.layer.cancel_request(peer, &token);
         }
     }
 
