@@ -422,6 +422,8 @@ pub(crate) struct Inner {
     /// against `max_connections` too.
     pub(crate) handshaking: Arc<std::sync::atomic::AtomicUsize>,
     pub(crate) listeners: Mutex<Vec<JoinHandle<()>>>,
+    /// UDP socket tasks (listening and client sockets), drained at shutdown.
+    udp_sockets: Mutex<Vec<(SocketHandle, JoinHandle<()>)>>,
 }
 
 impl Drop for Inner {
@@ -431,6 +433,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         for l in lock(&self.listeners).drain(..) {
             l.abort();
+        }
+        for (_, t) in lock(&self.udp_sockets).drain(..) {
+            t.abort();
         }
         for (_, c) in lock(&self.live).drain() {
             c.release();
@@ -503,6 +508,7 @@ impl EndpointBuilder {
                 live: Mutex::new(HashMap::new()),
                 handshaking: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
                 listeners: Mutex::new(Vec::new()),
+                udp_sockets: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -753,9 +759,9 @@ impl Endpoint {
             connected,
         )
         .map_err(|e| listen_error(addr, e))?;
-        let mut tasks = lock(&self.inner.listeners);
-        tasks.retain(|t| !t.is_finished());
-        tasks.push(task);
+        let mut sockets = lock(&self.inner.udp_sockets);
+        sockets.retain(|(_, t)| !t.is_finished());
+        sockets.push((handle.clone(), task));
         Ok(handle)
     }
 
@@ -797,8 +803,10 @@ impl Endpoint {
         self.inner.pool.len()
     }
 
-    /// Graceful shutdown: stops listening, sends Release on every connection, and waits until
-    /// they are closed (at most the release timeout plus a second).
+    /// Graceful shutdown: stops listening, sends Release on every connection, lets every UDP
+    /// socket finish the requests its handlers are answering (new ones get 5.03, our own
+    /// pending ones fail with [`Error::Shutdown`]), and waits until all that is done (at most
+    /// the release timeout plus a second).
     pub async fn shutdown(&self) {
         for l in lock(&self.inner.listeners).drain(..) {
             l.abort();
@@ -807,10 +815,21 @@ impl Endpoint {
         for h in &handles {
             h.release();
         }
+        let sockets: Vec<SocketHandle> = lock(&self.inner.udp_sockets)
+            .iter()
+            .map(|(h, _)| h.clone())
+            .collect();
         let wait = self.inner.config.connection.release_timeout + Duration::from_secs(1);
-        let all = futures_util::future::join_all(handles.iter().map(|h| h.closed()));
-        if tokio::time::timeout(wait, all).await.is_err() {
-            warn!("some connections did not close in time");
+        let connections = futures_util::future::join_all(handles.iter().map(|h| h.closed()));
+        let udp = futures_util::future::join_all(sockets.iter().map(|s| s.drain()));
+        if tokio::time::timeout(wait, futures_util::future::join(connections, udp))
+            .await
+            .is_err()
+        {
+            warn!("some connections or UDP exchanges did not finish in time");
+        }
+        for (_, t) in lock(&self.inner.udp_sockets).drain(..) {
+            t.abort();
         }
     }
 }

@@ -304,6 +304,10 @@ pub(crate) enum UdpCommand {
         to: SocketAddr,
         reply: tokio::sync::oneshot::Sender<()>,
     },
+    /// Shut down gracefully: refuse new requests (5.03), fail our own pending ones, finish
+    /// the running handlers' answers (and their acknowledgements), then end; `done` fires
+    /// then.
+    Drain(tokio::sync::oneshot::Sender<()>),
 }
 
 /// A cheap, cloneable reference to a running UDP socket task.
@@ -381,6 +385,13 @@ impl SocketHandle {
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(())) => Ok(started.elapsed()),
             _ => Err(Error::Timeout),
+        }
+    }
+    /// Shuts the socket down gracefully (see [`UdpCommand::Drain`]); resolves when it ended.
+    pub(crate) async fn drain(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.control(UdpCommand::Drain(tx)).is_ok() {
+            let _ = rx.await;
         }
     }
     /// Resolves when the socket task has ended.

@@ -285,3 +285,53 @@ async fn the_connection_limit_counts_upgrades_being_started() {
         wait_until(|| server.connection_count() == 0, "the connection closed").await;
     }
 }
+
+/// Regression: `shutdown()` aborted the UDP socket tasks at once, so a request whose handler
+/// was still running never got its answer. Now the socket drains: the running request is
+/// answered, a new one meanwhile gets 5.03, and shutdown returns once that is done.
+#[tokio::test]
+async fn shutdown_lets_running_udp_requests_finish() {
+    let (site, mut gates) = common::with_gate(common::test_site());
+    let server = Endpoint::builder().site(site).build();
+    let addr = server
+        .listen_udp("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = Endpoint::client();
+    let running = tokio::spawn({
+        let client = client.clone();
+        async move { client.get(&format!("coap://{addr}/gate")).await }
+    });
+    let gate = common::entered(&mut gates).await;
+    let shutting = tokio::spawn({
+        let server = server.clone();
+        async move {
+            let started = Instant::now();
+            server.shutdown().await;
+            started.elapsed()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !shutting.is_finished(),
+        "shutdown waits for the running request"
+    );
+    let late = client
+        .get(&format!("coap://{addr}/hello"))
+        .await
+        .expect("an answer while draining");
+    assert_eq!(
+        late.code(),
+        Code::SERVICE_UNAVAILABLE,
+        "new requests are refused"
+    );
+    gate.send(()).unwrap();
+    let answered = tokio::time::timeout(WAIT, running).await.unwrap().unwrap();
+    assert_eq!(
+        answered.unwrap().code(),
+        Code::CONTENT,
+        "the running one is answered"
+    );
+    let took = tokio::time::timeout(WAIT, shutting).await.unwrap().unwrap();
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+}

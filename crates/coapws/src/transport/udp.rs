@@ -86,6 +86,7 @@ pub(crate) fn spawn(
         connected,
         pings: Vec::new(),
         evictions_logged: 0,
+        draining: None,
         metrics: crate::metrics::get().link(Scheme::Coap),
     };
     info!(%local, "coap (UDP) socket up");
@@ -110,6 +111,8 @@ struct SocketDriver {
     pings: Vec<((SocketAddr, u16), tokio::sync::oneshot::Sender<()>)>,
     /// Duplicate-cache evictions already logged.
     evictions_logged: u64,
+    /// Shutting down: told when the last answer is out and acknowledged.
+    draining: Option<tokio::sync::oneshot::Sender<()>>,
     /// UDP's counters in the process metrics.
     metrics: crate::metrics::LinkMetrics,
 }
@@ -152,6 +155,13 @@ impl SocketDriver {
             }
             while let Some(ev) = self.layer.poll_event() {
                 self.event(ev);
+            }
+            if self.draining.is_some() && self.running_total == 0 && self.layer.is_idle() {
+                info!(local = %self.handle.local, "coap (UDP) socket drained: closing");
+                if let Some(done) = self.draining.take() {
+                    let _ = done.send(());
+                }
+                return;
             }
             // Handlers may have answered synchronously (5.01, 5.03): send that first.
             if self
@@ -318,6 +328,13 @@ impl SocketDriver {
                     self.pings.push(((to, mid), reply));
                 }
             }
+            UdpCommand::Drain(done) => {
+                info!(local = %self.handle.local, running = self.running_total, "coap (UDP) socket shutting down");
+                self.draining = Some(done);
+                for (to, token) in self.waiting.fail_all_keys(&Error::Shutdown) {
+                    self.layer.cancel_request(to, &token);
+                }
+            }
             UdpCommand::Respond { to, key, message } => {
                 self.running_total = self.running_total.saturating_sub(1);
                 if let Some(n) = self.running.get_mut(&to) {
@@ -411,6 +428,11 @@ impl SocketDriver {
             let r = Message::response(Code::NOT_IMPLEMENTED, "no resources served here");
             return self.respond(from, &key, Some(r), now);
         };
+        if self.draining.is_some() {
+            let r = Message::response(Code::SERVICE_UNAVAILABLE, "shutting down")
+                .with_uint_option(coapws_proto::OptionNumber::MAX_AGE, 5);
+            return self.respond(from, &key, Some(r), now);
+        }
         let of_peer = self.running.get(&from).copied().unwrap_or(0);
         if of_peer >= self.limits.per_peer || self.running_total >= self.limits.total {
             debug!(%from, of_peer, total = self.running_total, "request limit reached: 5.03");
