@@ -13,13 +13,14 @@
 #
 # Bounds: building the tests gets BUILD_LIMIT seconds (default 1800), running them all
 # COAPWS_TEST_TIME_LIMIT (default 1500), the fuzz build FUZZ_BUILD_LIMIT (default 900, it
-# compiles libFuzzer once), each seed replay 60.
+# compiles libFuzzer once), each seed replay 60, each fuzzing run FUZZ_SECONDS (default 15).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 TIME_LIMIT=${COAPWS_TEST_TIME_LIMIT:-1500}
 BUILD_LIMIT=${BUILD_LIMIT:-1800}
 FUZZ_BUILD_LIMIT=${FUZZ_BUILD_LIMIT:-900}
+FUZZ_SECONDS=${FUZZ_SECONDS:-15}
 LIBCOAP_VERSION=4.3.1
 MINIMUMS=scripts/test-minimums.txt
 
@@ -69,8 +70,9 @@ left=$((TIME_LIMIT - ($(date +%s) - started)))
 timeout --kill-after=30 "$left" cargo test --workspace --doc --no-fail-fast 2>&1 | tee "$work/doc.log"
 doc_rc=${PIPESTATUS[0]}
 
-# The fuzz targets: build them with cargo-fuzz (libFuzzer, AddressSanitizer) and replay each seed
-# corpus once (-runs=0). The same checks also run in the workspace tests (fuzz_seeds.rs).
+# The fuzz targets: build them with cargo-fuzz (libFuzzer, AddressSanitizer), replay each seed
+# corpus once (-runs=0), then fuzz each for FUZZ_SECONDS. The seed checks also run in the
+# workspace tests (fuzz_seeds.rs).
 fuzz_problems=()
 fuzz_passed=0
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -94,6 +96,17 @@ if [ ${#fuzz_problems[@]} -eq 0 ]; then
         if [ "$runs" -ge "$seeds" ] && [ "$seeds" -gt 0 ]; then
           echo "fuzz $t: $seeds seeds replayed under libFuzzer ($runs runs)"
           fuzz_passed=$((fuzz_passed + 1))
+          # Then a short fuzzing run from the seeds: new inputs, every invariant checked; a
+          # failure leaves its input in fuzz/artifacts/$t/.
+          if (cd fuzz && RUSTC_BOOTSTRAP=1 timeout $((FUZZ_SECONDS + 60)) cargo fuzz run "$t" "$corpus" "seeds/$t" -- \
+            -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 >"$work/fuzz-run-$t.log" 2>&1); then
+            execs=$(grep -Eo 'number_of_executed_units: [0-9]+' "$work/fuzz-run-$t.log" | grep -Eo '[0-9]+' || echo 0)
+            echo "fuzz $t: ${FUZZ_SECONDS}s run, $execs executions, no failure"
+            fuzz_passed=$((fuzz_passed + 1))
+          else
+            tail -n 40 "$work/fuzz-run-$t.log" >&2
+            fuzz_problems+=("fuzz $t: the ${FUZZ_SECONDS}s run failed (input in fuzz/artifacts/$t/)")
+          fi
         else
           fuzz_problems+=("fuzz $t: $runs runs for $seeds seeds")
         fi
