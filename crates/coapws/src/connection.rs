@@ -576,21 +576,42 @@ impl<R: FrameReader> Driver<R> {
                 bert: peer.bert(),
             },
         );
-        // A handler that panics or is cancelled still gets its request answered.
-        let failed = Message::response(Code::INTERNAL_SERVER_ERROR, "handler failed");
-        let guard = SendOnDrop::new(
-            self.handle.tx.control_sender(),
-            Command::Respond(failed.with_token(token.clone())),
-        );
-        tokio::spawn(async move {
-            let answer = dispatch.dispatch(request).await;
-            let command = match answer.message {
-                Some(m) => Command::Respond(m.with_token(token)),
-                None => Command::Suppress(token),
-            };
-            guard.send_instead(command);
-            Answer::start_observer(answer.started);
-        });
+        // A handler that completes at once (most do) is answered here, without a task or a
+        // trip through the command queue; one that waits goes on in a task of its own.
+        let mut answering = dispatch.dispatch(request);
+        match crate::exchange::poll_once(&mut answering) {
+            Err(()) => {
+                self.inbound_running -= 1;
+                warn!(remote = %self.remote, "handler panicked");
+                let failed = Message::response(Code::INTERNAL_SERVER_ERROR, "handler failed");
+                self.send_response(failed.with_token(token));
+            }
+            Ok(Some(answer)) => {
+                self.inbound_running -= 1;
+                match answer.message {
+                    Some(m) => self.send_response(m.with_token(token)),
+                    None => self.core.drop_response(&token),
+                }
+                Answer::start_observer(answer.started);
+            }
+            Ok(None) => {
+                // A handler that panics or is cancelled still gets its request answered.
+                let failed = Message::response(Code::INTERNAL_SERVER_ERROR, "handler failed");
+                let guard = SendOnDrop::new(
+                    self.handle.tx.control_sender(),
+                    Command::Respond(failed.with_token(token.clone())),
+                );
+                tokio::spawn(async move {
+                    let answer = answering.await;
+                    let command = match answer.message {
+                        Some(m) => Command::Respond(m.with_token(token)),
+                        None => Command::Suppress(token),
+                    };
+                    guard.send_instead(command);
+                    Answer::start_observer(answer.started);
+                });
+            }
+        }
     }
 
     fn fail_all(&mut self, why: &ConnectionError) {

@@ -353,6 +353,21 @@ pub(crate) async fn call<C>(
     result
 }
 
+/// Polls `f` once, in the caller's task: its output if it completed at once. Otherwise it is
+/// left to be polled again (moved into a task of its own: being boxed, it may move), which
+/// registers that task's waker; the waker of this first poll is never woken.
+/// `Err` when it panicked (the panic is caught: the caller's task goes on).
+pub(crate) fn poll_once<T>(f: &mut crate::site::BoxFuture<T>) -> Result<Option<T>, ()> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let polled =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.as_mut().poll(&mut cx)));
+    match polled {
+        Ok(std::task::Poll::Ready(v)) => Ok(Some(v)),
+        Ok(std::task::Poll::Pending) => Ok(None),
+        Err(_) => Err(()),
+    }
+}
+
 /// Sleeps until `deadline`, or for ever without one (a `select!` arm for a driver's next
 /// timer).
 pub(crate) async fn sleep_until(deadline: Option<std::time::Instant>) {

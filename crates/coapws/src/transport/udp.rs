@@ -153,8 +153,14 @@ impl SocketDriver {
                     self.send_failed(to, &e);
                 }
             }
+            // Handlers that answered at once queued datagrams: send those before waiting.
+            let mut handled = false;
             while let Some(ev) = self.layer.poll_event() {
                 self.event(ev);
+                handled = true;
+            }
+            if handled {
+                continue;
             }
             if self.draining.is_some() && self.running_total == 0 && self.layer.is_idle() {
                 info!(local = %self.handle.local, "coap (UDP) socket drained: closing");
@@ -336,13 +342,7 @@ impl SocketDriver {
                 }
             }
             UdpCommand::Respond { to, key, message } => {
-                self.running_total = self.running_total.saturating_sub(1);
-                if let Some(n) = self.running.get_mut(&to) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.running.remove(&to);
-                    }
-                }
+                self.finished(to);
                 self.respond(to, &key, message, now);
             }
         }
@@ -457,18 +457,47 @@ impl SocketDriver {
             bert: false,
         };
         let request = IncomingRequest::new(message, remote, limits);
-        // A handler that panics or is cancelled still gets its request answered.
         let failed = Message::response(Code::INTERNAL_SERVER_ERROR, "handler failed");
-        let respond = move |message| UdpCommand::Respond {
-            to: from,
-            key: key.clone(),
-            message,
-        };
-        let guard = SendOnDrop::new(self.handle.tx.control_sender(), respond(Some(failed)));
-        tokio::spawn(async move {
-            let answer = dispatch.dispatch(request).await;
-            guard.send_instead(respond(answer.message));
-            Answer::start_observer(answer.started);
-        });
+        // A handler that completes at once is answered here; one that waits in a task.
+        let mut answering = dispatch.dispatch(request);
+        let done = crate::exchange::poll_once(&mut answering);
+        if !matches!(done, Ok(None)) {
+            self.finished(from);
+        }
+        match done {
+            Err(()) => {
+                warn!(%from, "handler panicked");
+                self.respond(from, &key, Some(failed), now);
+            }
+            Ok(Some(answer)) => {
+                self.respond(from, &key, answer.message, now);
+                Answer::start_observer(answer.started);
+            }
+            Ok(None) => {
+                // A handler that panics or is cancelled still gets its request answered.
+                let respond = move |message| UdpCommand::Respond {
+                    to: from,
+                    key: key.clone(),
+                    message,
+                };
+                let guard = SendOnDrop::new(self.handle.tx.control_sender(), respond(Some(failed)));
+                tokio::spawn(async move {
+                    let answer = answering.await;
+                    guard.send_instead(respond(answer.message));
+                    Answer::start_observer(answer.started);
+                });
+            }
+        }
+    }
+
+    /// A request of `from` has been answered: it no longer counts as running.
+    fn finished(&mut self, from: SocketAddr) {
+        self.running_total = self.running_total.saturating_sub(1);
+        if let Some(n) = self.running.get_mut(&from) {
+            *n -= 1;
+            if *n == 0 {
+                self.running.remove(&from);
+            }
+        }
     }
 }
