@@ -21,6 +21,8 @@ const OPENING_AT_ONCE: usize = 256;
 /// Ports of the ephemeral range left unused per source address, for other programs.
 const PORT_MARGIN: usize = 1000;
 
+/// Opens `n` connections with `template`, holds them for `--duration`, reports how many
+/// stayed up.
 pub async fn run(args: &BenchArgs, template: Request, n: usize) -> Result<ExitCode> {
     check_open_files(n)?;
     let target = tokio::net::lookup_host(template.uri.authority())

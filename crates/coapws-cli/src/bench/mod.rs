@@ -90,6 +90,8 @@ const MAX_IN_FLIGHT: usize = 10_000;
 /// Outstanding requests per connection in open loop without --in-flight.
 const OPEN_LOOP_IN_FLIGHT: usize = 256;
 
+/// Runs `coapws bench`: exit status 0 when every measured exchange succeeded (idle mode: every
+/// connection stayed up), 1 otherwise.
 pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     if !(args.duration > 0.0 && args.duration <= 600.0) {
         bail!("--duration must be more than 0 and at most 600 seconds");
@@ -188,6 +190,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         warmup,
         rate: args.rate,
         client_cpu: cpu_start.zip(cpu_end).map(|(a, b)| b.saturating_sub(a)),
+        exchanges_total: live.done(),
     };
     let failed = tally.error_count() > 0;
     if args.json {

@@ -87,15 +87,22 @@ impl Tally {
 
 /// The settings of the run, for the report.
 pub struct Summary {
+    /// The URI loaded.
     pub uri: String,
+    /// Client endpoints (connections, or UDP sockets).
     pub connections: usize,
+    /// Requests in flight per connection (open loop: the most allowed).
     pub in_flight: usize,
+    /// The measured window.
     pub duration: Duration,
+    /// The load before it.
     pub warmup: Duration,
     /// Open loop's requests a second (all connections), if so.
     pub rate: Option<f64>,
     /// CPU time this process spent while measuring (None where /proc is not readable).
     pub client_cpu: Option<Duration>,
+    /// Every exchange answered or failed, warm-up included (what the server served in all).
+    pub exchanges_total: u64,
 }
 
 impl Summary {
@@ -154,6 +161,7 @@ pub fn json(s: &Summary, t: &Tally) -> Value {
         "requests": t.ok(),
         "rate": (t.ok() as f64 / secs).round(),
         "errors": t.error_count(),
+        "exchanges_total": s.exchanges_total,
         "errors_by_kind": t.errors,
         "first_error": t.first_error.as_ref().map(|(_, d)| d.as_str()),
         "latency_us": percentiles_json(&t.latency),
