@@ -164,6 +164,10 @@ running = re.compile(r"^\s+Running (?:unittests )?\S+ \((?:.*/)?([^/)]+)\)\s*$")
 doctests = re.compile(r"^\s+Doc-tests (\S+)\s*$")
 result = re.compile(r"^test result: \w+\. (\d+) passed; (\d+) failed;")
 failed_test = re.compile(r"^test (.+?) \.\.\. FAILED$")
+# Criterion benches (harness = false) run each benchmark once under `cargo test`: a
+# "Testing NAME" line, then "Success", or a panic.
+criterion_case = re.compile(r"^Testing (.+)$")
+panicked = re.compile(r"^thread '.*' panicked")
 
 binaries = []  # [name, passed, failed, finished, failed names]
 for log in (tests_log, doc_log):
@@ -175,6 +179,7 @@ for log in (tests_log, doc_log):
         if m or d:
             name = exe.get(m.group(1), "?" + m.group(1)) if m else "doc:" + d.group(1)
             current = [name, 0, 0, False, []]
+            case = None
             binaries.append(current)
             continue
         if current is None:
@@ -182,6 +187,17 @@ for log in (tests_log, doc_log):
         f = failed_test.match(line)
         if f:
             current[4].append(f.group(1))
+        c = criterion_case.match(line)
+        if c:
+            case = c.group(1)
+        elif line == "Success" and case:
+            current[1] += 1
+            current[3] = True
+            case = None
+        elif panicked.match(line) and case:
+            current[2] += 1
+            current[4].append(case)
+            case = None
         r = result.match(line)
         if r and not current[3]:
             current[1], current[2], current[3] = int(r.group(1)), int(r.group(2)), True
