@@ -101,7 +101,7 @@ pub(crate) fn spawn<T: FrameIo>(
     config: DriverConfig,
     on_close: Option<OnClose>,
 ) -> (ConnectionHandle, Remote) {
-    let (tx, rx) = crate::link::queues();
+    let (tx, rx) = crate::queue::queues();
     let (peer_tx, peer_rx) = tokio::sync::watch::channel(None);
     let handle = ConnectionHandle {
         tx,
@@ -201,7 +201,7 @@ struct Driver<R> {
     out: Vec<Bytes>,
     out_bytes: usize,
     core: Connection,
-    rx: crate::link::QueueRx<Command>,
+    rx: crate::queue::QueueRx<Command>,
     handle: ConnectionHandle,
     remote: Remote,
     dispatch: Option<Arc<dyn Dispatch>>,
@@ -258,11 +258,7 @@ impl<R: FrameReader> Driver<R> {
                 .filter(|_| self.handle.accepting.load(Ordering::Relaxed))
                 .map(|t| self.last_active + t);
             tokio::select! {
-                cmd = self.rx.recv(taking) => match cmd {
-                    Some(cmd) => self.command(cmd),
-                    // Unreachable while we hold `self.handle`; kept for completeness.
-                    None => self.core.handle_transport_closed(),
-                },
+                cmd = self.rx.recv(taking) => self.command(cmd),
                 inbound = self.reader.recv(), if reading => self.inbound(inbound),
                 permit = self.writer.clone().reserve_owned(), if writing => match permit {
                     Ok(permit) => {
@@ -598,7 +594,7 @@ impl<R: FrameReader> Driver<R> {
                 // A handler that panics or is cancelled still gets its request answered.
                 let failed = Message::response(Code::INTERNAL_SERVER_ERROR, "handler failed");
                 let guard = SendOnDrop::new(
-                    self.handle.tx.control_sender(),
+                    self.handle.tx.clone(),
                     Command::Respond(failed.with_token(token.clone())),
                 );
                 tokio::spawn(async move {

@@ -9,7 +9,7 @@ use coapws_proto::message::Message;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 /// Where a request's answers go.
 pub(crate) enum Reply {
@@ -304,13 +304,13 @@ impl Drop for Feed {
 
 /// Sends a message to a task when dropped, unless told otherwise first.
 pub(crate) struct SendOnDrop<C> {
-    tx: mpsc::UnboundedSender<C>,
+    tx: crate::queue::Queues<C>,
     message: Option<C>,
 }
 
 impl<C> SendOnDrop<C> {
-    /// On drop, `message` goes to `tx`.
-    pub(crate) fn new(tx: mpsc::UnboundedSender<C>, message: C) -> SendOnDrop<C> {
+    /// On drop, `message` goes to `tx` (its control part).
+    pub(crate) fn new(tx: crate::queue::Queues<C>, message: C) -> SendOnDrop<C> {
         SendOnDrop {
             tx,
             message: Some(message),
@@ -319,7 +319,7 @@ impl<C> SendOnDrop<C> {
     /// Sends `instead` now, and nothing on drop.
     pub(crate) fn send_instead(mut self, instead: C) {
         self.message = None;
-        let _ = self.tx.send(instead);
+        let _ = self.tx.control(instead);
     }
     /// Sends nothing.
     pub(crate) fn disarm(mut self) {
@@ -330,7 +330,7 @@ impl<C> SendOnDrop<C> {
 impl<C> Drop for SendOnDrop<C> {
     fn drop(&mut self) {
         if let Some(m) = self.message.take() {
-            let _ = self.tx.send(m);
+            let _ = self.tx.control(m);
         }
     }
 }
@@ -338,7 +338,7 @@ impl<C> Drop for SendOnDrop<C> {
 /// Hands a request to a task (`make` builds the command around the reply channel) and waits
 /// for the answer. Dropping the future sends `cancel`; a task that is gone gives `gone()`.
 pub(crate) async fn call<C>(
-    tx: &crate::link::Queues<C>,
+    tx: &crate::queue::Queues<C>,
     make: impl FnOnce(Reply) -> C,
     cancel: C,
     gone: impl Fn() -> Error,
@@ -347,7 +347,7 @@ pub(crate) async fn call<C>(
     tx.send(make(Reply::Once(reply)))
         .await
         .map_err(|_| gone())?;
-    let guard = SendOnDrop::new(tx.control_sender(), cancel);
+    let guard = SendOnDrop::new(tx.clone(), cancel);
     let result = rx.await.unwrap_or_else(|_| Err(gone()));
     guard.disarm();
     result

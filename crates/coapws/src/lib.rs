@@ -110,6 +110,7 @@ mod net;
 pub mod observe;
 pub mod pool;
 pub mod proxy;
+mod queue;
 pub mod rd;
 pub mod remote;
 pub mod site;

@@ -5,6 +5,7 @@
 
 use crate::error::Error;
 use crate::exchange::{Feed, Reply, call, feed};
+use crate::queue::Queues;
 use coapws_proto::connection::ConnectionError;
 use coapws_proto::message::{Message, Token};
 use coapws_proto::signaling::PeerSettings;
@@ -13,106 +14,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
-use tokio::sync::mpsc;
-
-/// Commands a link's task takes from its bounded queue before its producers wait.
-pub(crate) const COMMAND_QUEUE: usize = 64;
-
-/// The two queues into a link's task (a connection's or a UDP socket's).
-///
-/// `cmd` is bounded: requests, observations, notifications and pings wait for room when the
-/// task is behind, and the task stops taking them while its peer is slow to read or too many
-/// of its requests are pending, so no producer can make it buffer without bound; producers
-/// wait rather than fail, because each of them is a task that can (a notification folds the
-/// changes that come meanwhile into the next one). `ctl` takes what must go without waiting,
-/// sent from drops and synchronous code (cancellations, answers of running handlers,
-/// deregistrations, re-registrations, Release); it is bounded by what it answers: at most one
-/// entry per request, handler or observation.
-pub(crate) struct Queues<C> {
-    cmd: mpsc::Sender<C>,
-    ctl: mpsc::UnboundedSender<C>,
-}
-
-impl<C> Clone for Queues<C> {
-    fn clone(&self) -> Queues<C> {
-        Queues {
-            cmd: self.cmd.clone(),
-            ctl: self.ctl.clone(),
-        }
-    }
-}
-
-/// The task's ends of [`Queues`].
-pub(crate) struct QueueRx<C> {
-    cmd: mpsc::Receiver<C>,
-    ctl: mpsc::UnboundedReceiver<C>,
-}
-
-/// A pair of queues into a new task.
-pub(crate) fn queues<C>() -> (Queues<C>, QueueRx<C>) {
-    let (cmd, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
-    let (ctl, ctl_rx) = mpsc::unbounded_channel();
-    (
-        Queues { cmd, ctl },
-        QueueRx {
-            cmd: cmd_rx,
-            ctl: ctl_rx,
-        },
-    )
-}
-
-impl<C> Queues<C> {
-    /// True once the task has ended (or stopped taking commands).
-    pub(crate) fn is_closed(&self) -> bool {
-        self.ctl.is_closed()
-    }
-    /// Resolves when the task has ended.
-    pub(crate) async fn closed(&self) {
-        self.ctl.closed().await
-    }
-    /// Queues `c` without waiting (for what is bounded by construction).
-    pub(crate) fn control(&self, c: C) -> Result<(), C> {
-        self.ctl.send(c).map_err(|e| e.0)
-    }
-    /// Queues `c`, waiting for room; `Err(c)` when the task is gone. Cancel-safe: dropped
-    /// while waiting, nothing was queued.
-    pub(crate) async fn send(&self, c: C) -> Result<(), C> {
-        self.cmd.send(c).await.map_err(|e| e.0)
-    }
-    /// The unbounded sender, for a [`crate::exchange::SendOnDrop`].
-    pub(crate) fn control_sender(&self) -> mpsc::UnboundedSender<C> {
-        self.ctl.clone()
-    }
-}
-
-impl<C> QueueRx<C> {
-    /// The next command: from `ctl` at any time, from `cmd` only when `taking`. `None` when
-    /// both queues are closed (every sender is gone).
-    pub(crate) async fn recv(&mut self, taking: bool) -> Option<C> {
-        tokio::select! {
-            biased;
-            c = self.ctl.recv() => match c {
-                Some(c) => Some(c),
-                None if taking => self.cmd.recv().await,
-                None => std::future::pending().await,
-            },
-            c = self.cmd.recv(), if taking => c,
-        }
-    }
-    /// Stops taking commands (senders see the task as gone) and returns those still queued.
-    pub(crate) fn close(&mut self) -> Vec<C> {
-        self.ctl.close();
-        self.cmd.close();
-        let mut left = Vec::new();
-        while let Ok(c) = self.ctl.try_recv() {
-            left.push(c);
-        }
-        while let Ok(c) = self.cmd.try_recv() {
-            left.push(c);
-        }
-        left
-    }
-}
 
 /// What other tasks ask of a connection's task.
 pub(crate) enum Command {

@@ -59,7 +59,7 @@ pub(crate) fn spawn(
     connected: Option<SocketAddr>,
 ) -> std::io::Result<(SocketHandle, tokio::task::JoinHandle<()>)> {
     let local = socket.local_addr()?;
-    let (tx, rx) = crate::link::queues();
+    let (tx, rx) = crate::queue::queues();
     let handle = SocketHandle {
         tx,
         ids: Arc::new(AtomicU64::new(1)),
@@ -96,7 +96,7 @@ pub(crate) fn spawn(
 struct SocketDriver {
     socket: UdpSocket,
     layer: MessageLayer<SocketAddr>,
-    rx: crate::link::QueueRx<UdpCommand>,
+    rx: crate::queue::QueueRx<UdpCommand>,
     handle: SocketHandle,
     dispatch: Option<Arc<dyn Dispatch>>,
     waiting: Waiting<(SocketAddr, Token)>,
@@ -183,10 +183,7 @@ impl SocketDriver {
             // our requests are pending on this socket.
             let taking = self.waiting.len() < self.limits.max_pending;
             tokio::select! {
-                cmd = self.rx.recv(taking) => match cmd {
-                    Some(cmd) => self.command(cmd),
-                    None => return,
-                },
+                cmd = self.rx.recv(taking) => self.command(cmd),
                 r = self.socket.recv_from(&mut self.buf) => match r {
                     Ok((n, from)) => {
                         let data = bytes::Bytes::copy_from_slice(&self.buf[..n]);
@@ -480,7 +477,7 @@ impl SocketDriver {
                     key: key.clone(),
                     message,
                 };
-                let guard = SendOnDrop::new(self.handle.tx.control_sender(), respond(Some(failed)));
+                let guard = SendOnDrop::new(self.handle.tx.clone(), respond(Some(failed)));
                 tokio::spawn(async move {
                     let answer = answering.await;
                     guard.send_instead(respond(answer.message));
