@@ -11,7 +11,6 @@ use coapws::{Endpoint, EndpointConfig, Request};
 use futures_util::StreamExt;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -156,19 +155,9 @@ pub async fn run(args: &BenchArgs, template: Request, n: usize) -> Result<ExitCo
     })
 }
 
-/// A live line on stderr while stdout is a terminal.
+/// A live line on stderr while stdout is a terminal, ticking by itself.
 fn progress() -> Option<indicatif::ProgressBar> {
-    if !std::io::stdout().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::with_draw_target(
-        None,
-        indicatif::ProgressDrawTarget::stderr_with_hz(4),
-    );
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
+    let bar = super::progress_line()?;
     bar.enable_steady_tick(Duration::from_millis(250));
     Some(bar)
 }

@@ -229,11 +229,9 @@ fn request(args: &BenchArgs) -> Result<Request> {
 }
 
 /// A live progress line on stderr while stdout is a terminal (nothing in pipes and files).
-fn show_progress(
-    plan: &Arc<load::Plan>,
-    live: &Arc<load::Live>,
-    connections: usize,
-) -> Option<tokio::task::JoinHandle<()>> {
+/// A live line on stderr while stdout is a terminal (`None` otherwise): spinner, elapsed time,
+/// message.
+pub(super) fn progress_line() -> Option<indicatif::ProgressBar> {
     if !std::io::stdout().is_terminal() {
         return None;
     }
@@ -245,6 +243,15 @@ fn show_progress(
         indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
+    Some(bar)
+}
+
+fn show_progress(
+    plan: &Arc<load::Plan>,
+    live: &Arc<load::Live>,
+    connections: usize,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let bar = progress_line()?;
     let (plan, live) = (plan.clone(), live.clone());
     Some(tokio::spawn(async move {
         let mut last = (Instant::now(), 0u64);
