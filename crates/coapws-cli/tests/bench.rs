@@ -1,7 +1,8 @@
 //! `coapws bench` against real servers: its JSON over WebSocket, TCP and UDP (counts,
-//! ordered percentiles, no errors), the open loop reaching its rate, UDP keeping the requested
-//! number in flight (the load generator's NSTART), the idle mode holding connections the
-//! server counts, and errors counted by kind with a failing exit status.
+//! ordered percentiles, no errors) with both engines and against libcoap and aiocoap, the open
+//! loop reaching its rate, UDP keeping the requested number in flight (the load generator's
+//! NSTART), the idle mode holding connections the server counts, errors counted by kind with a
+//! failing exit status, and a server that stops answering giving timeouts, not a hang.
 
 mod common;
 
@@ -62,28 +63,53 @@ fn bench_json_over_ws_tcp_and_udp() {
         ],
         3,
     );
-    for scheme in ["coap+ws", "coap+tcp", "coap"] {
-        let url = format!("{}/hello", s.url(scheme));
-        let (o, v) = bench_json(&[
-            &url,
-            "-c",
-            "2",
-            "--in-flight",
-            "4",
-            "-d",
-            "1",
-            "--warmup",
-            "0.2",
-        ]);
-        assert!(o.status.success(), "{scheme}: {}", describe(&o));
-        assert!(num(&v, "requests") > 0.0, "{scheme}: {v}");
-        assert_eq!(num(&v, "errors"), 0.0, "{scheme}: {v}");
-        assert_eq!(v["mode"], "closed", "{v}");
-        assert_eq!(num(&v, "in_flight"), 4.0, "{v}");
-        assert!(num(&v, "rate") > 0.0, "{scheme}: {v}");
-        assert!(num(&v, "client_cpu_us_per_req") > 0.0, "{scheme}: {v}");
-        assert_percentiles_ordered(&v);
+    for engine in ["auto", "wire", "library"] {
+        for scheme in ["coap+ws", "coap+tcp", "coap"] {
+            let url = format!("{}/hello", s.url(scheme));
+            let (o, v) = bench_json(&[
+                &url,
+                "-c",
+                "2",
+                "--in-flight",
+                "4",
+                "-d",
+                "1",
+                "--warmup",
+                "0.2",
+                "--engine",
+                engine,
+            ]);
+            let what = format!("{scheme} with engine {engine}");
+            assert!(o.status.success(), "{what}: {}", describe(&o));
+            assert!(num(&v, "requests") > 0.0, "{what}: {v}");
+            assert_eq!(num(&v, "errors"), 0.0, "{what}: {v}");
+            assert_eq!(v["mode"], "closed", "{v}");
+            // auto picks the wire engine for the plain schemes.
+            let expected = if engine == "library" {
+                "library"
+            } else {
+                "wire"
+            };
+            assert_eq!(v["engine"], expected, "{what}: {v}");
+            assert_eq!(num(&v, "in_flight"), 4.0, "{v}");
+            assert!(num(&v, "rate") > 0.0, "{what}: {v}");
+            assert!(num(&v, "client_cpu_us_per_req") > 0.0, "{what}: {v}");
+            assert_percentiles_ordered(&v);
+        }
     }
+    // Payloads beyond one block go through the library (block-wise); the wire engine refuses.
+    let url = format!("{}/echo", s.url("coap+tcp"));
+    let big = "x".repeat(3000);
+    let (o, v) = bench_json(&[&url, "--payload", &big, "-d", "0.3", "--warmup", "0"]);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert_eq!(v["engine"], "library", "{v}");
+    let o = coapws(&["bench", &url, "--payload", &big, "--engine", "wire"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert!(
+        stderr(&o).contains("use --engine library"),
+        "{}",
+        describe(&o)
+    );
     // -n and --concurrency still name --in-flight.
     let url = format!("{}/hello", s.url("coap+tcp"));
     let (o, v) = bench_json(&[&url, "-n", "3", "-d", "0.3", "--warmup", "0"]);
@@ -116,17 +142,29 @@ fn udp_keeps_the_requested_number_in_flight() {
         .block_on(server.listen_udp("127.0.0.1:0".parse().unwrap()))
         .unwrap();
     let url = format!("coap://{addr}/slow");
-    let (o, v) = bench_json(&[&url, "--in-flight", "8", "-d", "1.5", "--warmup", "0.2"]);
-    assert!(o.status.success(), "{}", describe(&o));
-    assert_eq!(num(&v, "errors"), 0.0, "{v}");
-    // 8 in flight: 160 a second at most; well above the 20 of NSTART = 1.
-    let rate = num(&v, "rate");
-    assert!(
-        rate > 80.0 && rate <= 170.0,
-        "rate {rate} with 8 in flight: {v}"
-    );
-    let p50 = v["latency_us"]["p50"].as_f64().unwrap();
-    assert!(p50 >= 50_000.0, "answers come after 50 ms: {v}");
+    for engine in ["wire", "library"] {
+        let (o, v) = bench_json(&[
+            &url,
+            "--in-flight",
+            "8",
+            "-d",
+            "1.5",
+            "--warmup",
+            "0.2",
+            "--engine",
+            engine,
+        ]);
+        assert!(o.status.success(), "{engine}: {}", describe(&o));
+        assert_eq!(num(&v, "errors"), 0.0, "{engine}: {v}");
+        // 8 in flight: 160 a second at most; well above the 20 of NSTART = 1.
+        let rate = num(&v, "rate");
+        assert!(
+            rate > 80.0 && rate <= 170.0,
+            "{engine}: rate {rate} with 8 in flight: {v}"
+        );
+        let p50 = v["latency_us"]["p50"].as_f64().unwrap();
+        assert!(p50 >= 50_000.0, "{engine}: answers come after 50 ms: {v}");
+    }
     drop(rt);
 }
 
@@ -227,26 +265,30 @@ fn idle_mode_holds_connections_the_server_counts() {
 fn errors_are_counted_by_kind_and_fail_the_run() {
     let tmp = TempDir::new("bench-errors");
     let (_server, url) = coapws_serve_one(tmp.path(), &[], "--tcp", "coap+tcp");
-    let (o, v) = bench_json(&[
-        &format!("{url}/missing"),
-        "-n",
-        "2",
-        "-d",
-        "0.5",
-        "--warmup",
-        "0",
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
-    let errors = num(&v, "errors");
-    assert!(errors > 0.0, "{v}");
-    assert_eq!(num(&v, "requests"), 0.0, "{v}");
-    assert_eq!(
-        v["errors_by_kind"]["4.04 Not Found"].as_f64(),
-        Some(errors),
-        "every error is a 4.04: {v}"
-    );
-    let first = v["first_error"].as_str().unwrap_or_default();
-    assert!(first.contains("answered 4.04 Not Found"), "{v}");
+    for engine in ["wire", "library"] {
+        let (o, v) = bench_json(&[
+            &format!("{url}/missing"),
+            "-n",
+            "2",
+            "-d",
+            "0.5",
+            "--warmup",
+            "0",
+            "--engine",
+            engine,
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{engine}: {}", describe(&o));
+        let errors = num(&v, "errors");
+        assert!(errors > 0.0, "{engine}: {v}");
+        assert_eq!(num(&v, "requests"), 0.0, "{engine}: {v}");
+        assert_eq!(
+            v["errors_by_kind"]["4.04 Not Found"].as_f64(),
+            Some(errors),
+            "{engine}: every error is a 4.04: {v}"
+        );
+        let first = v["first_error"].as_str().unwrap_or_default();
+        assert!(first.contains("answered 4.04 Not Found"), "{engine}: {v}");
+    }
     // In text: a line per kind and the first error in full.
     let o = coapws(&[
         "bench",
@@ -267,5 +309,123 @@ fn errors_are_counted_by_kind_and_fail_the_run() {
         stderr(&o).contains("the first request on connection 1 failed"),
         "{}",
         describe(&o)
+    );
+}
+
+/// A server that answers the first request and then none: every exchange of the load times
+/// out after --timeout (counted, exit status 1), and the run ends on time instead of waiting
+/// for answers that never come. Over TCP and UDP, with both engines.
+#[test]
+fn a_server_that_stops_answering_gives_timeouts_not_a_hang() {
+    use coapws::proto::{Code, Message};
+    use coapws::{Endpoint, IncomingRequest, Resource, Site};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let answered_once = Arc::new(AtomicBool::new(false));
+    let once = answered_once.clone();
+    let resource = Resource::new().get(move |_r: IncomingRequest| {
+        let first = !once.swap(true, Ordering::SeqCst);
+        async move {
+            if !first {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            Message::response(Code::CONTENT, "once")
+        }
+    });
+    let server = Endpoint::builder()
+        .site(Site::new().resource("/once", resource))
+        .build();
+    let tcp = rt
+        .block_on(server.listen_tcp("127.0.0.1:0".parse().unwrap()))
+        .unwrap();
+    let udp = rt
+        .block_on(server.listen_udp("127.0.0.1:0".parse().unwrap()))
+        .unwrap();
+    for engine in ["wire", "library"] {
+        for url in [
+            format!("coap+tcp://{tcp}/once"),
+            format!("coap://{udp}/once"),
+        ] {
+            answered_once.store(false, Ordering::SeqCst);
+            let started = Instant::now();
+            let (o, v) = bench_json(&[
+                &url,
+                "-n",
+                "3",
+                "-d",
+                "1",
+                "--warmup",
+                "0",
+                "--timeout",
+                "0.4",
+                "--engine",
+                engine,
+            ]);
+            let took = started.elapsed();
+            let what = format!("{url} with engine {engine}");
+            assert_eq!(o.status.code(), Some(1), "{what}: {}", describe(&o));
+            assert_eq!(num(&v, "requests"), 0.0, "{what}: {v}");
+            let timeouts = v["errors_by_kind"]["timeout"].as_f64().unwrap_or(0.0);
+            // 3 in flight, each given up after 0.4 s and replaced, for 1 s: 6 to 9.
+            assert!(
+                (6.0..=12.0).contains(&timeouts),
+                "{what}: {timeouts} timeouts: {v}"
+            );
+            assert_eq!(num(&v, "errors"), timeouts, "{what}: only timeouts: {v}");
+            // The last ones sent just before the end time out 0.4 s after it; the library's
+            // endpoint then releases its connection gracefully, which waits up to the release
+            // timeout (5 s) for a server whose handlers never finish.
+            assert!(took < Duration::from_secs(9), "{what}: took {took:?}");
+        }
+    }
+    drop(rt);
+}
+
+/// The wire engine measures other servers too, every answer checked: libcoap over TCP and
+/// UDP, aiocoap over WebSocket and TCP; and a resource they do not have counts as errors of
+/// their code.
+#[test]
+fn the_wire_engine_loads_libcoap_and_aiocoap() {
+    let tmp = TempDir::new("bench-peers");
+    let (_libcoap, p) = libcoap_server(tmp.path(), "coap-server-notls", &[]);
+    let root = tmp.subdir("files");
+    std::fs::write(root.join("hello"), "Hello from the aiocoap file").unwrap();
+    let (_aiocoap, a) = aiocoap_fileserver(tmp.path(), &root, false, &[]);
+    let targets = [
+        (format!("coap+tcp://127.0.0.1:{p}/"), "libcoap tcp"),
+        (format!("coap://127.0.0.1:{p}/"), "libcoap udp"),
+        (
+            format!("coap+ws://127.0.0.1:{}/hello", a + 3000),
+            "aiocoap ws",
+        ),
+        (format!("coap+tcp://127.0.0.1:{a}/hello"), "aiocoap tcp"),
+    ];
+    for (url, what) in &targets {
+        let (o, v) = bench_json(&[url, "-c", "2", "-n", "4", "-d", "0.7", "--warmup", "0.1"]);
+        assert!(o.status.success(), "{what}: {}", describe(&o));
+        assert_eq!(v["engine"], "wire", "{what}: {v}");
+        assert!(num(&v, "requests") > 20.0, "{what}: {v}");
+        assert_eq!(num(&v, "errors"), 0.0, "{what}: {v}");
+        assert_percentiles_ordered(&v);
+    }
+    let (o, v) = bench_json(&[
+        &format!("coap+ws://127.0.0.1:{}/missing", a + 3000),
+        "-d",
+        "0.3",
+        "--warmup",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert!(
+        v["errors_by_kind"]["4.04 Not Found"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0,
+        "{v}"
     );
 }

@@ -71,7 +71,7 @@ pub struct Failure {
 /// The token of exchange `seq` on connection `conn`: 4 bytes, unique among the connection's
 /// outstanding requests (its sequence number), with the connection in the high byte for
 /// reading captures.
-fn token(conn: u64, seq: u64) -> Token {
+pub(super) fn token(conn: u64, seq: u64) -> Token {
     let v = ((conn as u32 & 0xff) << 24) | (seq as u32 & 0x00ff_ffff);
     Token::new(bytes::Bytes::copy_from_slice(&v.to_be_bytes()))
 }
@@ -217,7 +217,7 @@ async fn open(ep: &Endpoint, conn: u64, plan: &Plan, live: &Live, rate: f64) -> 
 }
 
 /// Tallies one exchange: due (open loop; the send time in closed loop), sent, answered.
-fn note(
+pub(super) fn note(
     tally: &mut Tally,
     live: &Live,
     plan: &Plan,

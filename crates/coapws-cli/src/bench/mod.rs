@@ -12,6 +12,7 @@ mod cpu;
 mod idle;
 mod load;
 mod report;
+mod wire;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -65,8 +66,52 @@ pub struct BenchArgs {
     /// address's ephemeral ports they come from 127.0.0.2, 127.0.0.3, … (loopback servers).
     #[arg(long, value_name = "N")]
     idle: Option<usize>,
+    /// How the load is sent: `wire` drives coapws-proto's machines on each socket directly
+    /// (coap, coap+tcp, coap+ws; payloads up to 1024 bytes), `library` sends through the
+    /// library's Endpoint like any client (every scheme, block-wise), `auto` picks wire when
+    /// it can.
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
+    engine: Engine,
     #[command(flatten)]
     common: crate::client::CommonArgs,
+}
+
+/// `--engine`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Engine {
+    /// The wire engine when it speaks the scheme and the payload fits one message.
+    Auto,
+    /// coapws-proto's machines on the sockets, no endpoint in between.
+    Wire,
+    /// The library's Endpoint (pool, token layer, connection tasks, block-wise).
+    Library,
+}
+
+/// The largest payload the wire engine sends (it does not go block-wise).
+const WIRE_MAX_PAYLOAD: usize = 1024;
+
+impl Engine {
+    /// The engine that sends `template`: wire or library.
+    fn pick(self, template: &Request) -> Result<Engine> {
+        let wire_can = wire::speaks(template.uri.scheme)
+            && template.payload.len() <= WIRE_MAX_PAYLOAD
+            && template.body_file.is_none();
+        Ok(match self {
+            Engine::Auto if wire_can => Engine::Wire,
+            Engine::Auto => Engine::Library,
+            Engine::Wire if !wire_can => bail!(
+                "--engine wire speaks coap, coap+tcp and coap+ws with payloads up to \
+                 {WIRE_MAX_PAYLOAD} bytes; use --engine library"
+            ),
+            e => e,
+        })
+    }
+}
+
+/// One connection of the load, in either engine.
+enum Conn {
+    Library(coapws::Endpoint),
+    Wire(wire::Link),
 }
 
 /// `--method NAME`.
@@ -126,21 +171,54 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     // The load generator's own NSTART (RFC 7252 §4.7 lets it be configured): without it the
     // UDP client keeps one request outstanding towards a server whatever --in-flight says.
     config.udp.nstart = in_flight;
+    let engine = args.engine.pick(&template)?;
+    let timeout = Duration::from_secs_f64(args.common.timeout);
     let secure = template.uri.scheme.is_secure();
-    let mut endpoints = Vec::with_capacity(args.connections);
+    let mut conns = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
-        let ep = args.common.endpoint(config.clone(), secure)?;
         // Open the connection (and check the resource answers as expected) before the clock
         // starts.
-        let first = load::check(&ep, &template, i as u64).await;
-        if let Err(e) = first {
-            bail!(
+        let first = match engine {
+            Engine::Wire => {
+                let keepalive = args.common.keepalive.map(Duration::from_secs);
+                let opened = wire::Link::open(
+                    &template.uri,
+                    args.common.local_addr,
+                    keepalive,
+                    in_flight,
+                    template.confirmable,
+                    timeout,
+                )
+                .await;
+                match opened {
+                    Ok(mut link) => {
+                        let m = template.to_message();
+                        wire::check(&mut link, &m, i as u64, timeout)
+                            .await
+                            .map(|()| Conn::Wire(link))
+                    }
+                    Err(detail) => Err(load::Failure {
+                        kind: "connect".into(),
+                        detail,
+                        answered: false,
+                    }),
+                }
+            }
+            _ => {
+                let ep = args.common.endpoint(config.clone(), secure)?;
+                load::check(&ep, &template, i as u64)
+                    .await
+                    .map(|()| Conn::Library(ep))
+            }
+        };
+        match first {
+            Ok(c) => conns.push(c),
+            Err(e) => bail!(
                 "the first request on connection {} failed: {}",
                 i + 1,
                 e.detail
-            );
+            ),
         }
-        endpoints.push(ep);
     }
     let start = Instant::now();
     let warmup = Duration::from_secs_f64(args.warmup);
@@ -162,12 +240,21 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
             cpu::process_time()
         }
     });
-    let mut tasks = Vec::with_capacity(endpoints.len());
-    for (i, ep) in endpoints.iter().enumerate() {
-        let (ep, plan, live) = (ep.clone(), plan.clone(), live.clone());
-        tasks.push(tokio::spawn(async move {
-            load::drive(&ep, i as u64, &plan, &live).await
-        }));
+    let mut tasks = Vec::with_capacity(conns.len());
+    let mut endpoints = Vec::new();
+    for (i, c) in conns.into_iter().enumerate() {
+        let (plan, live) = (plan.clone(), live.clone());
+        tasks.push(match c {
+            Conn::Library(ep) => {
+                endpoints.push(ep.clone());
+                tokio::spawn(async move { load::drive(&ep, i as u64, &plan, &live).await })
+            }
+            Conn::Wire(link) => {
+                tokio::spawn(
+                    async move { wire::drive(link, i as u64, &plan, &live, timeout).await },
+                )
+            }
+        });
     }
     let mut tally = report::Tally::new();
     for t in tasks {
@@ -191,6 +278,10 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         rate: args.rate,
         client_cpu: cpu_start.zip(cpu_end).map(|(a, b)| b.saturating_sub(a)),
         exchanges_total: live.done(),
+        engine: match engine {
+            Engine::Wire => "wire",
+            _ => "library",
+        },
     };
     let failed = tally.error_count() > 0;
     if args.json {

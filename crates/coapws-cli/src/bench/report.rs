@@ -103,6 +103,8 @@ pub struct Summary {
     pub client_cpu: Option<Duration>,
     /// Every exchange answered or failed, warm-up included (what the server served in all).
     pub exchanges_total: u64,
+    /// Which engine sent the load: "wire" or "library".
+    pub engine: &'static str,
 }
 
 impl Summary {
@@ -154,6 +156,7 @@ pub fn json(s: &Summary, t: &Tally) -> Value {
     let mut v = json!({
         "uri": s.uri,
         "mode": if s.rate.is_some() { "open" } else { "closed" },
+        "engine": s.engine,
         "connections": s.connections,
         "in_flight": s.in_flight,
         "duration_s": secs,
@@ -213,8 +216,9 @@ pub fn text(s: &Summary, t: &Tally) -> Vec<String> {
     }
     match s.client_cpu_per_request(t) {
         Some(c) => lines.push(format!(
-            "client CPU {c:.2} µs/req ({:.2} s)",
-            s.client_cpu.unwrap_or_default().as_secs_f64()
+            "client CPU {c:.2} µs/req ({:.2} s, {} engine)",
+            s.client_cpu.unwrap_or_default().as_secs_f64(),
+            s.engine
         )),
         None => lines.push("client CPU not measured".into()),
     }
