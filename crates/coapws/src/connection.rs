@@ -158,6 +158,9 @@ const WRITE_QUEUE: usize = 4;
 /// that does not read our answers cannot make us buffer without bound (and when a write
 /// takes longer than the write timeout, the connection is given up).
 const MAX_BACKLOG: usize = 4 << 20;
+/// Frames taken from the transport in one wake-up when more are already there: their
+/// answers then leave in one write instead of one each.
+const FRAMES_PER_WAKE: usize = 64;
 
 /// What the writer task is asked to do.
 enum WriteOp {
@@ -259,7 +262,10 @@ impl<R: FrameReader> Driver<R> {
                 .map(|t| self.last_active + t);
             tokio::select! {
                 cmd = self.rx.recv(taking) => self.command(cmd),
-                inbound = self.reader.recv(), if reading => self.inbound(inbound),
+                inbound = self.reader.recv(), if reading => {
+                    self.inbound(inbound);
+                    self.inbound_ready();
+                }
                 permit = self.writer.clone().reserve_owned(), if writing => match permit {
                     Ok(permit) => {
                         let frames = std::mem::take(&mut self.out);
@@ -314,6 +320,21 @@ impl<R: FrameReader> Driver<R> {
         while let Some(f) = self.core.poll_transmit() {
             self.out_bytes += f.len();
             self.out.push(f);
+        }
+    }
+
+    /// Takes the frames that have already arrived (up to [`FRAMES_PER_WAKE`]), without
+    /// waiting for more.
+    fn inbound_ready(&mut self) {
+        use futures_util::FutureExt;
+        for _ in 1..FRAMES_PER_WAKE {
+            if self.out_bytes >= MAX_BACKLOG || self.core.poll_close().is_some() {
+                return;
+            }
+            match self.reader.recv().now_or_never() {
+                Some(inbound) => self.inbound(inbound),
+                None => return,
+            }
         }
     }
 

@@ -77,6 +77,9 @@ pub(crate) struct Metrics {
     requests_in: Family<ByTransport, Counter>,
     requests_out: Family<ByTransport, Counter>,
     responses: Family<ByCode, Counter>,
+    /// `responses`' counters by code byte, looked up in the family once each: the response
+    /// path adds to an atomic without formatting a label or taking the family's lock.
+    response_counters: Box<[OnceLock<Counter>]>,
     bytes_in: Family<ByTransport, Counter>,
     bytes_out: Family<ByTransport, Counter>,
     pub(crate) pending: Gauge,
@@ -109,6 +112,7 @@ impl Metrics {
             requests_in: Family::default(),
             requests_out: Family::default(),
             responses: Family::default(),
+            response_counters: (0..=u8::MAX).map(|_| OnceLock::new()).collect(),
             bytes_in: Family::default(),
             bytes_out: Family::default(),
             pending: Gauge::default(),
@@ -195,8 +199,12 @@ impl Metrics {
     }
 
     pub(crate) fn response_sent(&self, code: Code) {
-        let code = format!("{}.{:02}", code.class(), code.detail());
-        self.responses.get_or_create(&ByCode { code }).inc();
+        self.response_counters[usize::from(code.0)]
+            .get_or_init(|| {
+                let code = format!("{}.{:02}", code.class(), code.detail());
+                self.responses.get_or_create(&ByCode { code }).clone()
+            })
+            .inc();
     }
 
     /// The counters of one connection's (or UDP socket's) transport, looked up once: the
