@@ -199,9 +199,12 @@ async fn refuse_at_capacity(mut tcp: tokio::net::TcpStream, http: bool) {
 struct Handshaking(Arc<std::sync::atomic::AtomicUsize>);
 
 impl Handshaking {
-    fn new(inner: &Inner) -> Handshaking {
-        inner.handshaking.fetch_add(1, Ordering::SeqCst);
-        Handshaking(inner.handshaking.clone())
+    /// Counts a new handshake; also returns how many were counted before it (still going, or
+    /// becoming connections), so that of two checking at once exactly the later one sees the
+    /// other.
+    fn new(inner: &Inner) -> (Handshaking, usize) {
+        let before = inner.handshaking.fetch_add(1, Ordering::SeqCst);
+        (Handshaking(inner.handshaking.clone()), before)
     }
 }
 
@@ -242,9 +245,10 @@ impl Listener {
         };
         // Counted until the connection is up (or the handshake fails); counted before the
         // check, so that two handshakes checking at once cannot both pass.
-        let counted = Handshaking::new(&inner);
+        let (counted, before) = Handshaking::new(&inner);
         let live = lock(&inner.live).len();
-        let handshaking = inner.handshaking.load(Ordering::SeqCst);
+        // This one, those that started before it, and those up.
+        let handshaking = before + 1;
         if live + handshaking > inner.config.max_connections {
             warn!(%peer, live, handshaking, "connection limit reached: refusing");
             drop((counted, inner));

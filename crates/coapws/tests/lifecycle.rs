@@ -242,7 +242,8 @@ async fn idle_connections_are_released_but_busy_and_observed_ones_are_not() {
 
 /// Regression: between the WebSocket upgrade's 101 and the start of its connection, the
 /// connection was counted nowhere, so a handshake in that moment got past a full
-/// `max_connections`.
+/// `max_connections`. And regression: two handshakes counted at once both saw the other and
+/// were both refused (503 and 503) with no connection up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_limit_counts_upgrades_being_started() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
