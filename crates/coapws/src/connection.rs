@@ -261,7 +261,10 @@ impl<R: FrameReader> Driver<R> {
                 .filter(|_| self.handle.accepting.load(Ordering::Relaxed))
                 .map(|t| self.last_active + t);
             tokio::select! {
-                cmd = self.rx.recv(taking) => self.command(cmd),
+                cmd = self.rx.recv(taking) => {
+                    self.command(cmd);
+                    self.commands_ready();
+                }
                 inbound = self.reader.recv(), if reading => {
                     self.inbound(inbound);
                     self.inbound_ready();
@@ -320,6 +323,19 @@ impl<R: FrameReader> Driver<R> {
         while let Some(f) = self.core.poll_transmit() {
             self.out_bytes += f.len();
             self.out.push(f);
+        }
+    }
+
+    /// Takes the commands already queued (up to [`FRAMES_PER_WAKE`]) while it may, so that
+    /// the requests of many callers leave in one write.
+    fn commands_ready(&mut self) {
+        for _ in 1..FRAMES_PER_WAKE {
+            let taking = self.out_bytes < MAX_BACKLOG
+                && self.waiting.len() < self.config.max_pending_requests;
+            match self.rx.try_recv(taking) {
+                Some(cmd) => self.command(cmd),
+                None => return,
+            }
         }
     }
 

@@ -570,25 +570,31 @@ impl Endpoint {
         &self,
         remote: &Remote,
         message: Message,
-        timeout: Option<Duration>,
+        wait: crate::transfer::Wait,
         confirmable: bool,
     ) -> Result<Response, Error> {
         let c = &self.inner.config;
         let no_response = message.options.no_response() != 0;
-        let timeout = timeout.unwrap_or(c.request_timeout);
+        let timeout = wait.per_request.unwrap_or(c.request_timeout);
         // A response may legitimately never come: do not wait the full timeout for it.
-        let wait = if no_response {
+        let own = if no_response {
             timeout.min(c.no_response_wait)
         } else {
             timeout
         };
-        match tokio::time::timeout(wait, remote.send(message, confirmable)).await {
+        // Never past the whole transfer's deadline.
+        let left = wait
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        let cut = left.is_some_and(|l| l < own);
+        let limit = if cut { left.unwrap_or(own) } else { own };
+        match tokio::time::timeout(limit, remote.send(message, confirmable)).await {
             Ok(Ok(message)) => Ok(Response {
                 message,
                 remote: remote.clone(),
             }),
             Ok(Err(e)) => Err(e),
-            Err(_) if no_response => Err(Error::NoResponse),
+            Err(_) if no_response && !cut => Err(Error::NoResponse),
             Err(_) => Err(Error::Timeout),
         }
     }

@@ -135,20 +135,25 @@ impl<C> QueueRx<C> {
     /// `taking`. Cancel-safe (inside `select!`): a command is taken only when returned.
     pub(crate) async fn recv(&mut self, taking: bool) -> C {
         loop {
-            {
-                let mut s = self.shared.state();
-                if let Some(c) = s.control.pop_front() {
-                    return c;
-                }
-                if taking && let Some(c) = s.commands.pop_front() {
-                    drop(s);
-                    self.shared.room.add_permits(1);
-                    return c;
-                }
+            if let Some(c) = self.try_recv(taking) {
+                return c;
             }
             // A notification that came between the check and here is kept as a permit.
             self.shared.queued.notified().await;
         }
+    }
+    /// The next command if one is queued (as [`QueueRx::recv`] picks it), without waiting.
+    pub(crate) fn try_recv(&mut self, taking: bool) -> Option<C> {
+        let mut s = self.shared.state();
+        if let Some(c) = s.control.pop_front() {
+            return Some(c);
+        }
+        let c = if taking { s.commands.pop_front() } else { None };
+        drop(s);
+        if c.is_some() {
+            self.shared.room.add_permits(1);
+        }
+        c
     }
     /// Stops taking commands (senders see the task as gone, waiting ones give up) and
     /// returns those still queued.
@@ -231,5 +236,25 @@ mod tests {
                 .unwrap(),
             7
         );
+    }
+
+    #[tokio::test]
+    async fn try_recv_takes_what_is_queued_without_waiting() {
+        let (tx, mut rx) = queues::<u8>();
+        assert_eq!(rx.try_recv(true), None);
+        tx.send(1).await.unwrap();
+        tx.control(2).unwrap();
+        // Not taking: only the control part, and the command stays queued.
+        assert_eq!(rx.try_recv(false), Some(2));
+        assert_eq!(rx.try_recv(false), None);
+        assert_eq!(rx.try_recv(true), Some(1));
+        assert_eq!(rx.try_recv(true), None);
+        // Its room came back: the bounded part takes as many as before.
+        for i in 0..COMMAND_QUEUE as u8 {
+            tokio::time::timeout(Duration::from_secs(1), tx.send(i))
+                .await
+                .expect("room for every slot")
+                .unwrap();
+        }
     }
 }

@@ -19,9 +19,20 @@ use coapws_proto::udp::UdpSendError;
 use coapws_proto::uri::Scheme;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use crate::endpoint::Progress;
+
+/// How long each request of a transfer may wait for its answer: its own timeout (the
+/// endpoint's request timeout when `None`), never past the whole transfer's deadline. One
+/// timer per request then bounds both.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Wait {
+    /// The request's own timeout.
+    pub(crate) per_request: Option<Duration>,
+    /// When the whole transfer must be over.
+    pub(crate) deadline: Option<Instant>,
+}
 
 /// Given the first response to `next` (a request without Block1 options), asks for the later
 /// Block2 pieces, if any, with `ask`, and returns the whole representation (RFC 7959 §2.4: in
@@ -69,7 +80,7 @@ where
 /// How one transfer goes: its per-request timeout, UDP message type, body file, progress and
 /// block size.
 struct Params<'a> {
-    timeout: Option<Duration>,
+    wait: Wait,
     confirmable: bool,
     body_file: Option<&'a Path>,
     progress: Option<&'a Progress>,
@@ -165,18 +176,21 @@ impl Endpoint {
     pub async fn send(&self, request: Request) -> Result<Response, Error> {
         let per_request = request.timeout.unwrap_or(self.config().request_timeout);
         let limit = self.config().transfer_timeout.max(per_request);
-        match tokio::time::timeout(limit, self.transfer(request)).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout),
-        }
+        self.transfer(request, Instant::now() + limit).await
     }
 
-    async fn transfer(&self, request: Request) -> Result<Response, Error> {
+    async fn transfer(&self, request: Request, deadline: Instant) -> Result<Response, Error> {
         let uri = &request.uri;
         loop {
-            let remote = self.remote_within(uri, request.timeout).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let own = request.timeout.unwrap_or(self.config().request_timeout);
+            let connect_limit = own.min(left);
+            let remote = self.remote_within(uri, Some(connect_limit)).await?;
             let params = Params {
-                timeout: request.timeout,
+                wait: Wait {
+                    per_request: request.timeout,
+                    deadline: Some(deadline),
+                },
                 confirmable: request.confirmable,
                 body_file: request.body_file.as_deref(),
                 progress: request.progress.as_ref(),
@@ -214,17 +228,16 @@ impl Endpoint {
         // The connection picks the token (a forwarded message may still carry its own).
         message.token = Token::EMPTY;
         let params = Params {
-            timeout: None,
+            wait: Wait {
+                per_request: None,
+                deadline: Some(Instant::now() + self.config().transfer_timeout),
+            },
             confirmable: true,
             body_file: None,
             progress: None,
             szx: None,
         };
-        let limit = self.config().transfer_timeout;
-        match tokio::time::timeout(limit, self.transfer_on(remote, message, params)).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout),
-        }
+        self.transfer_on(remote, message, params).await
     }
 
     async fn transfer_on(
@@ -233,7 +246,7 @@ impl Endpoint {
         mut message: Message,
         params: Params<'_>,
     ) -> Result<Response, Error> {
-        let (t, con) = (params.timeout, params.confirmable);
+        let (t, con) = (params.wait, params.confirmable);
         let progress = params.progress;
         let szx = params.szx.map(|s| s.min(6));
         // A size asked for: the response in Block2 pieces of at most that (RFC 7959 §2.4).
@@ -251,9 +264,10 @@ impl Endpoint {
         let mut uploaded = false;
         let first = match params.body_file {
             Some(path) => {
-                let (first, blocks) = self
-                    .send_file(remote, &mut message, path, szx, t, con, progress)
-                    .await?;
+                // The rare paths are boxed: the common one's future stays small.
+                let (first, blocks) =
+                    Box::pin(self.send_file(remote, &mut message, path, szx, t, con, progress))
+                        .await?;
                 uploaded = blocks;
                 first
             }
@@ -283,12 +297,15 @@ impl Endpoint {
                         let body = message.payload.clone();
                         let body = Body::Memory(&body);
                         let up = Upload { limit, szx: capped };
-                        self.upload(remote, &message, body, up, t, con, progress)
-                            .await?
+                        Box::pin(self.upload(remote, &message, body, up, t, con, progress)).await?
                     }
                 }
             }
         };
+        // A whole representation in one answer (the common case): done.
+        if first.message.options.block2().is_none() {
+            return Ok(first);
+        }
         // Follow Block2 until the representation is whole (RFC 7959 §2.4). A body uploaded in
         // blocks is not sent again, nor is a POST's or PUT's; a FETCH's selects the
         // representation and goes with every block request.
@@ -298,8 +315,7 @@ impl Endpoint {
         }
         next.options.remove(OptionNumber::BLOCK1);
         next.options.remove(OptionNumber::SIZE1);
-        self.collect_blocks(remote, next, first, t, con, progress)
-            .await
+        Box::pin(self.collect_blocks(remote, next, first, t, con, progress)).await
     }
 
     /// Sends `message` with the file at `path` as its body: whole when it fits one message to
@@ -312,7 +328,7 @@ impl Endpoint {
         message: &mut Message,
         path: &Path,
         szx: Option<u8>,
-        t: Option<Duration>,
+        t: Wait,
         con: bool,
         progress: Option<&Progress>,
     ) -> Result<(Response, bool), Error> {
@@ -356,7 +372,7 @@ impl Endpoint {
         remote: &Remote,
         next: Message,
         first: Response,
-        t: Option<Duration>,
+        t: Wait,
         con: bool,
         progress: Option<&Progress>,
     ) -> Result<Response, Error> {
@@ -379,7 +395,7 @@ impl Endpoint {
         message: &Message,
         body: Body<'_>,
         up: Upload,
-        timeout: Option<Duration>,
+        timeout: Wait,
         confirmable: bool,
         progress: Option<&Progress>,
     ) -> Result<Response, Error> {

@@ -274,7 +274,10 @@ impl Observation {
             rest.payload = bytes::Bytes::new();
         }
         let first = self.response(m);
-        let t = Some(self.timeout);
+        let t = crate::transfer::Wait {
+            per_request: Some(self.timeout),
+            deadline: None,
+        };
         match self
             .endpoint
             .collect_blocks(&self.remote, rest, first, t, self.confirmable, None)
