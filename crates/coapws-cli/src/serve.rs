@@ -115,6 +115,10 @@ struct Limits {
     /// Observers registered at once, in all; more are answered without Observe.
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     max_observers: u32,
+    /// Sockets serving each --udp address (SO_REUSEPORT; each peer stays on one), each on a
+    /// task of its own so that UDP uses several cores. 0: one per core this process may run on.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=256))]
+    udp_sockets: u32,
 }
 
 impl Limits {
@@ -131,6 +135,7 @@ impl Limits {
         c.max_headers = self.max_headers as usize;
         c.max_concurrent_requests = self.max_concurrent_requests as usize;
         c.max_observers = self.max_observers as usize;
+        c.udp_server_sockets = self.udp_sockets as usize;
         c
     }
 }

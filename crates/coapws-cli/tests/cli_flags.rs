@@ -717,3 +717,26 @@ fn serve_limit_flags_are_enforced_on_the_wire() {
         );
     }
 }
+
+/// `serve --udp-sockets 3`: one UDP address served by three sockets (its log says so), and
+/// clients from many source ports, whichever socket the system gives them, are all answered.
+#[test]
+fn serve_udp_sockets_serves_one_address_from_several() {
+    let tmp = TempDir::new("udp-sockets");
+    let (server, l) = coapws_serve(
+        tmp.path(),
+        &["--udp", "127.0.0.1:0", "--udp-sockets", "3"],
+        1,
+    );
+    let log = server.log_text();
+    assert!(
+        log.contains("listening on coap (UDP)") && log.contains("sockets=3"),
+        "{log}"
+    );
+    for _ in 0..12 {
+        let o = coapws_client("get", &[&format!("{}/hello", l.url("coap"))]);
+        assert_ok_payload(&o, HELLO.as_bytes(), "hello from one of three sockets");
+    }
+    let o = coapws(&["serve", "--udp", "127.0.0.1:0", "--udp-sockets", "257"]);
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+}

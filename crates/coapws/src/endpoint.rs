@@ -118,6 +118,15 @@ pub struct EndpointConfig {
     /// shared socket serves every peer (and answers requests back), but cannot tell which peer
     /// an ICMP error is about. The `coapws` command turns it on for its one-shot requests.
     pub udp_connected_clients: bool,
+    /// Server over UDP: how many sockets serve each [`Endpoint::listen_udp`] address, each
+    /// with a task of its own, so that UDP uses several cores. They share the address with
+    /// SO_REUSEPORT (Linux and other Unix systems) and the system keeps each peer on one of
+    /// them (by its address and port), so a peer's exchanges, duplicates and observations
+    /// stay with one socket's message layer. The per-socket limits
+    /// ([`EndpointConfig::udp_max_concurrent_requests`], [`UdpConfig`]'s tables) apply to
+    /// each. 0 (the default): one per core this process may run on; elsewhere than Unix,
+    /// always one.
+    pub udp_server_sockets: usize,
     /// Client: the local address its UDP sockets and TCP connections are bound to (libcoap's
     /// `-a` and `-p`), port 0 for any; `None` lets the system choose. Only servers with an
     /// address of its family (IPv4 or IPv6) are reached, others fail with [`Error::Connect`].
@@ -156,6 +165,7 @@ impl Default for EndpointConfig {
             observe_con_every: 10,
             observe_max_age_grace: Duration::from_secs(5),
             udp_connected_clients: false,
+            udp_server_sockets: 0,
             client_bind: None,
         }
     }

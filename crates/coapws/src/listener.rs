@@ -21,10 +21,26 @@ use tracing::{info, warn};
 
 impl Endpoint {
     /// Listens for CoAP over UDP on `addr` (port 0 picks one); returns the bound address.
+    /// Several sockets share it when [`crate::EndpointConfig::udp_server_sockets`] asks.
     pub async fn listen_udp(&self, addr: SocketAddr) -> Result<SocketAddr, Error> {
-        let handle = self.open_udp(addr).await?;
-        let bound = handle.local_addr();
-        info!(%bound, "listening on coap (UDP)");
+        let n = udp_server_sockets(self.config().udp_server_sockets);
+        if n <= 1 {
+            let handle = self.open_udp(addr).await?;
+            let bound = handle.local_addr();
+            info!(%bound, "listening on coap (UDP)");
+            return Ok(bound);
+        }
+        // The first socket picks the port (when 0); the others join it.
+        let first = reuse_port_socket(addr).map_err(|e| listen_error(addr, e))?;
+        let bound = first.local_addr().map_err(|e| listen_error(addr, e))?;
+        let mut sockets = vec![first];
+        for _ in 1..n {
+            sockets.push(reuse_port_socket(bound).map_err(|e| listen_error(bound, e))?);
+        }
+        for socket in sockets {
+            self.start_udp(socket, bound)?;
+        }
+        info!(%bound, sockets = n, "listening on coap (UDP)");
         Ok(bound)
     }
 
@@ -194,6 +210,36 @@ async fn refuse_at_capacity(mut tcp: tokio::net::TcpStream, http: bool) {
     let _ = tcp.shutdown().await;
 }
 
+/// The number of sockets to serve a UDP address with: `asked`, or one per core this process
+/// may run on for 0; one where SO_REUSEPORT is not available.
+fn udp_server_sockets(asked: usize) -> usize {
+    if !cfg!(unix) {
+        return 1;
+    }
+    match asked {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n.min(256),
+    }
+}
+
+/// A UDP socket bound to `addr` with SO_REUSEPORT, so that several can share it.
+#[cfg(unix)]
+fn reuse_port_socket(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
+}
+
+#[cfg(not(unix))]
+fn reuse_port_socket(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(socket)
+}
+
 /// One accepted connection in its handshake, counted in `Inner::handshaking` while it lives
 /// (without keeping the endpoint alive).
 struct Handshaking(Arc<std::sync::atomic::AtomicUsize>);
@@ -339,5 +385,114 @@ impl Listener {
         });
         let policy = self.policy.clone();
         tokio::spawn(ws::serve_http(stream, policy, scheme, peer, on_upgrade));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::site::{IncomingRequest, Resource, Site};
+    use crate::{Endpoint, EndpointConfig};
+    use bytes::Bytes;
+    use coapws_proto::codec::udp::{self, MessageType, UdpHeader};
+    use coapws_proto::{Code, DecodeLimits, Message, Token};
+    use std::collections::{HashMap, HashSet};
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// One Confirmable GET /who from `socket` with `mid` and `token`; its piggybacked answer.
+    async fn ask(socket: &tokio::net::UdpSocket, mid: u16, token: u8) -> Message {
+        let mut get = Message::request(Code::GET, "/who");
+        get.token = Token::new(vec![token]);
+        let header = UdpHeader {
+            mtype: MessageType::Confirmable,
+            message_id: mid,
+        };
+        socket
+            .send(&udp::encode(&header, &get).unwrap())
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 2048];
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        let datagram = Bytes::copy_from_slice(&buf[..n]);
+        let (h, m) = udp::decode(&datagram, &DecodeLimits::default()).unwrap();
+        assert_eq!(
+            (h.mtype, h.message_id),
+            (MessageType::Acknowledgement, mid),
+            "a piggybacked answer"
+        );
+        assert_eq!(m.token, get.token);
+        m
+    }
+
+    /// With two sockets on one UDP address, every peer is served, by one socket all along
+    /// (its duplicate is answered from that socket's cache, its handler not run again), and
+    /// the peers are spread over both.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_sockets_share_a_udp_address_and_keep_each_peer_on_one() {
+        type Seen = Arc<Mutex<HashMap<SocketAddr, HashSet<u64>>>>;
+        let seen: Seen = Arc::default();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, c) = (seen.clone(), calls.clone());
+        let who = Resource::new().get(move |req: IncomingRequest| {
+            let socket = req.remote.link_id().0;
+            s.lock()
+                .unwrap()
+                .entry(req.remote.peer_addr())
+                .or_default()
+                .insert(socket);
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { Message::response(Code::CONTENT, socket.to_string()) }
+        });
+        let server = Endpoint::builder()
+            .config(EndpointConfig {
+                udp_server_sockets: 2,
+                ..EndpointConfig::default()
+            })
+            .site(Site::new().resource("/who", who))
+            .build();
+        let addr = server
+            .listen_udp("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        assert_ne!(addr.port(), 0);
+        const PEERS: usize = 32;
+        for i in 0..PEERS {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            socket.connect(addr).await.unwrap();
+            let mid = 100 + i as u16;
+            let first = ask(&socket, mid, 1).await;
+            // The same datagram again: a duplicate, answered alike.
+            let again = ask(&socket, mid, 1).await;
+            assert_eq!(
+                first.payload, again.payload,
+                "peer {i}: the same socket answered"
+            );
+            let next = ask(&socket, mid + 1000, 2).await;
+            assert_eq!(
+                first.payload, next.payload,
+                "peer {i}: still the same socket"
+            );
+        }
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            2 * PEERS,
+            "two requests a peer, duplicates not handled again"
+        );
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), PEERS);
+        assert!(
+            seen.values().all(|s| s.len() == 1),
+            "each peer on one socket: {seen:?}"
+        );
+        let sockets: HashSet<u64> = seen.values().flatten().copied().collect();
+        assert_eq!(
+            sockets.len(),
+            2,
+            "the peers spread over both sockets: {seen:?}"
+        );
     }
 }
