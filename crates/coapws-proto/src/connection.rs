@@ -238,14 +238,14 @@ pub struct Connection {
     state: State,
     peer: PeerSettings,
     stream: tcp::StreamDecoder,
-    transmit: VecDeque<Bytes>,
-    events: VecDeque<Event>,
+    transmit: Fifo<Bytes>,
+    events: Fifo<Event>,
     /// Requests we sent whose final response has not arrived.
     outbound: HashSet<Token>,
     /// Tokens of outbound requests that are observations (responses keep them open).
     observing: HashSet<Token>,
     /// Requests the peer sent that we have not answered.
-    inbound: HashSet<Token>,
+    inbound: TokenSet,
     /// Requests larger than the base Max-Message-Size, held until the peer's CSM.
     held: VecDeque<Message>,
     /// Pongs with Custody waiting for the requests outstanding when their Ping came.
@@ -272,11 +272,11 @@ impl Connection {
             state: State::AwaitingCsm,
             peer: PeerSettings::default(),
             stream: tcp::StreamDecoder::new(limits),
-            transmit: VecDeque::new(),
-            events: VecDeque::new(),
+            transmit: Fifo::default(),
+            events: Fifo::default(),
             outbound: HashSet::new(),
             observing: HashSet::new(),
-            inbound: HashSet::new(),
+            inbound: TokenSet::default(),
             held: VecDeque::new(),
             custody: Vec::new(),
             deadline: Some(now + config.csm_timeout),
@@ -435,7 +435,7 @@ impl Connection {
                 // A repeated token while its request is outstanding: keep one entry; the
                 // layer above answers each.
                 self.inbound.insert(m.token.clone());
-                self.events.push_back(Event::Request(m));
+                self.events.push(Event::Request(m));
             }
             CodeKind::Response => {
                 let token = m.token.clone();
@@ -450,7 +450,7 @@ impl Connection {
                     self.outbound.remove(&token);
                     self.observing.remove(&token);
                 }
-                self.events.push_back(Event::Response(m));
+                self.events.push(Event::Response(m));
                 self.check_release_done();
             }
             // Classes 1, 3, 6 are reserved: nothing defines a reaction; ignore.
@@ -473,34 +473,34 @@ impl Connection {
                         self.state = State::Open;
                         self.deadline = None;
                     }
-                    self.events.push_back(Event::Established(self.peer));
+                    self.events.push(Event::Established(self.peer));
                     self.stream.set_limits(self.limits);
                     for held in std::mem::take(&mut self.held) {
                         let token = held.token.clone();
                         if let Err(error) = self.check_and_queue(&held) {
                             self.outbound.remove(&token);
-                            self.events.push_back(Event::SendFailed { token, error });
+                            self.events.push(Event::SendFailed { token, error });
                         }
                     }
                 } else {
-                    self.events.push_back(Event::SettingsChanged(self.peer));
+                    self.events.push(Event::SettingsChanged(self.peer));
                 }
             }
             Signal::Ping { custody } => {
                 let pong = Signal::Pong { custody: false }.to_message(m.token.clone());
                 // Custody waits are bounded: past a few, a Ping is answered at once.
                 if custody && !self.inbound.is_empty() && self.custody.len() < MAX_CUSTODY_WAITS {
-                    self.custody.push((m.token, self.inbound.clone()));
+                    self.custody.push((m.token, self.inbound.to_set()));
                 } else {
                     self.queue(&pong);
                 }
             }
-            Signal::Pong { .. } => self.events.push_back(Event::Pong(m.token)),
+            Signal::Pong { .. } => self.events.push(Event::Pong(m.token)),
             Signal::Release {
                 alternative_addresses,
                 hold_off,
             } => {
-                self.events.push_back(Event::PeerReleasing {
+                self.events.push(Event::PeerReleasing {
                     alternative_addresses,
                     hold_off,
                 });
@@ -644,12 +644,12 @@ impl Connection {
     /// The next encoded frame to write: for WebSocket one binary message, for TCP bytes to
     /// append to the stream.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.transmit.pop_front()
+        self.transmit.pop()
     }
 
     /// The next event for the layer above.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.events.pop()
     }
 
     /// Once the connection is over: why. The driver writes what `poll_transmit` gave, then
@@ -696,7 +696,7 @@ impl Connection {
         let mut out = BytesMut::new();
         // Signaling messages we build are always encodable; others were checked by the caller.
         if self.framing.encode_into(m, &mut out).is_ok() {
-            self.transmit.push_back(out.freeze());
+            self.transmit.push(out.freeze());
         }
     }
 
@@ -722,7 +722,7 @@ impl Connection {
         for m in std::mem::take(&mut self.held) {
             self.outbound.remove(&m.token);
             self.observing.remove(&m.token);
-            self.events.push_back(Event::SendFailed {
+            self.events.push(Event::SendFailed {
                 token: m.token,
                 error: error.clone(),
             });
@@ -750,8 +750,149 @@ impl Connection {
         self.custody.clear();
         if !self.closed_reported {
             self.closed_reported = true;
-            self.events.push_back(Event::Closed(why.clone()));
+            self.events.push(Event::Closed(why.clone()));
         }
         self.close = Some(why);
+    }
+}
+
+/// The tokens of requests the peer sent that we have not answered: one kept in place, a set
+/// allocated only for more at once (a connection answering one request at a time, or idle,
+/// holds no set memory; after a burst the set is freed again).
+#[derive(Debug, Default)]
+struct TokenSet {
+    one: Option<Token>,
+    more: HashSet<Token>,
+}
+
+impl TokenSet {
+    /// Adds `token` unless it is in already.
+    fn insert(&mut self, token: Token) {
+        if self.one.as_ref() == Some(&token) || self.more.contains(&token) {
+            return;
+        }
+        if self.one.is_none() {
+            self.one = Some(token);
+        } else {
+            self.more.insert(token);
+        }
+    }
+
+    fn remove(&mut self, token: &Token) {
+        if self.one.as_ref() == Some(token) {
+            self.one = None;
+        } else if self.more.remove(token) && self.more.is_empty() {
+            self.more = HashSet::new();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.one.is_none() && self.more.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.one = None;
+        self.more = HashSet::new();
+    }
+
+    /// All of them, as a set of their own.
+    fn to_set(&self) -> HashSet<Token> {
+        self.one.iter().chain(&self.more).cloned().collect()
+    }
+}
+
+/// A first-in first-out queue that keeps one item in place and allocates only for more at
+/// once: a connection's outputs are mostly taken one by one as they come, and an idle
+/// connection then holds no queue memory. After a burst the overflow is freed again.
+#[derive(Debug)]
+struct Fifo<T> {
+    /// The oldest item, unless it is in `rest`.
+    first: Option<T>,
+    /// Items after `first` (or all of them, while `first` is empty and this is not).
+    rest: VecDeque<T>,
+}
+
+impl<T> Default for Fifo<T> {
+    fn default() -> Fifo<T> {
+        Fifo {
+            first: None,
+            rest: VecDeque::new(),
+        }
+    }
+}
+
+impl<T> Fifo<T> {
+    fn push(&mut self, item: T) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(item);
+        } else {
+            self.rest.push_back(item);
+        }
+    }
+
+    fn pop(&mut self) -> Option<T> {
+        if let Some(item) = self.first.take() {
+            return Some(item);
+        }
+        let item = self.rest.pop_front();
+        if item.is_some() && self.rest.is_empty() {
+            self.rest = VecDeque::new();
+        }
+        item
+    }
+
+    fn clear(&mut self) {
+        self.first = None;
+        self.rest = VecDeque::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fifo;
+
+    #[test]
+    fn fifo_keeps_order_across_its_two_parts_and_frees_the_overflow() {
+        let mut q = Fifo::default();
+        q.push(1);
+        assert!(q.rest.capacity() == 0, "one item needs no allocation");
+        q.push(2);
+        q.push(3);
+        assert_eq!(q.pop(), Some(1));
+        // `first` is empty while `rest` is not: a new item goes behind the others.
+        q.push(4);
+        assert_eq!((q.pop(), q.pop(), q.pop()), (Some(2), Some(3), Some(4)));
+        assert_eq!(q.rest.capacity(), 0, "the overflow is freed once drained");
+        assert_eq!(q.pop(), None);
+        q.push(5);
+        q.clear();
+        assert_eq!(q.pop(), None);
+    }
+}
+
+#[cfg(test)]
+mod token_set_tests {
+    use super::TokenSet;
+    use crate::message::Token;
+
+    #[test]
+    fn token_set_holds_each_token_once_and_frees_its_set_when_drained() {
+        let (a, b, c) = (Token::from_u64(1), Token::from_u64(2), Token::from_u64(3));
+        let mut s = TokenSet::default();
+        s.insert(a.clone());
+        s.insert(a.clone());
+        assert_eq!(s.more.capacity(), 0, "one token needs no allocation");
+        s.insert(b.clone());
+        s.insert(c.clone());
+        s.insert(b.clone());
+        assert_eq!(s.to_set().len(), 3);
+        s.remove(&a);
+        // The place in front is free while the set is not: a token is never in both.
+        s.insert(c.clone());
+        assert_eq!(s.to_set().len(), 2);
+        s.remove(&b);
+        s.remove(&c);
+        assert!(s.is_empty());
+        assert_eq!(s.more.capacity(), 0, "the set is freed once drained");
     }
 }

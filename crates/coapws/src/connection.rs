@@ -19,12 +19,11 @@ use bytes::Bytes;
 use coapws_proto::code::Code;
 use coapws_proto::connection::{Connection, ConnectionError, Event, SendError};
 use coapws_proto::message::{Message, Token};
-use coapws_proto::signaling::PeerSettings;
-use std::future::Future;
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 /// What runs once when a connection ends: given its id and the Hold-Off its peer asked for.
@@ -44,35 +43,27 @@ pub(crate) enum Inbound {
     Closed(Option<String>),
 }
 
-/// A transport under the connection machine: WebSocket, TCP or TLS. It splits into a reading
-/// and a writing half, so that the connection reads while a write waits (two peers writing
-/// large messages to each other at once never block each other).
+/// A transport under the connection machine: WebSocket, TCP or TLS, owned by the connection's
+/// task, which reads and writes it from one loop: reading goes on while a write waits (two
+/// peers writing large messages to each other at once never block each other), and an idle
+/// connection costs one task and no writer of its own.
 pub(crate) trait FrameIo: Send + 'static {
-    /// The reading half.
-    type Reader: FrameReader;
-    /// The writing half.
-    type Writer: FrameWriter;
-    /// The two halves.
-    fn split(self) -> (Self::Reader, Self::Writer);
-}
-
-/// The reading half of a transport.
-pub(crate) trait FrameReader: Send + 'static {
-    /// Next input. Must be cancel-safe: it runs inside `select!`.
-    fn recv(&mut self) -> impl Future<Output = Inbound> + Send;
+    /// Next input. Polled again after `Pending`, also between other work: it keeps its state.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Inbound>;
+    /// Writes `frames` (one WebSocket message each, or consecutive stream bytes), taking them
+    /// from the front as they go, and flushes: `Ready(Ok)` once all are out.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        frames: &mut VecDeque<Bytes>,
+    ) -> Poll<Result<(), String>>;
+    /// Closes the transport after an ending of the connection.
+    fn poll_close(&mut self, cx: &mut Context<'_>, why: &ConnectionError) -> Poll<()>;
     /// After our close went out: true when the peer's answer to it is worth waiting for
     /// (WebSocket's closing handshake, unless the peer closed first).
     fn awaits_close_reply(&self) -> bool {
         false
     }
-}
-
-/// The writing half of a transport.
-pub(crate) trait FrameWriter: Send + 'static {
-    /// Writes frames (one WebSocket message each, or consecutive stream bytes) and flushes.
-    fn send(&mut self, frames: Vec<Bytes>) -> impl Future<Output = Result<(), String>> + Send;
-    /// Closes the transport after an ending of the connection.
-    fn close(&mut self, why: &ConnectionError) -> impl Future<Output = ()> + Send;
 }
 
 /// Settings of the driver (on top of the core's [`coapws_proto::connection::ConnectionConfig`]).
@@ -102,31 +93,24 @@ pub(crate) fn spawn<T: FrameIo>(
     on_close: Option<OnClose>,
 ) -> (ConnectionHandle, Remote) {
     let (tx, rx) = crate::queue::queues();
-    let (peer_tx, peer_rx) = tokio::sync::watch::channel(None);
     let handle = ConnectionHandle {
         tx,
-        ids: Arc::new(AtomicU64::new(1)),
+        state: Arc::new(crate::link::LinkState::new()),
         id: CONNECTION_IDS.fetch_add(1, Ordering::Relaxed),
-        accepting: Arc::new(AtomicBool::new(true)),
-        peer: peer_rx,
-        hold_off: Arc::new(std::sync::Mutex::new(None)),
     };
     let remote = make_remote(handle.clone());
     info!(remote = %remote, conn = handle.id, "connection up");
-    let (reader, writer) = io.split();
-    let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
-    let writer_task = tokio::spawn(write_loop(
-        writer,
-        write_rx,
-        config.write_timeout,
-        remote.clone(),
-    ));
     let driver = Driver {
-        reader,
-        writer: write_tx,
-        writer_task,
-        out: Vec::new(),
-        out_bytes: 0,
+        io,
+        output: Output {
+            out: Vec::new(),
+            out_bytes: 0,
+            sending: VecDeque::new(),
+            handed: 0,
+            batches: 0,
+            reads_in_row: 0,
+        },
+        write_deadline: None,
         core,
         rx,
         handle: handle.clone(),
@@ -134,7 +118,6 @@ pub(crate) fn spawn<T: FrameIo>(
         dispatch,
         config,
         waiting: Waiting::new(),
-        peer: peer_tx,
         next_token: 1,
         pings: Vec::new(),
         next_ping: 1,
@@ -148,61 +131,35 @@ pub(crate) fn spawn<T: FrameIo>(
         },
         metrics: crate::metrics::get().link(remote.scheme),
     };
-    tokio::spawn(driver.run());
+    // The task owns the driver and runs it in place: `run` borrows it, so the task does not
+    // hold a moved copy of it besides (an async fn's argument takes room of its own).
+    let mut driver = driver;
+    let task = async move { driver.run().await };
+    tokio::spawn(task);
     (handle, remote)
 }
 
-/// Batches of frames queued for the writer task; beyond it the driver keeps frames itself.
-const WRITE_QUEUE: usize = 4;
-/// Bytes of frames not yet handed to the writer above which the driver stops reading: a peer
-/// that does not read our answers cannot make us buffer without bound (and when a write
-/// takes longer than the write timeout, the connection is given up).
+/// Bytes of frames not yet being written above which the driver stops reading: a peer that
+/// does not read our answers cannot make us buffer without bound (and when a write takes
+/// longer than the write timeout, the connection is given up).
 const MAX_BACKLOG: usize = 4 << 20;
-/// Frames taken from the transport in one wake-up when more are already there: their
-/// answers then leave in one write instead of one each.
-const FRAMES_PER_WAKE: usize = 64;
+/// Commands taken from the queue in one wake-up when more are already there: the requests
+/// of many callers then leave in one write instead of one each.
+const COMMANDS_PER_WAKE: usize = 64;
 
-/// What the writer task is asked to do.
-enum WriteOp {
-    Frames(Vec<Bytes>),
-    Close(ConnectionError),
+/// What the transport did, when polled for both directions at once.
+enum Io {
+    /// The batch being written is out (or the write failed).
+    Sent(Result<(), String>),
+    /// Something arrived.
+    Received(Inbound),
 }
 
-/// The writer task: writes the batches it is given, each within `write_timeout`, and ends
-/// the transport when told (or when a write fails: the driver then sees its queue closed).
-async fn write_loop<W: FrameWriter>(
-    mut writer: W,
-    mut rx: mpsc::Receiver<WriteOp>,
-    write_timeout: std::time::Duration,
-    remote: Remote,
-) {
-    while let Some(op) = rx.recv().await {
-        match op {
-            WriteOp::Frames(frames) => {
-                match tokio::time::timeout(write_timeout, writer.send(frames)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return debug!(remote = %remote, error = %e, "write failed"),
-                    Err(_) => {
-                        return warn!(remote = %remote, "write timed out: the peer stopped reading");
-                    }
-                }
-            }
-            WriteOp::Close(why) => {
-                let _ = tokio::time::timeout(write_timeout, writer.close(&why)).await;
-                return;
-            }
-        }
-    }
-}
-
-struct Driver<R> {
-    reader: R,
-    /// The writer task's queue.
-    writer: mpsc::Sender<WriteOp>,
-    writer_task: tokio::task::JoinHandle<()>,
-    /// Frames the core produced that the writer task has not taken yet.
-    out: Vec<Bytes>,
-    out_bytes: usize,
+struct Driver<T> {
+    io: T,
+    output: Output,
+    /// When the output waiting counts as stuck: the peer stopped reading.
+    write_deadline: Option<Instant>,
     core: Connection,
     rx: crate::queue::QueueRx<Command>,
     handle: ConnectionHandle,
@@ -210,7 +167,6 @@ struct Driver<R> {
     dispatch: Option<Arc<dyn Dispatch>>,
     config: DriverConfig,
     waiting: Waiting<Token>,
-    peer: tokio::sync::watch::Sender<Option<PeerSettings>>,
     next_token: u64,
     /// Our Pings waiting for their Pong, by token.
     pings: Vec<(Token, tokio::sync::oneshot::Sender<()>)>,
@@ -237,65 +193,173 @@ struct Stats {
     bytes_out: u64,
 }
 
-impl<R: FrameReader> Driver<R> {
-    async fn run(mut self) {
+/// Inputs read in a row while output waits, after which the output goes first once.
+const READS_BEFORE_WRITE: u32 = 32;
+/// Batches of frames handed to the transport before one is written; beyond them the driver
+/// keeps frames in `out` (counted against [`MAX_BACKLOG`]).
+const WRITE_BATCHES: usize = 5;
+
+/// The driver's output on its way to the transport.
+struct Output {
+    /// Frames the core produced that are not being written yet.
+    out: Vec<Bytes>,
+    out_bytes: usize,
+    /// The batch being written (empty, without allocation, while nothing is).
+    sending: VecDeque<Bytes>,
+    /// Bytes moved from `out` to `sending` and not yet counted.
+    handed: usize,
+    /// Batches moved into `sending` since it was last empty.
+    batches: usize,
+    /// Inputs read since the last completed write.
+    reads_in_row: u32,
+}
+
+impl Output {
+    fn waiting(&self) -> bool {
+        !self.out.is_empty() || !self.sending.is_empty()
+    }
+}
+
+/// Polls the reading side first (if `reading`): everything that has arrived is taken in
+/// before its answers are written, so that they go out together (one write for many
+/// responses). Then the output, which all that was produced so far joins; after
+/// [`READS_BEFORE_WRITE`] inputs in a row it goes first once, so a peer that never pauses
+/// still gets its answers.
+fn poll_io<T: FrameIo>(
+    io: &mut T,
+    o: &mut Output,
+    cx: &mut Context<'_>,
+    reading: bool,
+) -> Poll<Io> {
+    let write_first = o.reads_in_row >= READS_BEFORE_WRITE;
+    if reading
+        && !write_first
+        && let Poll::Ready(inbound) = io.poll_recv(cx)
+    {
+        return Poll::Ready(Io::Received(inbound));
+    }
+    if o.waiting() {
+        if o.sending.is_empty() {
+            o.sending = VecDeque::from(std::mem::take(&mut o.out));
+            o.batches = 1;
+        } else if !o.out.is_empty() && o.batches < WRITE_BATCHES {
+            o.sending.extend(o.out.drain(..));
+            o.batches += 1;
+        }
+        if o.out.is_empty() {
+            o.handed += std::mem::take(&mut o.out_bytes);
+        }
+        if let Poll::Ready(sent) = io.poll_send(cx, &mut o.sending) {
+            return Poll::Ready(Io::Sent(sent));
+        }
+    }
+    if reading
+        && write_first
+        && let Poll::Ready(inbound) = io.poll_recv(cx)
+    {
+        return Poll::Ready(Io::Received(inbound));
+    }
+    Poll::Pending
+}
+
+impl<T: FrameIo> Driver<T> {
+    async fn run(&mut self) {
         crate::metrics::get().connection_opened(self.remote.scheme);
+        // One timer for the core's deadline, the idle timeout and the write timeout. It is
+        // moved earlier at once but never later: when it fires early, whatever is due is
+        // handled and it is set anew (so a request does not re-register a timer).
+        let timer = tokio::time::sleep(std::time::Duration::ZERO);
+        tokio::pin!(timer);
+        let mut timer_at: Option<Instant> = None;
         loop {
             // Outputs first: events to act on, frames to write, then the close decision.
             self.process_events();
             self.take_output();
             if let Some(why) = self.core.poll_close().cloned() {
-                self.shut(why).await;
+                // Boxed: the closing steps' state does not sit in every connection's task.
+                Box::pin(self.shut(why)).await;
                 return;
+            }
+            let o = &mut self.output;
+            if o.handed > 0 {
+                self.stats.bytes_out += o.handed as u64;
+                self.metrics.sent(o.handed);
+                o.handed = 0;
+            }
+            if o.waiting() && self.write_deadline.is_none() {
+                self.write_deadline = Some(Instant::now() + self.config.write_timeout);
             }
             let deadline = self.core.poll_timeout();
             // Reading goes on while writes wait, unless too much output is backed up.
-            let reading = self.out_bytes < MAX_BACKLOG;
-            let writing = !self.out.is_empty();
+            let reading = self.output.out_bytes < MAX_BACKLOG;
             // New requests, notifications and pings wait in their bounded queue while the
             // peer is slow to read or too many of our requests are pending.
             let taking = reading && self.waiting.len() < self.config.max_pending_requests;
             let idle_at = self
                 .config
                 .idle_timeout
-                .filter(|_| self.handle.accepting.load(Ordering::Relaxed))
+                .filter(|_| self.handle.state.accepting.load(Ordering::Relaxed))
                 .map(|t| self.last_active + t);
+            let wake = [deadline, idle_at, self.write_deadline]
+                .into_iter()
+                .flatten()
+                .min();
+            if let Some(w) = wake
+                && timer_at.is_none_or(|t| w < t)
+            {
+                timer.as_mut().reset(w.into());
+                timer_at = Some(w);
+            }
+            let (io, output) = (&mut self.io, &mut self.output);
             tokio::select! {
                 cmd = self.rx.recv(taking) => {
                     self.command(cmd);
                     self.commands_ready();
                 }
-                inbound = self.reader.recv(), if reading => {
-                    self.inbound(inbound);
-                    self.inbound_ready();
-                }
-                permit = self.writer.clone().reserve_owned(), if writing => match permit {
-                    Ok(permit) => {
-                        let frames = std::mem::take(&mut self.out);
-                        self.stats.bytes_out += self.out_bytes as u64;
-                        self.metrics.sent(self.out_bytes);
-                        self.out_bytes = 0;
-                        permit.send(WriteOp::Frames(frames));
+                done = std::future::poll_fn(|cx| poll_io(io, output, cx, reading)) => match done {
+                    Io::Received(inbound) => {
+                        self.output.reads_in_row += 1;
+                        self.inbound(inbound);
                     }
-                    // The writer task ended: a write failed or timed out.
-                    Err(_) => {
-                        self.broken = true;
-                        self.out.clear();
-                        self.out_bytes = 0;
-                        self.core.handle_transport_closed();
+                    Io::Sent(Ok(())) => {
+                        self.write_deadline = None;
+                        self.output.reads_in_row = 0;
+                        self.output.batches = 0;
+                        // Nothing kept allocated between bursts.
+                        self.output.sending = VecDeque::new();
+                    }
+                    Io::Sent(Err(e)) => {
+                        debug!(remote = %self.remote, error = %e, "write failed");
+                        self.write_broke();
                     }
                 },
-                // The writer gave up (a write failed or timed out) with nothing more to write.
-                _ = self.writer.closed(), if !writing => {
-                    self.broken = true;
-                    self.core.handle_transport_closed();
+                _ = &mut timer, if timer_at.is_some() => {
+                    timer_at = None;
+                    let now = Instant::now();
+                    if self.write_deadline.is_some_and(|t| t <= now) {
+                        warn!(remote = %self.remote, "write timed out: the peer stopped reading");
+                        self.write_broke();
+                    } else {
+                        if deadline.is_some_and(|t| t <= now) {
+                            self.core.handle_timeout(now);
+                        }
+                        if idle_at.is_some_and(|t| t <= now) {
+                            self.idle();
+                        }
+                    }
                 }
-                _ = crate::exchange::sleep_until(deadline), if deadline.is_some() => {
-                    self.core.handle_timeout(Instant::now());
-                }
-                _ = crate::exchange::sleep_until(idle_at), if idle_at.is_some() => self.idle(),
             }
         }
+    }
+
+    /// A write failed or timed out: nothing more is written, the connection ends.
+    fn write_broke(&mut self) {
+        self.broken = true;
+        self.write_deadline = None;
+        self.output.sending = VecDeque::new();
+        self.output.out.clear();
+        self.output.out_bytes = 0;
+        self.core.handle_transport_closed();
     }
 
     /// The idle timeout ran out: release the connection unless something is still going on.
@@ -314,41 +378,26 @@ impl<R: FrameReader> Driver<R> {
             return;
         }
         info!(remote = %self.remote, "connection idle: releasing it");
-        self.handle.accepting.store(false, Ordering::Relaxed);
+        self.handle.state.accepting.store(false, Ordering::Relaxed);
         self.core.release(Instant::now());
     }
 
     /// Moves what the core has queued to the writer's backlog.
     fn take_output(&mut self) {
         while let Some(f) = self.core.poll_transmit() {
-            self.out_bytes += f.len();
-            self.out.push(f);
+            self.output.out_bytes += f.len();
+            self.output.out.push(f);
         }
     }
 
-    /// Takes the commands already queued (up to [`FRAMES_PER_WAKE`]) while it may, so that
+    /// Takes the commands already queued (up to [`COMMANDS_PER_WAKE`]) while it may, so that
     /// the requests of many callers leave in one write.
     fn commands_ready(&mut self) {
-        for _ in 1..FRAMES_PER_WAKE {
-            let taking = self.out_bytes < MAX_BACKLOG
+        for _ in 1..COMMANDS_PER_WAKE {
+            let taking = self.output.out_bytes < MAX_BACKLOG
                 && self.waiting.len() < self.config.max_pending_requests;
             match self.rx.try_recv(taking) {
                 Some(cmd) => self.command(cmd),
-                None => return,
-            }
-        }
-    }
-
-    /// Takes the frames that have already arrived (up to [`FRAMES_PER_WAKE`]), without
-    /// waiting for more.
-    fn inbound_ready(&mut self) {
-        use futures_util::FutureExt;
-        for _ in 1..FRAMES_PER_WAKE {
-            if self.out_bytes >= MAX_BACKLOG || self.core.poll_close().is_some() {
-                return;
-            }
-            match self.reader.recv().now_or_never() {
-                Some(inbound) => self.inbound(inbound),
                 None => return,
             }
         }
@@ -463,7 +512,7 @@ impl<R: FrameReader> Driver<R> {
                 self.core.drop_response(&token);
             }
             Command::Release => {
-                self.handle.accepting.store(false, Ordering::Relaxed);
+                self.handle.state.accepting.store(false, Ordering::Relaxed);
                 self.core.release(Instant::now());
             }
             Command::Ping(reply) => {
@@ -517,11 +566,11 @@ impl<R: FrameReader> Driver<R> {
         while let Some(ev) = self.core.poll_event() {
             match ev {
                 Event::Established(s) => {
-                    self.peer.send_replace(Some(s));
+                    self.handle.state.set_peer(s);
                     debug!(remote = %self.remote, max_message_size = s.max_message_size, bwt = s.block_wise_transfer, "peer CSM")
                 }
                 Event::SettingsChanged(s) => {
-                    self.peer.send_replace(Some(s));
+                    self.handle.state.set_peer(s);
                     debug!(remote = %self.remote, max_message_size = s.max_message_size, "peer settings changed")
                 }
                 Event::Request(m) => self.incoming_request(m),
@@ -550,15 +599,11 @@ impl<R: FrameReader> Driver<R> {
                     }
                 }
                 Event::PeerReleasing { hold_off, .. } => {
-                    self.handle.accepting.store(false, Ordering::Relaxed);
+                    self.handle.state.accepting.store(false, Ordering::Relaxed);
                     // An hour at most: the value is the peer's to choose, not to abuse.
                     if let Some(secs) = hold_off {
                         let wait = std::time::Duration::from_secs(u64::from(secs).min(3600));
-                        *self
-                            .handle
-                            .hold_off
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + wait);
+                        self.handle.state.set_hold_off(Instant::now() + wait);
                     }
                     info!(remote = %self.remote, ?hold_off, "peer sent Release")
                 }
@@ -668,28 +713,45 @@ impl<R: FrameReader> Driver<R> {
         self.take_output();
         // A transport that failed or stopped taking writes gets no last words.
         if !self.broken {
-            let frames = std::mem::take(&mut self.out);
-            self.stats.bytes_out += self.out_bytes as u64;
-            self.metrics.sent(self.out_bytes);
+            // After the batch being written (if any): what is left, then the close.
+            let o = &mut self.output;
+            o.sending.extend(o.out.drain(..));
+            o.handed += std::mem::take(&mut o.out_bytes);
+            self.stats.bytes_out += o.handed as u64;
+            self.metrics.sent(o.handed);
             let grace = self.config.write_timeout;
-            let last = async {
-                if !frames.is_empty() {
-                    self.writer.send(WriteOp::Frames(frames)).await.ok()?;
-                }
-                self.writer.send(WriteOp::Close(why.clone())).await.ok()
+            let (io, sending) = (&mut self.io, &mut self.output.sending);
+            let sent = if sending.is_empty() {
+                Ok(Ok(()))
+            } else {
+                tokio::time::timeout(grace, std::future::poll_fn(|cx| io.poll_send(cx, sending)))
+                    .await
             };
-            if tokio::time::timeout(grace, last).await.is_ok() {
-                let _ = tokio::time::timeout(grace, &mut self.writer_task).await;
-                // WebSocket: wait briefly for the peer's Close, so the TCP close is orderly.
-                if self.reader.awaits_close_reply() {
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
-                        while !matches!(self.reader.recv().await, Inbound::Closed(_)) {}
-                    })
-                    .await;
+            let closed = match sent {
+                Ok(Ok(())) => {
+                    let close = std::future::poll_fn(|cx| io.poll_close(cx, &why));
+                    tokio::time::timeout(grace, close).await.is_ok()
                 }
+                Ok(Err(e)) => {
+                    debug!(remote = %self.remote, error = %e, "write failed");
+                    false
+                }
+                Err(_) => {
+                    warn!(remote = %self.remote, "write timed out: the peer stopped reading");
+                    false
+                }
+            };
+            // WebSocket: wait briefly for the peer's Close, so the TCP close is orderly.
+            if closed && io.awaits_close_reply() {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                    while !matches!(
+                        std::future::poll_fn(|cx| io.poll_recv(cx)).await,
+                        Inbound::Closed(_)
+                    ) {}
+                })
+                .await;
             }
         }
-        self.writer_task.abort();
         if let Some(f) = self.on_close.take() {
             f(self.handle.id, self.handle.hold_off());
         }

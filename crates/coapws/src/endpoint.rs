@@ -122,10 +122,10 @@ pub struct EndpointConfig {
     /// with a task of its own, so that UDP uses several cores. They share the address with
     /// SO_REUSEPORT (Linux and other Unix systems) and the system keeps each peer on one of
     /// them (by its address and port), so a peer's exchanges, duplicates and observations
-    /// stay with one socket's message layer. The per-socket limits
-    /// ([`EndpointConfig::udp_max_concurrent_requests`], [`UdpConfig`]'s tables) apply to
-    /// each. 0 (the default): one per core this process may run on; elsewhere than Unix,
-    /// always one.
+    /// stay with one socket's message layer. Together they hold what one socket would: the
+    /// tables of [`UdpConfig`] (peers, duplicates) are split among them, and
+    /// [`EndpointConfig::udp_max_concurrent_requests`] counts the requests of all. 0 (the
+    /// default): one per core this process may run on; elsewhere than Unix, always one.
     pub udp_server_sockets: usize,
     /// Client: the local address its UDP sockets and TCP connections are bound to (libcoap's
     /// `-a` and `-p`), port 0 for any; `None` lets the system choose. Only servers with an
@@ -524,6 +524,34 @@ impl EndpointBuilder {
     }
 }
 
+/// What the sockets serving one UDP address share: each its part of the message layer's
+/// tables (peers, duplicates), so that together they hold what one would, and the count of
+/// requests being handled, held to [`EndpointConfig::udp_max_concurrent_requests`] in all.
+pub(crate) struct UdpShare {
+    pub(crate) config: UdpConfig,
+    pub(crate) running: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl UdpShare {
+    /// A socket that serves its address alone.
+    pub(crate) fn whole(c: &EndpointConfig) -> UdpShare {
+        UdpShare::part(c, 1, Arc::default())
+    }
+    /// One of `n` sockets of an address, counting its running requests in `running`.
+    pub(crate) fn part(
+        c: &EndpointConfig,
+        n: usize,
+        running: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> UdpShare {
+        let mut config = c.udp.clone();
+        let n = n.max(1);
+        config.max_peers = config.max_peers.div_ceil(n).max(1);
+        config.max_dedup_entries = config.max_dedup_entries.div_ceil(n).max(1);
+        config.max_dedup_bytes = config.max_dedup_bytes.div_ceil(n).max(1);
+        UdpShare { config, running }
+    }
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -726,7 +754,8 @@ impl Endpoint {
             .connect(peer)
             .await
             .map_err(|e| Error::connect(peer.to_string(), e))?;
-        let handle = self.start_udp_with(socket, any, Some(peer))?;
+        let share = UdpShare::whole(&self.inner.config);
+        let handle = self.start_udp_with(socket, any, Some(peer), share)?;
         sockets.insert(peer, handle.clone());
         Ok(Some(handle))
     }
@@ -753,7 +782,18 @@ impl Endpoint {
         socket: tokio::net::UdpSocket,
         addr: SocketAddr,
     ) -> Result<SocketHandle, Error> {
-        self.start_udp_with(socket, addr, None)
+        self.start_udp_with(socket, addr, None, UdpShare::whole(&self.inner.config))
+    }
+
+    /// Starts `socket` as one of several serving one address: its part of the address's
+    /// tables, and the address's budget of running requests, shared.
+    pub(crate) fn start_udp_share(
+        &self,
+        socket: tokio::net::UdpSocket,
+        addr: SocketAddr,
+        share: UdpShare,
+    ) -> Result<SocketHandle, Error> {
+        self.start_udp_with(socket, addr, None, share)
     }
 
     fn start_udp_with(
@@ -761,15 +801,17 @@ impl Endpoint {
         socket: tokio::net::UdpSocket,
         addr: SocketAddr,
         connected: Option<SocketAddr>,
+        share: UdpShare,
     ) -> Result<SocketHandle, Error> {
         let c = &self.inner.config;
         let (handle, task) = crate::transport::udp::spawn(
             socket,
-            c.udp.clone(),
+            share.config,
             self.inner.dispatch.clone(),
             crate::transport::udp::RequestLimits {
                 per_peer: c.max_concurrent_requests,
                 total: c.udp_max_concurrent_requests,
+                running: share.running,
                 max_pending: c.max_pending_requests,
             },
             connected,

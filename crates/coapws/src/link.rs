@@ -53,14 +53,43 @@ pub(crate) enum Command {
 #[derive(Clone)]
 pub struct ConnectionHandle {
     pub(crate) tx: Queues<Command>,
-    pub(crate) ids: Arc<AtomicU64>,
+    pub(crate) state: Arc<LinkState>,
     pub(crate) id: u64,
+}
+
+/// What a connection's task shares with its handles, in one allocation.
+#[derive(Default)]
+pub(crate) struct LinkState {
+    /// Caller ids of requests (for cancelling them).
+    pub(crate) ids: AtomicU64,
     /// Cleared once either side sent Release: no new requests should start here.
-    pub(crate) accepting: Arc<AtomicBool>,
+    pub(crate) accepting: AtomicBool,
     /// The peer's settings once its first CSM arrived.
-    pub(crate) peer: tokio::sync::watch::Receiver<Option<PeerSettings>>,
+    peer: std::sync::Mutex<Option<PeerSettings>>,
+    /// Woken when the peer's settings change.
+    peer_known: tokio::sync::Notify,
     /// Until when the peer asked not to be reconnected to (Release with Hold-Off).
-    pub(crate) hold_off: Arc<std::sync::Mutex<Option<Instant>>>,
+    hold_off: std::sync::Mutex<Option<Instant>>,
+}
+
+impl LinkState {
+    /// A new connection's: accepting requests, caller ids from 1.
+    pub(crate) fn new() -> LinkState {
+        LinkState {
+            ids: AtomicU64::new(1),
+            accepting: AtomicBool::new(true),
+            ..LinkState::default()
+        }
+    }
+    /// The peer's CSM said `settings`.
+    pub(crate) fn set_peer(&self, settings: PeerSettings) {
+        *self.peer.lock().unwrap_or_else(|p| p.into_inner()) = Some(settings);
+        self.peer_known.notify_waiters();
+    }
+    /// The peer asked not to be reconnected to before `until`.
+    pub(crate) fn set_hold_off(&self, until: Instant) {
+        *self.hold_off.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+    }
 }
 
 impl std::fmt::Debug for ConnectionHandle {
@@ -76,23 +105,39 @@ impl ConnectionHandle {
     }
     /// True while new requests may start on the connection (up, and not being released).
     pub fn accepts_requests(&self) -> bool {
-        self.is_alive() && self.accepting.load(Ordering::Relaxed)
+        self.is_alive() && self.state.accepting.load(Ordering::Relaxed)
     }
     /// Until when the peer asked us not to reconnect (its Release's Hold-Off, RFC 8323
     /// §5.5), if it did.
     pub fn hold_off(&self) -> Option<Instant> {
-        *self.hold_off.lock().unwrap_or_else(|p| p.into_inner())
+        *self
+            .state
+            .hold_off
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
     /// What the peer's CSMs said, once the first arrived.
     pub fn peer_settings(&self) -> Option<PeerSettings> {
-        *self.peer.borrow()
+        *self.state.peer.lock().unwrap_or_else(|p| p.into_inner())
     }
     /// Waits (at most `limit`) for the peer's first CSM; its settings, or `None` if it did not
     /// come (the connection ended or the time ran out).
     pub async fn wait_peer_settings(&self, limit: std::time::Duration) -> Option<PeerSettings> {
-        let mut rx = self.peer.clone();
-        let known = tokio::time::timeout(limit, rx.wait_for(|p| p.is_some())).await;
-        known.ok().and_then(|r| r.ok().and_then(|p| *p))
+        let known = async {
+            loop {
+                let changed = self.state.peer_known.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if let Some(p) = self.peer_settings() {
+                    return Some(p);
+                }
+                tokio::select! {
+                    _ = changed => {}
+                    _ = self.tx.closed() => return self.peer_settings(),
+                }
+            }
+        };
+        tokio::time::timeout(limit, known).await.ok().flatten()
     }
     /// Process-unique number of the connection.
     pub fn id(&self) -> u64 {
@@ -101,7 +146,7 @@ impl ConnectionHandle {
     /// Sends a request on this connection and waits for its response. The token is chosen
     /// here; dropping the future cancels the request.
     pub(crate) async fn request(&self, message: Message) -> Result<Message, Error> {
-        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let id = self.state.ids.fetch_add(1, Ordering::Relaxed);
         call(
             &self.tx,
             |reply| Command::Request { message, id, reply },
@@ -113,7 +158,7 @@ impl ConnectionHandle {
     /// Sends an observation request (Observe 0) on this connection; returns the caller id and
     /// the feed its notifications arrive on.
     pub(crate) async fn observe(&self, message: Message) -> Result<(u64, Feed), Error> {
-        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let id = self.state.ids.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = feed();
         self.tx
             .send(Command::Request {

@@ -2,7 +2,7 @@
 //! TLS handshakes, the connection limit, and handing each accepted connection to a
 //! connection task (WebSocket through the HTTP upgrade in [`crate::transport::ws`]).
 
-use crate::endpoint::{Endpoint, Inner, lock, start_connection};
+use crate::endpoint::{Endpoint, Inner, UdpShare, lock, start_connection};
 use crate::error::Error;
 use crate::link::ConnectionHandle;
 use crate::net::listen_error;
@@ -37,8 +37,10 @@ impl Endpoint {
         for _ in 1..n {
             sockets.push(reuse_port_socket(bound).map_err(|e| listen_error(bound, e))?);
         }
+        let running = Arc::default();
         for socket in sockets {
-            self.start_udp(socket, bound)?;
+            let share = UdpShare::part(self.config(), n, Arc::clone(&running));
+            self.start_udp_share(socket, bound, share)?;
         }
         info!(%bound, sockets = n, "listening on coap (UDP)");
         Ok(bound)
@@ -494,5 +496,69 @@ mod tests {
             2,
             "the peers spread over both sockets: {seen:?}"
         );
+    }
+
+    /// Regression: with several sockets on one address, each counted its own running
+    /// requests, so `udp_max_concurrent_requests` let through as many again per socket.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_request_budget_of_a_udp_address_counts_all_its_sockets() {
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let s = started.clone();
+        let slow = Resource::new().get(move |_req: IncomingRequest| {
+            s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Message::response(Code::CONTENT, "late")
+            }
+        });
+        let who = Resource::new()
+            .get(|_req: IncomingRequest| async { Message::response(Code::CONTENT, "here") });
+        let server = Endpoint::builder()
+            .config(EndpointConfig {
+                udp_server_sockets: 2,
+                max_concurrent_requests: 1,
+                udp_max_concurrent_requests: 6,
+                ..EndpointConfig::default()
+            })
+            .site(Site::new().resource("/slow", slow).resource("/who", who))
+            .build();
+        let addr = server
+            .listen_udp("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let mut peers = Vec::new();
+        for _ in 0..12 {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            socket.connect(addr).await.unwrap();
+            peers.push(socket);
+        }
+        // Six peers take the address's whole budget (one slow request each).
+        for (i, p) in peers[..6].iter().enumerate() {
+            let mut get = Message::request(Code::GET, "/slow");
+            get.token = Token::new(vec![9]);
+            let header = UdpHeader {
+                mtype: MessageType::NonConfirmable,
+                message_id: i as u16,
+            };
+            p.send(&udp::encode(&header, &get).unwrap()).await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while started.load(std::sync::atomic::Ordering::SeqCst) < 6 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slow requests started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The other six, with nothing running of their own and on either socket: 5.03.
+        for (i, p) in peers[6..].iter().enumerate() {
+            let answer = ask(p, 500 + i as u16, 1).await;
+            assert_eq!(
+                answer.code,
+                Code::SERVICE_UNAVAILABLE,
+                "peer {i} past the address's budget: {}",
+                answer.payload_text()
+            );
+        }
     }
 }

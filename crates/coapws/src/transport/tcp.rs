@@ -1,10 +1,14 @@
 //! CoAP over TCP (RFC 8323 §3): a byte stream under the connection machine, which does the
 //! framing. Generic over the stream, so TLS (a later transport) reuses it unchanged.
 
-use crate::connection::{FrameIo, FrameReader, FrameWriter, Inbound};
-use bytes::{Bytes, BytesMut};
+use crate::connection::{FrameIo, Inbound};
+use bytes::{Buf, Bytes, BytesMut};
 use coapws_proto::connection::ConnectionError;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 /// Read size per call; the connection machine buffers partial messages itself.
 const READ_CHUNK: usize = 16 * 1024;
@@ -12,69 +16,61 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A byte stream carrying TCP-framed CoAP messages.
 pub(crate) struct StreamIo<S> {
     stream: S,
+    buf: BytesMut,
 }
 
 impl<S> StreamIo<S> {
     pub(crate) fn new(stream: S) -> StreamIo<S> {
-        StreamIo { stream }
-    }
-}
-
-/// The reading half: chunks of the stream, framed by the connection machine.
-pub(crate) struct StreamReader<S> {
-    read: ReadHalf<S>,
-    buf: BytesMut,
-}
-
-/// The writing half.
-pub(crate) struct StreamWriter<S> {
-    write: WriteHalf<S>,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameIo for StreamIo<S> {
-    type Reader = StreamReader<S>;
-    type Writer = StreamWriter<S>;
-    fn split(self) -> (StreamReader<S>, StreamWriter<S>) {
-        let (read, write) = tokio::io::split(self.stream);
-        (
-            StreamReader {
-                read,
-                buf: BytesMut::new(),
-            },
-            StreamWriter { write },
-        )
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameReader for StreamReader<S> {
-    async fn recv(&mut self) -> Inbound {
-        self.buf.reserve(READ_CHUNK);
-        // `read_buf` is cancel-safe: nothing is lost if `select!` drops this future.
-        match self.read.read_buf(&mut self.buf).await {
-            Ok(0) => Inbound::Closed(None),
-            Ok(_) => Inbound::Data(self.buf.split().freeze()),
-            Err(e) => Inbound::Closed(Some(e.to_string())),
+        StreamIo {
+            stream,
+            buf: BytesMut::new(),
         }
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameWriter for StreamWriter<S> {
-    async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), String> {
-        // Batch: one write for everything queued.
-        let result = if frames.len() == 1 {
-            self.write.write_all(&frames[0]).await
-        } else {
-            let mut all = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
-            for f in &frames {
-                all.extend_from_slice(f);
-            }
-            self.write.write_all(&all).await
-        };
-        result.map_err(|e| e.to_string())?;
-        self.write.flush().await.map_err(|e| e.to_string())
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameIo for StreamIo<S> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
+        self.buf.reserve(READ_CHUNK);
+        // `read_buf` keeps nothing between polls: a fresh one per poll loses nothing.
+        let read = self.stream.read_buf(&mut self.buf);
+        tokio::pin!(read);
+        Poll::Ready(match ready!(read.poll(cx)) {
+            Ok(0) => Inbound::Closed(None),
+            Ok(_) => Inbound::Data(self.buf.split().freeze()),
+            Err(e) => Inbound::Closed(Some(e.to_string())),
+        })
     }
 
-    async fn close(&mut self, _why: &ConnectionError) {
-        let _ = self.write.shutdown().await;
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        frames: &mut VecDeque<Bytes>,
+    ) -> Poll<Result<(), String>> {
+        // Batch: one write for everything queued.
+        if frames.len() > 1 {
+            let mut all = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+            for f in frames.drain(..) {
+                all.extend_from_slice(&f);
+            }
+            frames.push_back(all.freeze());
+        }
+        let mut stream = Pin::new(&mut self.stream);
+        while let Some(f) = frames.front_mut() {
+            let n = ready!(stream.as_mut().poll_write(cx, f)).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Poll::Ready(Err(
+                    std::io::Error::from(std::io::ErrorKind::WriteZero).to_string()
+                ));
+            }
+            f.advance(n);
+            if f.is_empty() {
+                frames.pop_front();
+            }
+        }
+        stream.poll_flush(cx).map_err(|e| e.to_string())
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>, _why: &ConnectionError) -> Poll<()> {
+        Pin::new(&mut self.stream).poll_shutdown(cx).map(|_| ())
     }
 }

@@ -118,12 +118,14 @@ struct SocketDriver {
 }
 
 /// How many incoming requests a UDP socket handles at once.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct RequestLimits {
     /// Per peer address, like the per-connection limit of reliable transports.
     pub per_peer: usize,
-    /// All peers of the socket together.
+    /// All peers of the socket together (of all the sockets serving its address).
     pub total: usize,
+    /// Requests being handled, counted with the other sockets of the address.
+    pub running: Arc<std::sync::atomic::AtomicUsize>,
     /// Our requests (observations included) pending on the socket, all peers together;
     /// further ones wait.
     pub max_pending: usize,
@@ -431,8 +433,11 @@ impl SocketDriver {
             return self.respond(from, &key, Some(r), now);
         }
         let of_peer = self.running.get(&from).copied().unwrap_or(0);
-        if of_peer >= self.limits.per_peer || self.running_total >= self.limits.total {
-            debug!(%from, of_peer, total = self.running_total, "request limit reached: 5.03");
+        // Counted before the check, so that sockets checking at once cannot both pass.
+        let total = self.limits.running.fetch_add(1, Ordering::SeqCst);
+        if of_peer >= self.limits.per_peer || total >= self.limits.total {
+            self.limits.running.fetch_sub(1, Ordering::SeqCst);
+            debug!(%from, of_peer, total, "request limit reached: 5.03");
             let r = Message::response(Code::SERVICE_UNAVAILABLE, "too many concurrent requests")
                 .with_uint_option(coapws_proto::OptionNumber::MAX_AGE, 1);
             return self.respond(from, &key, Some(r), now);
@@ -490,6 +495,7 @@ impl SocketDriver {
     /// A request of `from` has been answered: it no longer counts as running.
     fn finished(&mut self, from: SocketAddr) {
         self.running_total = self.running_total.saturating_sub(1);
+        self.limits.running.fetch_sub(1, Ordering::SeqCst);
         if let Some(n) = self.running.get_mut(&from) {
             *n -= 1;
             if *n == 0 {

@@ -8,20 +8,21 @@
 //! BENCHMARKS.md): it reassembles fragmented messages, enforces the size limit, answers
 //! WebSocket pings, and refuses unmasked client frames.
 
-use crate::connection::{FrameIo, FrameReader, FrameWriter, Inbound};
+use crate::connection::{FrameIo, Inbound};
 use crate::error::Error;
 use bytes::Bytes;
 use coapws_proto::connection::ConnectionError;
 use coapws_proto::uri::{Host, Scheme, Uri};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, StreamExt};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
@@ -48,55 +49,29 @@ fn ws_config(max_message_size: usize) -> WebSocketConfig {
 /// A WebSocket carrying CoAP messages, one per binary message.
 pub(crate) struct WsIo<S> {
     ws: WebSocketStream<S>,
+    /// The WebSocket layer itself saw a protocol violation (close with 1002).
+    protocol_error: bool,
+    /// The peer sent its Close frame (and was answered): the closing handshake is done.
+    peer_closed: bool,
+    /// Our Close frame is queued.
+    close_queued: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WsIo<S> {
     pub(crate) fn new(ws: WebSocketStream<S>) -> WsIo<S> {
-        WsIo { ws }
+        WsIo {
+            ws,
+            protocol_error: false,
+            peer_closed: false,
+            close_queued: false,
+        }
     }
-}
-
-/// What the two halves of a WebSocket tell each other.
-#[derive(Default)]
-struct Shared {
-    /// The WebSocket layer itself saw a protocol violation (close with 1002).
-    protocol_error: AtomicBool,
-    /// The peer sent its Close frame (and was answered): the closing handshake is done.
-    peer_closed: AtomicBool,
-}
-
-/// The reading half.
-pub(crate) struct WsReader<S> {
-    stream: SplitStream<WebSocketStream<S>>,
-    shared: Arc<Shared>,
-}
-
-/// The writing half.
-pub(crate) struct WsWriter<S> {
-    sink: SplitSink<WebSocketStream<S>, WsMessage>,
-    shared: Arc<Shared>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameIo for WsIo<S> {
-    type Reader = WsReader<S>;
-    type Writer = WsWriter<S>;
-    fn split(self) -> (WsReader<S>, WsWriter<S>) {
-        let (sink, stream) = self.ws.split();
-        let shared = Arc::new(Shared::default());
-        (
-            WsReader {
-                stream,
-                shared: shared.clone(),
-            },
-            WsWriter { sink, shared },
-        )
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameReader for WsReader<S> {
-    async fn recv(&mut self) -> Inbound {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
         loop {
-            return match self.stream.next().await {
+            return Poll::Ready(match ready!(self.ws.poll_next_unpin(cx)) {
                 Some(Ok(WsMessage::Binary(b))) => Inbound::Frame(b),
                 Some(Ok(WsMessage::Text(_))) => Inbound::Text,
                 // A text message that is not even UTF-8 is still a text message: the same
@@ -107,9 +82,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameReader for WsReade
                 }
                 Some(Ok(WsMessage::Close(frame))) => {
                     debug!(?frame, "WebSocket close received");
-                    // RFC 6455 §5.5.1: tungstenite queued our Close in answer; the writer
-                    // sends it with its last flush.
-                    self.shared.peer_closed.store(true, Ordering::Relaxed);
+                    // RFC 6455 §5.5.1: tungstenite queued our Close in answer; it goes out
+                    // with the last flush.
+                    self.peer_closed = true;
                     Inbound::Closed(None)
                 }
                 // Pings are answered by tungstenite; pongs and raw frames mean nothing here.
@@ -119,47 +94,62 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameReader for WsReade
                     Inbound::TooLarge
                 }
                 Some(Err(tungstenite::Error::Protocol(e))) => {
-                    self.shared.protocol_error.store(true, Ordering::Relaxed);
+                    self.protocol_error = true;
                     Inbound::Closed(Some(format!("WebSocket protocol error: {e}")))
                 }
                 Some(Err(e)) => Inbound::Closed(Some(e.to_string())),
                 None => Inbound::Closed(None),
-            };
+            });
         }
+    }
+
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        frames: &mut VecDeque<Bytes>,
+    ) -> Poll<Result<(), String>> {
+        let mut ws = Pin::new(&mut self.ws);
+        while !frames.is_empty() {
+            ready!(ws.as_mut().poll_ready(cx)).map_err(|e| e.to_string())?;
+            if let Some(f) = frames.pop_front() {
+                ws.as_mut()
+                    .start_send(WsMessage::Binary(f))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        ws.poll_flush(cx).map_err(|e| e.to_string())
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>, why: &ConnectionError) -> Poll<()> {
+        let mut ws = Pin::new(&mut self.ws);
+        // After the peer's Close our answering Close is queued already: let it out.
+        if !self.peer_closed && !self.close_queued {
+            if ready!(ws.as_mut().poll_ready(cx)).is_err() {
+                return Poll::Ready(());
+            }
+            let code = if self.protocol_error {
+                1002
+            } else {
+                why.websocket_close_code()
+            };
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: close_reason(why).into(),
+            };
+            self.close_queued = true;
+            if ws
+                .as_mut()
+                .start_send(WsMessage::Close(Some(frame)))
+                .is_err()
+            {
+                return Poll::Ready(());
+            }
+        }
+        ws.poll_flush(cx).map(|_| ())
     }
 
     fn awaits_close_reply(&self) -> bool {
-        !self.shared.peer_closed.load(Ordering::Relaxed)
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameWriter for WsWriter<S> {
-    async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), String> {
-        for f in frames {
-            self.sink
-                .feed(WsMessage::Binary(f))
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        self.sink.flush().await.map_err(|e| e.to_string())
-    }
-
-    async fn close(&mut self, why: &ConnectionError) {
-        if self.shared.peer_closed.load(Ordering::Relaxed) {
-            // Our answering Close is queued: let it out.
-            let _ = self.sink.flush().await;
-            return;
-        }
-        let code = if self.shared.protocol_error.load(Ordering::Relaxed) {
-            1002
-        } else {
-            why.websocket_close_code()
-        };
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: close_reason(why).into(),
-        };
-        let _ = self.sink.send(WsMessage::Close(Some(frame))).await;
+        !self.peer_closed
     }
 }
 
