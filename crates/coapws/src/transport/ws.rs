@@ -39,9 +39,12 @@ pub const SUBPROTOCOL: &str = "coap";
 
 fn ws_config(max_message_size: usize) -> WebSocketConfig {
     // The default 128 KiB read buffer is zero-filled before reads: 2x slower and 130 KiB per
-    // idle connection (bench/ws-echo); 4 KiB costs nothing measurable.
+    // idle connection (bench/ws-echo). 2 KiB holds a 1024-byte block with its header and a
+    // burst of small requests (a larger message grows it while it arrives): every idle
+    // connection holds one, and 2 KiB instead of 4 changed neither the request rate nor
+    // 4 MiB block-wise transfers (BENCHMARKS.md).
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(2048)
         .max_message_size(Some(max_message_size))
         .max_frame_size(Some(max_message_size))
 }
