@@ -85,6 +85,14 @@ trait Wire {
     fn peer(&self) -> SocketAddr;
 }
 
+/// Sleeps until the earlier of `a` and `b`; forever when neither is set.
+async fn sleep_until_first(a: Option<Instant>, b: Option<Instant>) {
+    match a.into_iter().chain(b).min() {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The address `uri` names (the first its name resolves to).
 async fn resolve(uri: &Uri) -> Result<SocketAddr, String> {
     tokio::net::lookup_host(uri.authority())
@@ -261,16 +269,7 @@ impl Wire for StreamLink {
     }
 
     async fn poll(&mut self, wake: Option<Instant>, out: &mut Vec<Ended>) -> Result<(), String> {
-        let deadline = match (wake, self.conn.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        let sleep = sleep_until_first(wake, self.conn.poll_timeout());
         match &mut self.io {
             StreamIo::Tcp { stream, read, .. } => {
                 read.reserve(16_384);
@@ -389,16 +388,7 @@ impl Wire for UdpLink {
     }
 
     async fn poll(&mut self, wake: Option<Instant>, out: &mut Vec<Ended>) -> Result<(), String> {
-        let deadline = match (wake, self.layer.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        let sleep = sleep_until_first(wake, self.layer.poll_timeout());
         let first = tokio::select! {
             biased;
             r = self.socket.recv(&mut self.read) => Some(r),
