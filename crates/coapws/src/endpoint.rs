@@ -621,11 +621,10 @@ impl Endpoint {
             timeout
         };
         // Never past the whole transfer's deadline.
-        let left = wait
-            .deadline
-            .map(|d| d.saturating_duration_since(Instant::now()));
-        let cut = left.is_some_and(|l| l < own);
-        let limit = if cut { left.unwrap_or(own) } else { own };
+        let limit = wait.deadline.map_or(own, |d| {
+            own.min(d.saturating_duration_since(Instant::now()))
+        });
+        let cut = limit < own;
         match tokio::time::timeout(limit, remote.send(message, confirmable)).await {
             Ok(Ok(message)) => Ok(Response {
                 message,

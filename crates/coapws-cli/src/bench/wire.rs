@@ -131,7 +131,9 @@ impl Link {
                 nstart: in_flight,
                 ..UdpConfig::default()
             };
-            let seed = now.elapsed().as_nanos() as u64 ^ u64::from(std::process::id());
+            // Message IDs and retransmission jitter of each socket from the OS's randomness.
+            let local = socket.local_addr().ok();
+            let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), local);
             return Ok(Link::Udp(Box::new(UdpLink {
                 socket,
                 peer: to,
