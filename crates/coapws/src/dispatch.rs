@@ -192,8 +192,8 @@ impl SiteDispatch {
         req.observe = Some(slot.clone());
         let mut response = self.handle(req).await;
         let observable = slot.take();
-        let observable = observable.filter(|o| response.code.is_success() && !o.is_ended());
-        let Some(observable) = observable else {
+        let observable = observable.filter(|(o, _)| response.code.is_success() && !o.is_ended());
+        let Some((_, watch)) = observable else {
             // Not observable, or not 2.xx: no observation, and one with this token ends.
             self.observers.remove(link, &token, None);
             response.options.remove(OptionNumber::OBSERVE);
@@ -207,7 +207,7 @@ impl SiteDispatch {
                 let (started, start) = tokio::sync::oneshot::channel();
                 let render: Arc<dyn Render> = self.clone();
                 self.observers
-                    .spawn(registered, &observable, stored, render, start);
+                    .spawn(registered, watch, stored, render, start);
                 (response, Some(started))
             }
             Err(why) => {

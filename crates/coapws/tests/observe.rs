@@ -726,3 +726,124 @@ async fn re_registration_with_the_same_token_does_not_duplicate_over_tcp() {
     );
     f.observers_become(0).await;
 }
+
+/// An endpoint serving one observable resource `/r` with `get`, on every scheme.
+async fn serve_one<F, Fut>(obs: &Observable, get: F) -> (Endpoint, [String; 3])
+where
+    F: Fn(IncomingRequest) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Message> + Send + 'static,
+{
+    let server = Endpoint::builder()
+        .site(Site::new().resource("/r", Resource::new().get(get).observable(obs)))
+        .build();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let ws = server.listen_ws(any).await.unwrap();
+    let tcp = server.listen_tcp(any).await.unwrap();
+    let udp = server.listen_udp(any).await.unwrap();
+    let uris = [
+        format!("coap+ws://{ws}/r"),
+        format!("coap+tcp://{tcp}/r"),
+        format!("coap://{udp}/r"),
+    ];
+    (server, uris)
+}
+
+#[tokio::test]
+async fn a_change_right_after_the_registration_is_rendered_is_notified() {
+    // The state changes after the registration's response was rendered, before it is sent:
+    // the observer has to hear of it (it was missed when the observer subscribed only after
+    // the handler returned, or forgot what happened before the response went out).
+    let obs = Observable::new();
+    let value = Arc::new(AtomicU32::new(0));
+    let (v, o) = (value.clone(), obs.clone());
+    let (server, uris) = serve_one(&obs, move |req: IncomingRequest| {
+        let now = v.load(Ordering::SeqCst);
+        if req.is_observe_registration() {
+            v.fetch_add(1, Ordering::SeqCst);
+            o.notify();
+        }
+        async move { Message::response(Code::CONTENT, format!("v={now}")) }
+    })
+    .await;
+    for uri in uris {
+        let client = Endpoint::client();
+        let mut o = client.observe(observe(&uri)).await.unwrap();
+        let first = next(&mut o)
+            .await
+            .unwrap()
+            .message
+            .payload_text()
+            .to_string();
+        let then = next(&mut o)
+            .await
+            .unwrap()
+            .message
+            .payload_text()
+            .to_string();
+        assert_ne!(
+            first, then,
+            "{uri}: the change after the response was missed"
+        );
+        assert_eq!(then, format!("v={}", value.load(Ordering::SeqCst)), "{uri}");
+        client.shutdown().await;
+    }
+    drop(server);
+}
+
+#[tokio::test]
+async fn a_clock_notification_does_not_repeat_what_the_registration_answered() {
+    // A periodic observable ticks a little after each period begins; a registration answered
+    // in between already showed the new period, so that tick must not notify it again (the
+    // browser console's /time showed the same second twice).
+    const PERIOD: Duration = Duration::from_millis(100);
+    let index = || {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        t.as_millis() / PERIOD.as_millis()
+    };
+    let obs = Observable::every(PERIOD);
+    let (server, uris) = serve_one(&obs, move |_req: IncomingRequest| async move {
+        Message::response(Code::CONTENT, index().to_string())
+    })
+    .await;
+    for uri in uris {
+        let client = Endpoint::client();
+        // Warm the connection so the registration itself is fast.
+        client.send(Request::get(&uri).unwrap()).await.unwrap();
+        for _ in 0..3 {
+            // Register just after a period begins, before its tick fires: sleep until a few
+            // milliseconds before, then spin (timers are too coarse for this).
+            let start = index();
+            let into = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros()
+                % PERIOD.as_micros();
+            let left = (PERIOD.as_micros() - into) as u64;
+            if left > 5_000 {
+                tokio::time::sleep(Duration::from_micros(left - 5_000)).await;
+            }
+            while index() == start {
+                std::hint::spin_loop();
+            }
+            let mut o = client.observe(observe(&uri)).await.unwrap();
+            let first = next(&mut o)
+                .await
+                .unwrap()
+                .message
+                .payload_text()
+                .to_string();
+            let then = next(&mut o)
+                .await
+                .unwrap()
+                .message
+                .payload_text()
+                .to_string();
+            assert_ne!(first, then, "{uri}: one period notified twice");
+            o.cancel().await.unwrap();
+        }
+        client.shutdown().await;
+    }
+    drop(server);
+}

@@ -28,14 +28,51 @@ use tokio::sync::watch;
 #[derive(Clone, Debug)]
 pub struct Observable {
     changes: Arc<watch::Sender<State>>,
+    /// The period of [`Observable::every`]'s ticks.
+    period: Option<Duration>,
 }
 
-/// What observers of an [`Observable`] are told: that it changed, and whether that change
-/// ends the observations.
+/// What observers of an [`Observable`] are told: how often the application signalled a
+/// change, the latest tick of a periodic one, and whether the observations end.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct State {
-    pub(crate) version: u64,
+    /// Bumped by every [`Observable::notify`] and [`Observable::end`].
+    signalled: u64,
+    /// The period index (multiples of the period since the Unix epoch) of the latest tick.
+    tick: u64,
     pub(crate) ended: bool,
+}
+
+/// One observer's view of an [`Observable`], taken before the registration's response is
+/// rendered: [`Watch::changed`] returns for every change that response cannot have shown.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    rx: watch::Receiver<State>,
+    signalled: u64,
+    tick: u64,
+}
+
+impl Watch {
+    /// Waits for the next change since this watch was taken or last returned; `Err` when the
+    /// observable is gone (every clone dropped).
+    pub(crate) async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+        loop {
+            self.rx.changed().await?;
+            let s = *self.rx.borrow_and_update();
+            // A tick for a period that had begun when the watch was taken changes nothing
+            // the response rendered then could not show: the clock already read that period.
+            let new = s.ended || s.signalled != self.signalled || s.tick > self.tick;
+            self.signalled = s.signalled;
+            self.tick = self.tick.max(s.tick);
+            if new {
+                return Ok(());
+            }
+        }
+    }
+    /// True once the observable was ended.
+    pub(crate) fn ended(&self) -> bool {
+        self.rx.borrow().ended
+    }
 }
 
 impl Default for Observable {
@@ -50,6 +87,7 @@ impl Observable {
         let (tx, _) = watch::channel(State::default());
         Observable {
             changes: Arc::new(tx),
+            period: None,
         }
     }
     /// A state that changes every `period` (a clock, a sampled sensor): notifies on its own
@@ -57,7 +95,11 @@ impl Observable {
     /// runs on the current tokio runtime and ends when every clone is dropped; outside a
     /// runtime nothing ticks.
     pub fn every(period: Duration) -> Observable {
-        let o = Observable::new();
+        let period = period.max(Duration::from_millis(1));
+        let o = Observable {
+            period: Some(period),
+            ..Observable::new()
+        };
         let weak = Arc::downgrade(&o.changes);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(tick(weak, period));
@@ -67,7 +109,7 @@ impl Observable {
     /// The state changed: every observer gets a notification.
     pub fn notify(&self) {
         self.changes
-            .send_modify(|s| s.version = s.version.wrapping_add(1));
+            .send_modify(|s| s.signalled = s.signalled.wrapping_add(1));
     }
     /// The resource can no longer be observed (a proxy's upstream observation ended): every
     /// observer gets one last notification, rendered as usual but without Observe (RFC 7641
@@ -75,7 +117,7 @@ impl Observable {
     /// registrations still work; they end at the next change.
     pub fn end(&self) {
         self.changes.send_modify(|s| {
-            s.version = s.version.wrapping_add(1);
+            s.signalled = s.signalled.wrapping_add(1);
             s.ended = true;
         });
     }
@@ -87,30 +129,51 @@ impl Observable {
     pub fn observers(&self) -> usize {
         self.changes.receiver_count()
     }
-    pub(crate) fn subscribe(&self) -> watch::Receiver<State> {
-        self.changes.subscribe()
+    /// Starts watching for changes from now on (call it before rendering the response the
+    /// watch follows, so that no change after that rendering is missed).
+    pub(crate) fn watch(&self) -> Watch {
+        let rx = self.changes.subscribe();
+        let s = *rx.borrow();
+        // For a periodic state, the period now under way counts as seen even if its tick has
+        // not fired yet (ticks fire a little after the period starts).
+        let tick = self.period.map_or(s.tick, |p| s.tick.max(period_index(p)));
+        Watch {
+            rx,
+            signalled: s.signalled,
+            tick,
+        }
     }
 }
 
 /// Notifies every `period`, on the wall clock's multiples of it (a 1 s clock ticks on the
 /// second, so what it renders changes with each notification).
 async fn tick(changes: Weak<watch::Sender<State>>, period: Duration) {
-    let period = period.max(Duration::from_millis(1));
     loop {
         tokio::time::sleep(until_next_multiple(period)).await;
         let Some(tx) = changes.upgrade() else { return };
         if tx.receiver_count() > 0 {
-            tx.send_modify(|s| s.version = s.version.wrapping_add(1));
+            let index = period_index(period);
+            tx.send_modify(|s| s.tick = s.tick.max(index));
         }
     }
+}
+
+/// Time since the Unix epoch by the wall clock.
+fn since_epoch() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// How many whole `period`s have passed since the Unix epoch.
+fn period_index(period: Duration) -> u64 {
+    u64::try_from(since_epoch().as_nanos() / period.as_nanos().max(1)).unwrap_or(u64::MAX)
 }
 
 /// Time from now to the next multiple of `period` since the Unix epoch, plus a millisecond so
 /// that the clock has passed it.
 fn until_next_multiple(period: Duration) -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = since_epoch();
     let p = period.as_nanos().max(1);
     let into = now.as_nanos() % p;
     Duration::from_nanos(u64::try_from(p - into).unwrap_or(u64::MAX)) + Duration::from_millis(1)

@@ -13,7 +13,7 @@
 //! notification with Reset or never acknowledges a Confirmable one (UDP), when its connection
 //! closes, or when a rendering is not 2.xx (sent as the last notification, RFC 7641 §4.2).
 
-use crate::observe::observable::{Observable, State};
+use crate::observe::observable::Watch;
 use crate::remote::Remote;
 use crate::site::BoxFuture;
 use crate::site::IncomingRequest;
@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tracing::{debug, info};
 
 /// Renders a notification for a stored request: the dispatcher, with block-wise cutting.
@@ -178,12 +178,13 @@ impl Observers {
         true
     }
 
-    /// Starts the task of a registered observer of `observable`: it waits until `started`
-    /// fires (the registration's response is on its way), then notifies on every change.
+    /// Starts the task of a registered observer watching through `changes` (taken before
+    /// the registration's response was rendered): it waits until `started` fires (that
+    /// response is on its way), then notifies on every change since the watch was taken.
     pub(crate) fn spawn(
         self: &Arc<Self>,
         registered: Registered,
-        observable: &Observable,
+        changes: Watch,
         request: IncomingRequest,
         render: Arc<dyn Render>,
         started: oneshot::Receiver<()>,
@@ -198,7 +199,7 @@ impl Observers {
             generation: registered.generation,
             stop: registered.stop,
             sequence: registered.sequence,
-            changes: observable.subscribe(),
+            changes,
             render,
             con_every: self.config.con_every,
         };
@@ -216,7 +217,7 @@ struct ObserverTask {
     generation: u64,
     stop: oneshot::Receiver<()>,
     sequence: Arc<AtomicU32>,
-    changes: watch::Receiver<State>,
+    changes: Watch,
     render: Arc<dyn Render>,
     con_every: u32,
 }
@@ -228,7 +229,6 @@ impl ObserverTask {
         let ended_by = if started.await.is_err() {
             "registration answer not sent"
         } else {
-            self.changes.mark_unchanged();
             self.notify_loop().await
         };
         debug!(remote = %self.remote, token = %self.token, why = ended_by, "observation ended");
@@ -257,7 +257,7 @@ impl ObserverTask {
             ) {
                 return "deregistered or replaced";
             }
-            let ended = self.changes.borrow().ended;
+            let ended = self.changes.ended();
             let last = !m.code.is_success() || ended;
             if last {
                 // RFC 7641 §4.2: a non-2.xx notification ends the observation; it carries no

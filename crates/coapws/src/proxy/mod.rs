@@ -670,14 +670,16 @@ impl Proxy {
                     .map_err(|e| error_answer(&e))
             })
             .await;
-        let first = match tokio::time::timeout(patience, relay.latest()).await {
-            Ok(m) => m,
-            Err(_) => return error_answer(&Error::Timeout),
-        };
-        if first.code.is_success() && !relay.is_ended() {
-            req.observe_with(&relay.observable);
+        if tokio::time::timeout(patience, relay.latest())
+            .await
+            .is_err()
+        {
+            return error_answer(&Error::Timeout);
         }
-        first
+        // Watched before the latest notification is read, so one arriving meanwhile is not
+        // missed; the registration is dropped if the answer is no 2.xx or the relay ended.
+        req.observe_with(&relay.observable);
+        relay.current()
     }
 }
 

@@ -81,6 +81,12 @@ impl Relay {
             }
         }
     }
+    /// The latest notification now (after [`Relay::latest`] returned, there is one).
+    pub(crate) fn current(&self) -> Message {
+        self.latest.borrow().clone().unwrap_or_else(|| {
+            Message::response(Code::BAD_GATEWAY, "no notification from upstream")
+        })
+    }
     /// True once upstream ended the observation.
     pub(crate) fn is_ended(&self) -> bool {
         self.ended.load(std::sync::atomic::Ordering::Relaxed)

@@ -10,7 +10,7 @@
 pub mod demo;
 pub mod files;
 
-use crate::observe::observable::Observable;
+use crate::observe::observable::{Observable, Watch};
 use crate::remote::Remote;
 use coapws_proto::blockwise::{Block2Window, BlockError, block_room, block2_window};
 use coapws_proto::code::Code;
@@ -43,15 +43,15 @@ pub struct IncomingRequest {
 }
 
 /// Where the handler of an observation registration leaves the [`Observable`] its response
-/// follows.
+/// follows, with a [`Watch`] on it taken then, before the response is rendered.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct ObserveSlot(Arc<Mutex<Option<Observable>>>);
+pub(crate) struct ObserveSlot(Arc<Mutex<Option<(Observable, Watch)>>>);
 
 impl ObserveSlot {
     fn set(&self, o: &Observable) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(o.clone());
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((o.clone(), o.watch()));
     }
-    pub(crate) fn take(&self) -> Option<Observable> {
+    pub(crate) fn take(&self) -> Option<(Observable, Watch)> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
