@@ -421,6 +421,9 @@ struct SeenRequest {
 /// A duplicate-detection entry for a CON or NON message we received.
 #[derive(Debug)]
 struct Seen {
+    /// [`fingerprint`] of the message: a copy of it is a duplicate, another message with
+    /// its MID is not.
+    fingerprint: u64,
     request: Option<SeenRequest>,
     /// What a duplicate CON gets again (ACK, piggybacked response or RST).
     reply: Option<Bytes>,
@@ -432,6 +435,18 @@ struct Seen {
 /// What a duplicate-detection entry costs besides the answer it keeps, counted against
 /// [`UdpConfig::max_dedup_bytes`] (maps, timers, the entry itself).
 pub const DEDUP_ENTRY_OVERHEAD: usize = 160;
+
+/// A 64-bit FNV-1a hash of a datagram but its Message ID: equal for every copy of one
+/// message, different (but for chance) for another message under the same MID.
+fn fingerprint(datagram: &[u8]) -> u64 {
+    let (head, rest) = datagram.split_at(datagram.len().min(2));
+    let tail = rest.get(2..).unwrap_or_default();
+    head.iter()
+        .chain(tail)
+        .fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
 
 /// An empty message of `mtype` with `mid`.
 fn empty(mtype: MessageType, mid: u16) -> Bytes {
@@ -469,6 +484,8 @@ pub struct MessageLayer<A> {
     seen_bytes: usize,
     /// Entries dropped before their lifetime to stay within the bounds.
     dedup_evicted: u64,
+    /// Messages that came under a Message ID still remembered for another message.
+    mid_reused: u64,
     /// Insertion order of `seen`, for evicting the oldest.
     seen_order: BTreeMap<u64, (A, u16)>,
     /// The Message ID of the latest Non-confirmable notification per observation, kept in
@@ -499,6 +516,7 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
             seen: HashMap::new(),
             seen_bytes: 0,
             dedup_evicted: 0,
+            mid_reused: 0,
             seen_order: BTreeMap::new(),
             non_notifications: HashMap::new(),
         }
@@ -536,6 +554,11 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
     /// retransmission of one of those requests would be taken as new.
     pub fn dedup_evictions(&self) -> u64 {
         self.dedup_evicted
+    }
+    /// Messages that came under a (peer, Message ID) remembered for another message of that
+    /// peer (it reused the MID within its lifetime): each was taken as the new message it is.
+    pub fn reused_message_ids(&self) -> u64 {
+        self.mid_reused
     }
 
     /// Bytes the duplicate-detection cache holds, as counted against
@@ -580,7 +603,8 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
         let mid = header.message_id;
         match header.mtype {
             MessageType::Confirmable | MessageType::NonConfirmable => {
-                self.handle_con_non(from, header.mtype, mid, message, now)
+                let fingerprint = fingerprint(&data);
+                self.handle_con_non(from, header.mtype, mid, fingerprint, message, now)
             }
             MessageType::Acknowledgement => self.handle_ack(from, mid, message, now),
             MessageType::Reset => self.handle_reset(from, mid, &message, now),
@@ -629,6 +653,7 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
         from: A,
         mtype: MessageType,
         mid: u16,
+        fingerprint: u64,
         message: Message,
         now: Instant,
     ) {
@@ -647,7 +672,7 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
                 }
             }
             CodeKind::Request => {
-                if self.seen.contains_key(&(from, mid)) {
+                if self.is_duplicate(from, mid, fingerprint) {
                     return self.duplicate(from, mid, con);
                 }
                 let key = RequestKey {
@@ -660,12 +685,12 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
                     confirmable: con,
                     acked: false,
                 };
-                self.remember(from, mid, Some(seen), None, lifetime, now);
+                self.remember(from, mid, fingerprint, Some(seen), None, lifetime, now);
                 self.events
                     .push_back(UdpEvent::Request { from, key, message });
             }
             CodeKind::Response => {
-                if self.seen.contains_key(&(from, mid)) {
+                if self.is_duplicate(from, mid, fingerprint) {
                     return self.duplicate(from, mid, con);
                 }
                 let token = message.token.clone();
@@ -683,7 +708,7 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
                 if let Some(r) = &reply {
                     self.transmit.push_back((from, r.clone()));
                 }
-                self.remember(from, mid, None, reply, lifetime, now);
+                self.remember(from, mid, fingerprint, None, reply, lifetime, now);
             }
             // 7.xx does not exist over UDP and classes 1, 3, 6 are reserved: format errors.
             CodeKind::Signaling | CodeKind::Reserved => {
@@ -693,6 +718,23 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
                 }
                 let reason = DropReason::BadCode(message.code);
                 self.events.push_back(UdpEvent::Dropped { from, reason });
+            }
+        }
+    }
+
+    /// True if (peer, MID) was seen with this very message: a retransmission or a copy the
+    /// network made (§4.5). The same MID on another message means the peer reused it within
+    /// its lifetime, as a peer sending faster than 65 536 messages an EXCHANGE_LIFETIME must
+    /// (§4.4): that message is new, and the old entry gives way to it (without the empty ACK
+    /// an evicted request gets: the peer would take it for the new message's).
+    fn is_duplicate(&mut self, from: A, mid: u16, fingerprint: u64) -> bool {
+        match self.seen.get(&(from, mid)) {
+            None => false,
+            Some(seen) if seen.fingerprint == fingerprint => true,
+            Some(_) => {
+                self.mid_reused += 1;
+                self.remove_seen((from, mid));
+                false
             }
         }
     }
@@ -1397,10 +1439,12 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
 
     /// Adds a duplicate-detection entry for (from, MID), evicting the oldest if full. A
     /// Confirmable request gets its empty-ACK timer.
+    #[allow(clippy::too_many_arguments)]
     fn remember(
         &mut self,
         from: A,
         mid: u16,
+        fingerprint: u64,
         request: Option<SeenRequest>,
         reply: Option<Bytes>,
         lifetime: Duration,
@@ -1429,6 +1473,7 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
         self.seen.insert(
             (from, mid),
             Seen {
+                fingerprint,
                 request,
                 reply,
                 expire,
@@ -1438,17 +1483,23 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
         );
     }
 
-    /// Drops a duplicate-detection entry (expired or evicted). A Confirmable request still
-    /// unacknowledged gets its empty ACK now, so a later response goes separately.
-    fn forget_seen(&mut self, key: (A, u16)) {
-        let Some(seen) = self.seen.remove(&key) else {
-            return;
-        };
+    /// Removes a duplicate-detection entry with its timers and what it counted.
+    fn remove_seen(&mut self, key: (A, u16)) -> Option<Seen> {
+        let seen = self.seen.remove(&key)?;
         let cost = DEDUP_ENTRY_OVERHEAD + seen.reply.as_ref().map_or(0, Bytes::len);
         self.seen_bytes = self.seen_bytes.saturating_sub(cost);
         self.seen_order.remove(&seen.order);
         self.timers.remove(&seen.expire);
         self.clear_timer(seen.ack_timer);
+        Some(seen)
+    }
+
+    /// Drops a duplicate-detection entry (expired or evicted). A Confirmable request still
+    /// unacknowledged gets its empty ACK now, so a later response goes separately.
+    fn forget_seen(&mut self, key: (A, u16)) {
+        let Some(seen) = self.remove_seen(key) else {
+            return;
+        };
         if let Some(r) = seen.request {
             if r.confirmable && !r.acked {
                 self.transmit

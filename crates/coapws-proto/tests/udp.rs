@@ -883,6 +883,114 @@ fn duplicate_con_response_is_acked_not_redelivered() {
 }
 
 #[test]
+fn a_request_under_a_reused_message_id_is_a_new_request() {
+    // A client sending faster than 65 536 requests an EXCHANGE_LIFETIME wraps its MIDs (the
+    // bench's 65 537th request at 1 x 1 got the first one's cached answer and timed out).
+    let now = Instant::now();
+    let mut s = MessageLayer::<Addr>::new(UdpConfig::default(), 21);
+    s.handle_datagram(CLIENT, hex(CON_GET), now);
+    let [UdpEvent::Request { key, .. }] = &events(&mut s)[..] else {
+        panic!()
+    };
+    s.send_response(CLIENT, key, Message::response(Code::CONTENT, "hi"), now)
+        .unwrap();
+    transmits(&mut s);
+    // Same MID, another token: not a duplicate.
+    let again = "44 01 ab cd 05 06 07 08 b5 68 65 6c 6c 6f";
+    s.handle_datagram(CLIENT, hex(again), now);
+    let [UdpEvent::Request { key, message, .. }] = &events(&mut s)[..] else {
+        panic!("the new request was taken for a duplicate")
+    };
+    assert_eq!(message.token.as_bytes(), [5, 6, 7, 8]);
+    assert_eq!(s.reused_message_ids(), 1);
+    s.send_response(CLIENT, key, Message::response(Code::CONTENT, "yo"), now)
+        .unwrap();
+    let ack = transmits(&mut s);
+    assert_eq!(ack, [(CLIENT, hex("64 45 ab cd 05 06 07 08 ff 79 6f"))]);
+    // Its own retransmission is still a duplicate, answered from the cache.
+    s.handle_datagram(CLIENT, hex(again), now);
+    assert_eq!(transmits(&mut s), ack);
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.dedup_entries(), 1);
+}
+
+#[test]
+fn a_reused_message_id_while_the_old_request_is_unanswered_gets_no_stray_ack() {
+    let now = Instant::now();
+    let mut s = MessageLayer::<Addr>::new(UdpConfig::default(), 22);
+    s.handle_datagram(CLIENT, hex(CON_GET), now);
+    let [UdpEvent::Request { key: old, .. }] = &events(&mut s)[..] else {
+        panic!()
+    };
+    s.handle_datagram(
+        CLIENT,
+        hex("44 01 ab cd 05 06 07 08 b5 68 65 6c 6c 6f"),
+        now,
+    );
+    // An empty ACK for the old one would carry the new one's MID: the client would take it
+    // as the new request's.
+    assert!(transmits(&mut s).is_empty(), "nothing sent yet");
+    let [UdpEvent::Request { key: new, .. }] = &events(&mut s)[..] else {
+        panic!()
+    };
+    s.send_response(CLIENT, new, Message::response(Code::CONTENT, "new"), now)
+        .unwrap();
+    let out = transmits(&mut s);
+    let (h, m) = decode(&out[0].1);
+    assert_eq!(
+        (h.mtype, h.message_id),
+        (MessageType::Acknowledgement, 0xabcd)
+    );
+    assert_eq!(m.token.as_bytes(), [5, 6, 7, 8]);
+    // The old request's answer goes as a separate response under a MID of our own.
+    s.send_response(CLIENT, old, Message::response(Code::CONTENT, "old"), now)
+        .unwrap();
+    let out = transmits(&mut s);
+    let (h, m) = decode(&out[0].1);
+    assert_eq!(h.mtype, MessageType::Confirmable);
+    assert_ne!(h.message_id, 0xabcd);
+    assert_eq!(m.token.as_bytes(), [1, 2, 3, 4]);
+}
+
+#[test]
+fn a_notification_under_a_reused_message_id_is_delivered() {
+    // A server notifying faster than 65 536 times a NON_LIFETIME reuses MIDs; each new
+    // notification (same token, new content) must reach the observer.
+    let now = Instant::now();
+    let mut c = MessageLayer::new(UdpConfig::default(), 23);
+    let observe = Message::request(Code::GET, "/x").with_uint_option(OptionNumber::OBSERVE, 0);
+    let token = c.send_request(SERVER, observe, false, now).unwrap();
+    transmits(&mut c);
+    let notification = |seq: u32, text: &str| {
+        wire::encode(
+            &UdpHeader {
+                mtype: MessageType::NonConfirmable,
+                message_id: 0x7777,
+            },
+            &Message::response(Code::CONTENT, text.to_owned())
+                .with_token(token.clone())
+                .with_uint_option(OptionNumber::OBSERVE, seq),
+        )
+        .unwrap()
+    };
+    c.handle_datagram(SERVER, notification(1, "one"), now);
+    c.handle_datagram(SERVER, notification(1, "one"), now);
+    c.handle_datagram(SERVER, notification(2, "two"), now);
+    let texts: Vec<String> = events(&mut c)
+        .into_iter()
+        .filter_map(|e| match e {
+            UdpEvent::Response { message, .. } => Some(message.payload_text().to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        ["one", "two"],
+        "the copy dropped, the new one delivered"
+    );
+}
+
+#[test]
 fn state_is_bounded() {
     let now = Instant::now();
     let config = UdpConfig {
