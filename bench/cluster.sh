@@ -7,7 +7,7 @@
 # NATS and the device) spent per request, from /proc/PID/stat.
 #
 # Usage: bench/cluster.sh [SECONDS] [ROUNDS] [CONNECTIONS] [IN_FLIGHT]
-# Needs: cargo build --release -p coapws-cli -p coapws --example device; scripts/install-peers.sh
+# Needs: cargo build --release -p coapws-cli -p coapws --bins --example device; scripts/install-peers.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
