@@ -648,43 +648,50 @@ impl Harness {
             max_token_len: self.peer.max_token_len as usize,
         };
         let mut frames = Vec::new();
-        while let Some(f) = self.conn.poll_transmit() {
-            assert!(!was_closed, "frame transmitted after Closed");
-            // A signal with no payload (Ping, Pong, Release, an Abort without diagnostic) has
-            // nothing to leave out: it goes even to a peer whose Max-Message-Size is smaller
-            // than any message. Everything else must fit.
-            let bare_signal = f.len() <= 2 + 1 + 8 + 4
-                && ws_or_tcp(self.framing, &f).is_ok_and(|m| {
-                    m.code.is_signaling() && m.payload.is_empty() && m.code != Code::CSM
+        while let Some(out) = self.conn.poll_transmit() {
+            // TCP output is stream bytes: a batch may hold several whole messages.
+            let pieces = match self.framing {
+                Framing::WebSocket => vec![out],
+                Framing::Tcp => whole_messages(&out),
+            };
+            for f in pieces {
+                assert!(!was_closed, "frame transmitted after Closed");
+                // A signal with no payload (Ping, Pong, Release, an Abort without diagnostic) has
+                // nothing to leave out: it goes even to a peer whose Max-Message-Size is smaller
+                // than any message. Everything else must fit.
+                let bare_signal = f.len() <= 2 + 1 + 8 + 4
+                    && ws_or_tcp(self.framing, &f).is_ok_and(|m| {
+                        m.code.is_signaling() && m.payload.is_empty() && m.code != Code::CSM
+                    });
+                let limits = if bare_signal {
+                    DecodeLimits {
+                        max_message_size: usize::MAX,
+                        ..limits
+                    }
+                } else {
+                    limits
+                };
+                let m = match self.framing {
+                    Framing::WebSocket => ws::decode(&f, &limits),
+                    Framing::Tcp => tcp::decode(&f, &limits),
+                };
+                let m = m.unwrap_or_else(|e| {
+                    panic!(
+                        "frame of {} bytes does not decode under the peer's limits {limits:?}: {e}",
+                        f.len()
+                    )
                 });
-            let limits = if bare_signal {
-                DecodeLimits {
-                    max_message_size: usize::MAX,
-                    ..limits
+                if m.code == Code::PONG {
+                    let i = self.pings_in.iter().position(|t| *t == m.token);
+                    let i = i.expect("Pong to no Ping that arrived");
+                    self.pings_in.swap_remove(i);
                 }
-            } else {
-                limits
-            };
-            let m = match self.framing {
-                Framing::WebSocket => ws::decode(&f, &limits),
-                Framing::Tcp => tcp::decode(&f, &limits),
-            };
-            let m = m.unwrap_or_else(|e| {
-                panic!(
-                    "frame of {} bytes does not decode under the peer's limits {limits:?}: {e}",
-                    f.len()
-                )
-            });
-            if m.code == Code::PONG {
-                let i = self.pings_in.iter().position(|t| *t == m.token);
-                let i = i.expect("Pong to no Ping that arrived");
-                self.pings_in.swap_remove(i);
+                self.frames_sent += 1;
+                if trace() {
+                    eprintln!("  sent {m:?}");
+                }
+                frames.push(m);
             }
-            self.frames_sent += 1;
-            if trace() {
-                eprintln!("  sent {m:?}");
-            }
-            frames.push(m);
         }
         while let Some(e) = self.conn.poll_event() {
             if trace() {
@@ -825,6 +832,24 @@ impl Harness {
         }
         frames
     }
+}
+
+/// Cuts TCP output into its messages; each piece transmitted must end on a message boundary.
+fn whole_messages(out: &Bytes) -> Vec<Bytes> {
+    let any = DecodeLimits {
+        max_message_size: usize::MAX,
+        ..DecodeLimits::default()
+    };
+    let mut pieces = Vec::new();
+    let mut at = 0;
+    while at < out.len() {
+        let n = tcp::frame_size(&out[at..], &any)
+            .expect("the stream's framing is valid")
+            .expect("transmitted output ends on a message boundary");
+        pieces.push(out.slice(at..at + n));
+        at += n;
+    }
+    pieces
 }
 
 fn ws_or_tcp(framing: Framing, f: &Bytes) -> Result<Message, coapws_proto::DecodeError> {

@@ -30,8 +30,9 @@ use crate::codec::{DecodeError, DecodeLimits, EncodeError, tcp, ws};
 use crate::message::{Message, Token};
 use crate::option::OptionNumber;
 use crate::signaling::{BASE_MAX_MESSAGE_SIZE, Csm, PeerSettings, Signal, SignalError};
+use crate::token_set::TokenSet;
 use bytes::{Bytes, BytesMut};
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Pings with Custody waiting at once; more are answered immediately (bounds memory).
@@ -229,6 +230,9 @@ pub enum State {
     Closed,
 }
 
+/// Room reserved at a time for encoding outgoing messages.
+const OUT_CHUNK: usize = 2048;
+
 /// One RFC 8323 connection, either side.
 #[derive(Debug)]
 pub struct Connection {
@@ -238,18 +242,23 @@ pub struct Connection {
     state: State,
     peer: PeerSettings,
     stream: tcp::StreamDecoder,
+    /// WebSocket: encoded messages, one frame each (slices of `out`'s chunks).
     transmit: Fifo<Bytes>,
+    /// Where messages are encoded: for TCP the stream bytes not yet taken, handed out as
+    /// one piece (a batch of responses becomes one write without a copy); for WebSocket
+    /// empty but for the rest of its chunk.
+    out: BytesMut,
     events: Fifo<Event>,
     /// Requests we sent whose final response has not arrived.
-    outbound: HashSet<Token>,
+    outbound: TokenSet,
     /// Tokens of outbound requests that are observations (responses keep them open).
-    observing: HashSet<Token>,
+    observing: TokenSet,
     /// Requests the peer sent that we have not answered.
     inbound: TokenSet,
     /// Requests larger than the base Max-Message-Size, held until the peer's CSM.
     held: VecDeque<Message>,
     /// Pongs with Custody waiting for the requests outstanding when their Ping came.
-    custody: Vec<(Token, HashSet<Token>)>,
+    custody: Vec<(Token, TokenSet)>,
     /// Deadline of the current wait (CSM or release).
     deadline: Option<Instant>,
     /// When something last arrived (for keepalive).
@@ -273,9 +282,10 @@ impl Connection {
             peer: PeerSettings::default(),
             stream: tcp::StreamDecoder::new(limits),
             transmit: Fifo::default(),
+            out: BytesMut::new(),
             events: Fifo::default(),
-            outbound: HashSet::new(),
-            observing: HashSet::new(),
+            outbound: TokenSet::default(),
+            observing: TokenSet::default(),
             inbound: TokenSet::default(),
             held: VecDeque::new(),
             custody: Vec::new(),
@@ -382,7 +392,7 @@ impl Connection {
             State::PeerReleasing => ConnectionError::PeerReleased,
             _ => ConnectionError::TransportClosed,
         };
-        self.transmit.clear();
+        self.clear_output();
         self.finish(why);
     }
 
@@ -434,7 +444,7 @@ impl Connection {
             CodeKind::Request => {
                 // A repeated token while its request is outstanding: keep one entry; the
                 // layer above answers each.
-                self.inbound.insert(m.token.clone());
+                self.inbound.insert(&m.token);
                 self.events.push(Event::Request(m));
             }
             CodeKind::Response => {
@@ -490,7 +500,7 @@ impl Connection {
                 let pong = Signal::Pong { custody: false }.to_message(m.token.clone());
                 // Custody waits are bounded: past a few, a Ping is answered at once.
                 if custody && !self.inbound.is_empty() && self.custody.len() < MAX_CUSTODY_WAITS {
-                    self.custody.push((m.token, self.inbound.to_set()));
+                    self.custody.push((m.token, self.inbound.clone()));
                 } else {
                     self.queue(&pong);
                 }
@@ -514,7 +524,7 @@ impl Connection {
                 self.check_release_done();
             }
             Signal::Abort { diagnostic, .. } => {
-                self.transmit.clear();
+                self.clear_output();
                 self.finish(ConnectionError::PeerAborted(diagnostic));
             }
         }
@@ -548,11 +558,11 @@ impl Connection {
         } else {
             self.check_and_queue(m)?;
         }
-        self.outbound.insert(m.token.clone());
+        self.outbound.insert(&m.token);
         // Registrations (0) and deregistrations (1) alike: notifications that arrive before
         // the final response keep the token open (RFC 7641 §3.6).
         if m.options.observe().is_some_and(|v| v <= 1) {
-            self.observing.insert(m.token.clone());
+            self.observing.insert(&m.token);
         }
         Ok(())
     }
@@ -616,7 +626,7 @@ impl Connection {
             AbortReason::Signal(e) => e.bad_csm_option(),
             _ => None,
         };
-        self.transmit.clear();
+        self.clear_output();
         // The diagnostic is optional (§5.6): shortened to fit the peer's Max-Message-Size.
         let limit = self.peer.max_message_size as usize;
         let mut diagnostic = reason.to_string();
@@ -644,7 +654,16 @@ impl Connection {
     /// The next encoded frame to write: for WebSocket one binary message, for TCP bytes to
     /// append to the stream.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.transmit.pop()
+        if let Some(frame) = self.transmit.pop() {
+            return Some(frame);
+        }
+        if !self.out.is_empty() {
+            return Some(self.out.split().freeze());
+        }
+        // All taken: the chunk goes with the frames cut from it (an idle connection holds
+        // no output buffer).
+        self.out = BytesMut::new();
+        None
     }
 
     /// The next event for the layer above.
@@ -693,11 +712,22 @@ impl Connection {
     }
 
     fn queue(&mut self, m: &Message) {
-        let mut out = BytesMut::new();
-        // Signaling messages we build are always encodable; others were checked by the caller.
-        if self.framing.encode_into(m, &mut out).is_ok() {
-            self.transmit.push(out.freeze());
+        // One chunk for the messages of a burst rather than an allocation each.
+        if self.out.capacity() - self.out.len() < OUT_CHUNK / 8 {
+            self.out.reserve(OUT_CHUNK);
         }
+        // Signaling messages we build are always encodable; others were checked by the
+        // caller. Encoding checks everything before it writes, so a failure leaves nothing.
+        if self.framing.encode_into(m, &mut self.out).is_ok() && self.framing == Framing::WebSocket
+        {
+            self.transmit.push(self.out.split().freeze());
+        }
+    }
+
+    /// Drops everything queued and not yet taken.
+    fn clear_output(&mut self) {
+        self.transmit.clear();
+        self.out.clear();
     }
 
     fn answered(&mut self, token: &Token) {
@@ -753,51 +783,6 @@ impl Connection {
             self.events.push(Event::Closed(why.clone()));
         }
         self.close = Some(why);
-    }
-}
-
-/// The tokens of requests the peer sent that we have not answered: one kept in place, a set
-/// allocated only for more at once (a connection answering one request at a time, or idle,
-/// holds no set memory; after a burst the set is freed again).
-#[derive(Debug, Default)]
-struct TokenSet {
-    one: Option<Token>,
-    more: HashSet<Token>,
-}
-
-impl TokenSet {
-    /// Adds `token` unless it is in already.
-    fn insert(&mut self, token: Token) {
-        if self.one.as_ref() == Some(&token) || self.more.contains(&token) {
-            return;
-        }
-        if self.one.is_none() {
-            self.one = Some(token);
-        } else {
-            self.more.insert(token);
-        }
-    }
-
-    fn remove(&mut self, token: &Token) {
-        if self.one.as_ref() == Some(token) {
-            self.one = None;
-        } else if self.more.remove(token) && self.more.is_empty() {
-            self.more = HashSet::new();
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.one.is_none() && self.more.is_empty()
-    }
-
-    fn clear(&mut self) {
-        self.one = None;
-        self.more = HashSet::new();
-    }
-
-    /// All of them, as a set of their own.
-    fn to_set(&self) -> HashSet<Token> {
-        self.one.iter().chain(&self.more).cloned().collect()
     }
 }
 
@@ -867,32 +852,5 @@ mod tests {
         q.push(5);
         q.clear();
         assert_eq!(q.pop(), None);
-    }
-}
-
-#[cfg(test)]
-mod token_set_tests {
-    use super::TokenSet;
-    use crate::message::Token;
-
-    #[test]
-    fn token_set_holds_each_token_once_and_frees_its_set_when_drained() {
-        let (a, b, c) = (Token::from_u64(1), Token::from_u64(2), Token::from_u64(3));
-        let mut s = TokenSet::default();
-        s.insert(a.clone());
-        s.insert(a.clone());
-        assert_eq!(s.more.capacity(), 0, "one token needs no allocation");
-        s.insert(b.clone());
-        s.insert(c.clone());
-        s.insert(b.clone());
-        assert_eq!(s.to_set().len(), 3);
-        s.remove(&a);
-        // The place in front is free while the set is not: a token is never in both.
-        s.insert(c.clone());
-        assert_eq!(s.to_set().len(), 2);
-        s.remove(&b);
-        s.remove(&c);
-        assert!(s.is_empty());
-        assert_eq!(s.more.capacity(), 0, "the set is freed once drained");
     }
 }

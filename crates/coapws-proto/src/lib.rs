@@ -25,6 +25,7 @@ pub mod message;
 pub mod observe;
 pub mod option;
 pub mod signaling;
+mod token_set;
 pub mod udp;
 pub mod uri;
 

@@ -123,6 +123,7 @@ pub(crate) fn spawn<T: FrameIo>(
         next_ping: 1,
         inbound_running: 0,
         last_active: Instant::now(),
+        active: false,
         broken: false,
         on_close,
         stats: Stats {
@@ -174,6 +175,9 @@ struct Driver<T> {
     inbound_running: usize,
     /// When the last request or response passed (for the idle timeout).
     last_active: Instant,
+    /// A request or response passed since `last_active` was set (the clock is read once
+    /// per wake-up, not per message).
+    active: bool,
     /// The transport failed under a write: nothing more is written.
     broken: bool,
     on_close: Option<OnClose>,
@@ -279,6 +283,9 @@ impl<T: FrameIo> Driver<T> {
                 // Boxed: the closing steps' state does not sit in every connection's task.
                 Box::pin(self.shut(why)).await;
                 return;
+            }
+            if std::mem::take(&mut self.active) {
+                self.last_active = Instant::now();
             }
             let o = &mut self.output;
             if o.handed > 0 {
@@ -458,7 +465,7 @@ impl<T: FrameIo> Driver<T> {
                 }
                 self.stats.requests_out += 1;
                 self.metrics.requests_out.inc();
-                self.last_active = Instant::now();
+                self.active = true;
                 debug!(target: "coapws::wire", remote = %self.remote, message = %message.summary(), "send request");
                 match self.core.send_request(&message) {
                     Ok(()) => self.waiting.insert(message.token, id, reply),
@@ -530,7 +537,7 @@ impl<T: FrameIo> Driver<T> {
     }
 
     fn send_response(&mut self, m: Message) {
-        self.last_active = Instant::now();
+        self.active = true;
         debug!(target: "coapws::wire", remote = %self.remote, message = %m.summary(), "send response");
         match self.core.send_response(&m) {
             Ok(()) => {}
@@ -575,7 +582,7 @@ impl<T: FrameIo> Driver<T> {
                 }
                 Event::Request(m) => self.incoming_request(m),
                 Event::Response(m) => {
-                    self.last_active = Instant::now();
+                    self.active = true;
                     debug!(target: "coapws::wire", remote = %self.remote, message = %m.summary(), "received response");
                     let token = m.token.clone();
                     if self.core.is_outstanding(&token) {
@@ -624,7 +631,7 @@ impl<T: FrameIo> Driver<T> {
     }
 
     fn incoming_request(&mut self, m: Message) {
-        self.last_active = Instant::now();
+        self.active = true;
         self.stats.requests_in += 1;
         self.metrics.requests_in.inc();
         debug!(target: "coapws::wire", remote = %self.remote, message = %m.summary(), "received request");
