@@ -652,7 +652,7 @@ impl Harness {
             // TCP output is stream bytes: a batch may hold several whole messages.
             let pieces = match self.framing {
                 Framing::WebSocket => vec![out],
-                Framing::Tcp => whole_messages(&out),
+                Framing::Tcp => whole_messages(&out, limits.max_token_len),
             };
             for f in pieces {
                 assert!(!was_closed, "frame transmitted after Closed");
@@ -834,11 +834,12 @@ impl Harness {
     }
 }
 
-/// Cuts TCP output into its messages; each piece transmitted must end on a message boundary.
-fn whole_messages(out: &Bytes) -> Vec<Bytes> {
+/// Cuts TCP output into its messages (tokens up to `max_token_len` bytes); each piece
+/// transmitted must end on a message boundary.
+fn whole_messages(out: &Bytes, max_token_len: usize) -> Vec<Bytes> {
     let any = DecodeLimits {
         max_message_size: usize::MAX,
-        ..DecodeLimits::default()
+        max_token_len,
     };
     let mut pieces = Vec::new();
     let mut at = 0;

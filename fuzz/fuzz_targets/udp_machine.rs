@@ -20,9 +20,10 @@
 //! - `send_request`/`send_request_with_token`/`send_response` return exactly the documented
 //!   errors; actions of the layer above raise no events;
 //! - deduplication: a CON/NON request (or response) from a (peer, Message ID) not seen within
-//!   its lifetime is processed exactly once (one `Request` event with that Message ID, type and
-//!   message); a repeat within EXCHANGE_LIFETIME (CON) or NON_LIFETIME (NON) is not delivered
-//!   again (checked when the dedup table is large enough never to evict);
+//!   its lifetime, or seen with another message (the peer reused the MID), is processed
+//!   exactly once (one `Request` event with that Message ID, type and message); a copy within
+//!   EXCHANGE_LIFETIME (CON) or NON_LIFETIME (NON) is not delivered again (checked when the
+//!   dedup table is large enough never to evict);
 //! - every CON the layer can parse the header of is answered with an ACK or RST of its Message
 //!   ID by the end (a duplicate of an earlier exchange aside);
 //! - timers: after `handle_timeout(now)`, `poll_timeout()` is past `now` (no busy loop); calling
@@ -72,9 +73,8 @@ struct Harness {
     /// The peers' recent datagrams, for replaying.
     theirs: Vec<(u8, Bytes)>,
     con_sends: HashMap<(u8, u16), u32>,
-    /// Dedup model: (peer, MID) → when first processed, whether it was CON, and
-    /// `timeout_calls` then.
-    seen: HashMap<(u8, u16), (Instant, bool, u64)>,
+    /// Dedup model: what was processed from each (peer, MID).
+    seen: HashMap<(u8, u16), Seen>,
     /// `handle_timeout` calls so far, and the time of the latest.
     timeout_calls: u64,
     last_timeout: Option<Instant>,
@@ -313,7 +313,7 @@ impl Harness {
             Err(_) => data.len() >= 4 && data[0] >> 6 == 1 && (data[0] >> 4) & 3 == 0,
             Ok((h, m)) => {
                 h.mtype == MessageType::Confirmable
-                    && (!is_exchange(m) || self.fresh(from, h.message_id))
+                    && (!is_exchange(m) || self.fresh(from, h.message_id, &data))
             }
         };
         if owes {
@@ -329,10 +329,11 @@ impl Harness {
                     MessageType::Confirmable | MessageType::NonConfirmable
                 ) && is_exchange(m) =>
             {
-                Some((*h, m.clone(), self.fresh(from, h.message_id)))
+                Some((*h, m.clone(), self.fresh(from, h.message_id, &data)))
             }
             _ => None,
         };
+        let body = without_mid(&data);
         self.layer.handle_datagram(from, data, self.now);
         let (_, events) = self.drain_events(Expect::Datagram);
         let requests: Vec<&UdpEvent<u8>> = events
@@ -378,7 +379,12 @@ impl Harness {
                 }
                 if processed {
                     let con = h.mtype == MessageType::Confirmable;
-                    let entry = (self.now, con, self.timeout_calls);
+                    let entry = Seen {
+                        at: self.now,
+                        con,
+                        calls: self.timeout_calls,
+                        body,
+                    };
                     self.seen.insert((from, h.message_id), entry);
                 }
             }
@@ -386,11 +392,12 @@ impl Harness {
         }
     }
 
-    /// Would the layer take a CON/NON request or response from (peer, MID) as new?
-    fn fresh(&self, from: u8, mid: u16) -> bool {
+    /// Would the layer take this CON/NON request or response from (peer, MID) as new?
+    fn fresh(&self, from: u8, mid: u16, datagram: &[u8]) -> bool {
         match self.seen.get(&(from, mid)) {
             None => true,
-            Some(&(at, con, calls)) => {
+            Some(seen) if seen.body != without_mid(datagram) => true,
+            Some(&Seen { at, con, calls, .. }) => {
                 let lifetime = if con {
                     self.config.exchange_lifetime()
                 } else {
@@ -715,6 +722,27 @@ impl Harness {
 }
 
 /// A CON/NON that duplicate detection tracks: a request or a response.
+/// A CON/NON request or response the model saw processed from a (peer, MID).
+struct Seen {
+    /// When.
+    at: Instant,
+    /// It was Confirmable.
+    con: bool,
+    /// `timeout_calls` then.
+    calls: u64,
+    /// The datagram but its MID: a copy is a duplicate, another message is not.
+    body: Vec<u8>,
+}
+
+/// A datagram but its Message ID: equal for every copy of one message.
+fn without_mid(datagram: &[u8]) -> Vec<u8> {
+    let mut v = datagram.to_vec();
+    if v.len() >= 4 {
+        v.drain(2..4);
+    }
+    v
+}
+
 fn is_exchange(m: &Message) -> bool {
     m.code.is_request() || m.code.is_response()
 }

@@ -672,7 +672,7 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
                 }
             }
             CodeKind::Request => {
-                if self.is_duplicate(from, mid, fingerprint) {
+                if self.is_duplicate(from, mid, fingerprint, con) {
                     return self.duplicate(from, mid, con);
                 }
                 let key = RequestKey {
@@ -690,7 +690,7 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
                     .push_back(UdpEvent::Request { from, key, message });
             }
             CodeKind::Response => {
-                if self.is_duplicate(from, mid, fingerprint) {
+                if self.is_duplicate(from, mid, fingerprint, con) {
                     return self.duplicate(from, mid, con);
                 }
                 let token = message.token.clone();
@@ -725,15 +725,21 @@ impl<A: Copy + Eq + Hash + Debug> MessageLayer<A> {
     /// True if (peer, MID) was seen with this very message: a retransmission or a copy the
     /// network made (§4.5). The same MID on another message means the peer reused it within
     /// its lifetime, as a peer sending faster than 65 536 messages an EXCHANGE_LIFETIME must
-    /// (§4.4): that message is new, and the old entry gives way to it (without the empty ACK
-    /// an evicted request gets: the peer would take it for the new message's).
-    fn is_duplicate(&mut self, from: A, mid: u16, fingerprint: u64) -> bool {
+    /// (§4.4): that message is new, and the old entry gives way to it. An old Confirmable
+    /// request not yet acknowledged gets its empty ACK then, as an evicted one does, unless
+    /// the new message is Confirmable too: its ACK carries that MID, and an empty one now
+    /// would be taken for it.
+    fn is_duplicate(&mut self, from: A, mid: u16, fingerprint: u64, con: bool) -> bool {
         match self.seen.get(&(from, mid)) {
             None => false,
             Some(seen) if seen.fingerprint == fingerprint => true,
             Some(_) => {
                 self.mid_reused += 1;
-                self.remove_seen((from, mid));
+                if con {
+                    self.remove_seen((from, mid));
+                } else {
+                    self.forget_seen((from, mid));
+                }
                 false
             }
         }

@@ -950,6 +950,13 @@ fn a_reused_message_id_while_the_old_request_is_unanswered_gets_no_stray_ack() {
     assert_eq!(h.mtype, MessageType::Confirmable);
     assert_ne!(h.message_id, 0xabcd);
     assert_eq!(m.token.as_bytes(), [1, 2, 3, 4]);
+
+    // A NON under the MID of an unanswered CON: the CON still gets its empty ACK.
+    let mut s = MessageLayer::<Addr>::new(UdpConfig::default(), 24);
+    s.handle_datagram(CLIENT, hex(CON_GET), now);
+    s.handle_datagram(CLIENT, hex("54 01 ab cd 05 06 07 08"), now);
+    assert_eq!(events(&mut s).len(), 2, "both requests delivered");
+    assert_eq!(transmits(&mut s), [(CLIENT, hex("60 00 ab cd"))]);
 }
 
 #[test]
