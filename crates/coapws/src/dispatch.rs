@@ -6,7 +6,7 @@
 
 use crate::observe::{ObserveConfig, Observers, Render, log_refused};
 use crate::site::BoxFuture;
-use crate::site::{IncomingRequest, ObserveSlot, PeerLimits, Site};
+use crate::site::{IncomingRequest, ObserveSlot, PeerLimits, Route, Site};
 use bytes::Bytes;
 use coapws_proto::blockwise::{Block1Collector, Block1Step, BlockError, slice_block2};
 use coapws_proto::code::Code;
@@ -354,15 +354,10 @@ impl SiteDispatch {
         let block2 = req.message.options.block2();
         let key = UploadKey::of(&req, false);
         if block1.is_none() && block2.is_none() {
-            // The common case: no block-wise state to look up, nothing to keep if it fits.
+            // No block-wise state to look up, nothing to keep if it fits.
             let peer = req.peer_limits;
             let response = self.site.handle(req).await;
-            // 8 token bytes, and 2 more for the UDP header being longer than TCP's for small bodies.
-            let fits = tcp::encoded_len(&response).is_ok_and(|n| n + 10 <= peer.max_message_size);
-            if fits {
-                return response;
-            }
-            return self.cut(response, None, peer, None, key);
+            return self.fit(response, peer, key);
         }
         let mut echo_block1 = None;
         if block1.is_some() && self.site.takes_blocks(&req) {
@@ -400,6 +395,17 @@ impl SiteDispatch {
             None => self.site.handle(req).await,
         };
         self.cut(response, block2, peer, echo_block1, key)
+    }
+
+    /// `response` to a request without Block options: as it is if it fits the peer, else its
+    /// first Block2 piece (the whole kept under `key` for the later ones).
+    fn fit(&self, response: Message, peer: PeerLimits, key: UploadKey) -> Message {
+        // 8 token bytes, and 2 more for the UDP header being longer than TCP's for small bodies.
+        let fits = tcp::encoded_len(&response).is_ok_and(|n| n + 10 <= peer.max_message_size);
+        if fits {
+            return response;
+        }
+        self.cut(response, None, peer, None, key)
     }
 
     /// Cuts `response` into the Block2 piece asked for (or the first, if it does not fit the
@@ -452,6 +458,32 @@ type Started = tokio::sync::oneshot::Sender<()>;
 
 impl Dispatch for SiteDispatch {
     fn dispatch(self: Arc<Self>, request: IncomingRequest) -> BoxFuture<Answer> {
+        let o = &request.message.options;
+        let observe =
+            matches!(request.message.code, Code::GET | Code::FETCH) && o.observe().is_some();
+        if !observe && o.block1().is_none() && o.block2().is_none() {
+            // The common case, no block-wise or observe state: the site routes it at once
+            // and only the handler's future is waited for (the whole path's future is
+            // kilobytes to move for every request).
+            let bits = o.no_response();
+            let peer = request.peer_limits;
+            let key = UploadKey::of(&request, false);
+            let finish = move |this: &SiteDispatch, response: Message| {
+                let response = this.fit(response, peer, key);
+                crate::metrics::get().response_sent(response.code);
+                Answer {
+                    message: (!response.code.is_suppressed_by(bits)).then_some(response),
+                    started: None,
+                }
+            };
+            return match self.site.route(request) {
+                Route::Answer(m) => Box::pin(std::future::ready(finish(&self, m))),
+                route => Box::pin(async move {
+                    let response = route.await_answer().await;
+                    finish(&self, response)
+                }),
+            };
+        }
         Box::pin(async move {
             let bits = request.message.options.no_response();
             let (response, started) = self.answer(request).await;

@@ -411,33 +411,52 @@ impl Site {
     /// Answers one request: a forward-proxy request goes to the forward proxy (or gets 5.05),
     /// a request for a routed host to that host's handler, the rest by path.
     pub async fn handle(&self, request: IncomingRequest) -> Message {
+        self.route(request).await_answer().await
+    }
+
+    /// Where one request goes ([`Site::handle`] without waiting): the answer, when the site
+    /// gives it itself, or the handler's future. Nothing of the request is held besides.
+    pub(crate) fn route(&self, request: IncomingRequest) -> Route {
         let m = &request.message;
         if m.options.contains(OptionNumber::PROXY_URI)
             || m.options.contains(OptionNumber::PROXY_SCHEME)
         {
             return match &self.forward {
-                Some(f) => f.call(request).await,
-                None => diagnostic(Code::PROXYING_NOT_SUPPORTED, "this endpoint is not a proxy"),
+                Some(f) => Route::Handler(f.call(request), None),
+                None => Route::Answer(diagnostic(
+                    Code::PROXYING_NOT_SUPPORTED,
+                    "this endpoint is not a proxy",
+                )),
             };
         }
         if !self.hosts.is_empty() {
             let host = request.target_host();
             if let Some((_, h)) = self.hosts.iter().find(|(m, _)| m.matches(&host)) {
-                return h.call(request).await;
+                return Route::Handler(h.call(request), None);
             }
         }
+        self.route_by_path(request).unwrap_or_else(Route::Answer)
+    }
+
+    /// [`Site::route`] for a request that is neither proxied nor for a routed host; `Err` is
+    /// the site's own answer.
+    fn route_by_path(&self, request: IncomingRequest) -> Result<Route, Message> {
+        let m = &request.message;
         // RFC 7252 §5.4.1: unrecognised critical options make the request a 4.02.
         if let Err(problem) = m.options.check() {
-            return diagnostic(Code::BAD_OPTION, problem.to_string());
+            return Err(diagnostic(Code::BAD_OPTION, problem.to_string()));
         }
         // Known to the codec, but not processed here (RFC 8613 §2: no OSCORE, no service).
         if m.options.contains(OptionNumber::OSCORE) {
-            return diagnostic(Code::BAD_OPTION, "OSCORE is not supported by this endpoint");
+            return Err(diagnostic(
+                Code::BAD_OPTION,
+                "OSCORE is not supported by this endpoint",
+            ));
         }
         let path = request.path();
         if path == [".well-known", "core"] {
             if m.code != Code::GET {
-                return Message::new(Code::METHOD_NOT_ALLOWED);
+                return Err(Message::new(Code::METHOD_NOT_ALLOWED));
             }
             let query = request.query();
             let links: Vec<Link> = self
@@ -445,24 +464,46 @@ impl Site {
                 .into_iter()
                 .filter(|l| query.iter().all(|q| l.matches_filter(q)))
                 .collect();
-            return Message::response(Code::CONTENT, link_format::serialize(&links))
-                .with_content_format(ContentFormat::LINK_FORMAT.0);
+            return Err(
+                Message::response(Code::CONTENT, link_format::serialize(&links))
+                    .with_content_format(ContentFormat::LINK_FORMAT.0),
+            );
         }
         let accept = m.options.accept();
-        let response = if let Some(resource) = self.exact.get(&path) {
+        let call = if let Some(resource) = self.exact.get(&path) {
             if let Some(o) = &resource.observable {
                 request.observe_with(o);
             }
             match resource.methods.iter().find(|(c, _)| *c == m.code) {
-                Some((_, h)) => h.call(request).await,
-                None => return Message::new(Code::METHOD_NOT_ALLOWED),
+                Some((_, h)) => h.call(request),
+                None => return Err(Message::new(Code::METHOD_NOT_ALLOWED)),
             }
         } else if let Some(s) = self.subtrees.iter().find(|s| path.starts_with(&s.prefix)) {
-            s.handler.call(request).await
+            s.handler.call(request)
         } else {
-            return Message::new(Code::NOT_FOUND);
+            return Err(Message::new(Code::NOT_FOUND));
         };
-        not_acceptable(accept, response)
+        Ok(Route::Handler(call, Some(accept)))
+    }
+}
+
+/// Where a request goes: see [`Site::route`].
+pub(crate) enum Route {
+    /// The site's own answer (4.04, 4.05, discovery, …).
+    Answer(Message),
+    /// A handler's response to come; with `Some(accept)` it is checked against the request's
+    /// Accept (`Some(None)`: none asked for) as [`Site::handle`] does.
+    Handler(BoxFuture<Message>, Option<Option<u16>>),
+}
+
+impl Route {
+    /// The response, once the handler (if any) gave it.
+    pub(crate) async fn await_answer(self) -> Message {
+        match self {
+            Route::Answer(m) => m,
+            Route::Handler(f, None) => f.await,
+            Route::Handler(f, Some(accept)) => not_acceptable(accept, f.await),
+        }
     }
 }
 
