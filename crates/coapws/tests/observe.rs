@@ -727,6 +727,11 @@ async fn re_registration_with_the_same_token_does_not_duplicate_over_tcp() {
     f.observers_become(0).await;
 }
 
+/// The payload of the next notification, as text.
+async fn next_text(o: &mut coapws::Observation) -> String {
+    next(o).await.unwrap().message.payload_text().to_string()
+}
+
 /// An endpoint serving one observable resource `/r` with `get`, on every scheme.
 async fn serve_one<F, Fut>(obs: &Observable, get: F) -> (Endpoint, [String; 3])
 where
@@ -768,18 +773,8 @@ async fn a_change_right_after_the_registration_is_rendered_is_notified() {
     for uri in uris {
         let client = Endpoint::client();
         let mut o = client.observe(observe(&uri)).await.unwrap();
-        let first = next(&mut o)
-            .await
-            .unwrap()
-            .message
-            .payload_text()
-            .to_string();
-        let then = next(&mut o)
-            .await
-            .unwrap()
-            .message
-            .payload_text()
-            .to_string();
+        let first = next_text(&mut o).await;
+        let then = next_text(&mut o).await;
         assert_ne!(
             first, then,
             "{uri}: the change after the response was missed"
@@ -828,18 +823,8 @@ async fn a_clock_notification_does_not_repeat_what_the_registration_answered() {
                 std::hint::spin_loop();
             }
             let mut o = client.observe(observe(&uri)).await.unwrap();
-            let first = next(&mut o)
-                .await
-                .unwrap()
-                .message
-                .payload_text()
-                .to_string();
-            let then = next(&mut o)
-                .await
-                .unwrap()
-                .message
-                .payload_text()
-                .to_string();
+            let first = next_text(&mut o).await;
+            let then = next_text(&mut o).await;
             assert_ne!(first, then, "{uri}: one period notified twice");
             o.cancel().await.unwrap();
         }
