@@ -6,6 +6,7 @@ mod client;
 mod cluster;
 mod discover;
 mod hints;
+mod limits;
 mod pretty;
 mod proxy;
 mod serve;

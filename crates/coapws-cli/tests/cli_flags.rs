@@ -740,3 +740,53 @@ fn serve_udp_sockets_serves_one_address_from_several() {
     let o = coapws(&["serve", "--udp", "127.0.0.1:0", "--udp-sockets", "257"]);
     assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
 }
+
+/// The soft limit of open files of process `pid` (from /proc/PID/limits).
+fn soft_open_files(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let v: Vec<&str> = line.split_whitespace().collect();
+    (v[3].to_owned(), v[4].to_owned())
+}
+
+#[test]
+fn serve_raises_its_descriptor_limit_and_holds_more_connections_than_the_soft_one() {
+    // Started with a soft limit of 128 (the usual default is 1024, far below what a server
+    // holds): serve raises it to the hard limit, so connection 201 is still accepted.
+    let port = free_port();
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "ulimit -Sn 128 && exec \"$0\" \"$@\"",
+        coapws_bin(),
+        "serve",
+        "--tcp",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let server = ChildGuard::spawn(&mut cmd, "serve with a low soft limit", None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut held = Vec::new();
+    while held.is_empty() {
+        assert!(Instant::now() < deadline, "serve did not listen");
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => held.push(s),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    let (soft, hard) = soft_open_files(server.child.id());
+    assert_eq!(soft, hard, "the soft limit is raised to the hard one");
+    while held.len() < 200 {
+        held.push(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
+    }
+    let o = coapws_client("get", &[&format!("coap+tcp://127.0.0.1:{port}/hello")]);
+    assert_ok_payload(
+        &o,
+        HELLO.as_bytes(),
+        "a request beside 200 held connections",
+    );
+}

@@ -137,6 +137,17 @@ const OPEN_LOOP_IN_FLIGHT: usize = 256;
 
 /// Runs `coapws bench`: exit status 0 when every measured exchange succeeded (idle mode: every
 /// connection stayed up), 1 otherwise.
+/// Raises the descriptor limit for `n` connections; warns when even the hard limit is short.
+fn descriptors_for(n: usize, flag: &str) {
+    let limit = crate::limits::raise_descriptor_limit();
+    if crate::limits::too_few(limit, n + 64) {
+        tracing::warn!(
+            limit,
+            "{flag} {n} needs more descriptors than RLIMIT_NOFILE allows: connections past it fail"
+        );
+    }
+}
+
 pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     if !(args.duration > 0.0 && args.duration <= 600.0) {
         bail!("--duration must be more than 0 and at most 600 seconds");
@@ -149,11 +160,13 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         if n == 0 || n > MAX_IDLE {
             bail!("--idle must be between 1 and {MAX_IDLE}");
         }
+        descriptors_for(n, "--idle");
         return idle::run(&args, template, n).await;
     }
     if args.connections == 0 || args.connections > MAX_CONNECTIONS {
         bail!("--connections must be between 1 and {MAX_CONNECTIONS}");
     }
+    descriptors_for(args.connections, "--connections");
     let in_flight = args.in_flight.unwrap_or(if args.rate.is_some() {
         OPEN_LOOP_IN_FLIGHT
     } else {

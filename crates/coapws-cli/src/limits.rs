@@ -1,0 +1,55 @@
+//! The process's descriptor limit: `serve`, `proxy` and `bench` raise the soft RLIMIT_NOFILE
+//! to the hard one at start (every connection is a descriptor; a soft limit of 1024, the
+//! usual default, would cap a server at about a thousand connections while the system allows
+//! far more), and say so when the limit is below what they were asked to hold.
+
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+
+/// Raises the soft descriptor limit to the hard one; returns the limit now in force (`None`
+/// where it cannot be read, or there is none).
+pub fn raise_descriptor_limit() -> Option<u64> {
+    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
+    if current == maximum {
+        return current;
+    }
+    match setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: maximum,
+            maximum,
+        },
+    ) {
+        Ok(()) => {
+            tracing::debug!(from = ?current, to = ?maximum, "descriptor limit raised");
+            maximum
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "descriptor limit not raised");
+            current
+        }
+    }
+}
+
+/// True if `wanted` descriptors are more than `limit` allows.
+pub fn too_few(limit: Option<u64>, wanted: usize) -> bool {
+    limit.is_some_and(|l| u64::try_from(wanted).is_ok_and(|w| w > l))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{raise_descriptor_limit, too_few};
+    use rustix::process::{Resource, getrlimit};
+
+    #[test]
+    fn the_soft_descriptor_limit_ends_at_the_hard_one() {
+        let limit = raise_descriptor_limit();
+        let now = getrlimit(Resource::Nofile);
+        assert_eq!(
+            now.current, now.maximum,
+            "soft limit raised to the hard one"
+        );
+        assert_eq!(limit, now.current);
+        assert!(!too_few(limit, 10));
+        assert!(limit.is_none_or(|l| too_few(limit, l as usize + 1)));
+    }
+}
