@@ -54,17 +54,25 @@ enum SlotState {
     },
 }
 
+/// An origin's entry: its live connection, for the common case (one lock, no waiting), and
+/// the slot that serialises connection attempts.
+#[derive(Default)]
+struct Entry {
+    ready: Option<Remote>,
+    slot: Arc<Slot>,
+}
+
 /// Connections by origin.
 #[derive(Default)]
 pub(crate) struct Pool {
-    slots: Mutex<HashMap<PoolKey, Arc<Slot>>>,
+    slots: Mutex<HashMap<PoolKey, Entry>>,
     /// Origins whose server asked us to wait before reconnecting (Release with Hold-Off,
     /// RFC 8323 §5.5), until when.
     held_off: Mutex<HashMap<PoolKey, std::time::Instant>>,
 }
 
 impl Pool {
-    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Arc<Slot>>> {
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Entry>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -75,7 +83,15 @@ impl Pool {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Remote, Error>>,
     {
-        let slot = self.slots().entry(key.clone()).or_default().clone();
+        let slot = {
+            let mut slots = self.slots();
+            let entry = slots.entry(key.clone()).or_default();
+            // The common case: a live connection, taken under the one lock.
+            if let Some(r) = entry.ready.as_ref().filter(|r| r.accepts_requests()) {
+                return Ok(r.clone());
+            }
+            entry.slot.clone()
+        };
         let seen = slot.finished.load(Ordering::SeqCst);
         let mut state = slot.state.lock().await;
         match &*state {
@@ -104,7 +120,13 @@ impl Pool {
         let result = connect().await;
         let attempt = slot.finished.fetch_add(1, Ordering::SeqCst) + 1;
         match &result {
-            Ok(r) => *state = SlotState::Ready(r.clone()),
+            Ok(r) => {
+                *state = SlotState::Ready(r.clone());
+                let mut slots = self.slots();
+                if let Some(e) = slots.get_mut(key).filter(|e| Arc::ptr_eq(&e.slot, &slot)) {
+                    e.ready = Some(r.clone());
+                }
+            }
             Err(e) => {
                 *state = SlotState::Failed {
                     attempt,
@@ -112,7 +134,7 @@ impl Pool {
                 };
                 // Newcomers start afresh; waiters already holding this slot share the error.
                 let mut slots = self.slots();
-                if slots.get(key).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                if slots.get(key).is_some_and(|e| Arc::ptr_eq(&e.slot, &slot)) {
                     slots.remove(key);
                 }
             }
@@ -139,8 +161,13 @@ impl Pool {
 
     pub(crate) fn remove(&self, key: &PoolKey, id: u64) {
         let mut slots = self.slots();
-        let Some(slot) = slots.get(key) else { return };
-        let holds_it = match slot.state.try_lock() {
+        let Some(entry) = slots.get_mut(key) else {
+            return;
+        };
+        if entry.ready.as_ref().is_some_and(|r| r.link_id().0 == id) {
+            entry.ready = None;
+        }
+        let holds_it = match entry.slot.state.try_lock() {
             Ok(state) => matches!(&*state, SlotState::Ready(r) if r.link_id().0 == id),
             // An attempt is running: it will replace the entry itself.
             Err(_) => false,
