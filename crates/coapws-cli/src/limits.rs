@@ -30,14 +30,18 @@ pub fn raise_descriptor_limit() -> Option<u64> {
     }
 }
 
-/// True if `wanted` descriptors are more than `limit` allows.
-pub fn too_few(limit: Option<u64>, wanted: usize) -> bool {
+/// Descriptors a process needs besides its connections (listeners, the runtime's, files).
+const SPARE: usize = 64;
+
+/// True if `limit` holds fewer than `connections` (and the [`SPARE`] ones besides).
+pub fn too_few(limit: Option<u64>, connections: usize) -> bool {
+    let wanted = connections.saturating_add(SPARE);
     limit.is_some_and(|l| u64::try_from(wanted).is_ok_and(|w| w > l))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{raise_descriptor_limit, too_few};
+    use super::{SPARE, raise_descriptor_limit, too_few};
     use rustix::process::{Resource, getrlimit};
 
     #[test]
@@ -50,6 +54,7 @@ mod tests {
         );
         assert_eq!(limit, now.current);
         assert!(!too_few(limit, 10));
-        assert!(limit.is_none_or(|l| too_few(limit, l as usize + 1)));
+        assert!(limit.is_none_or(|l| too_few(limit, l as usize - SPARE + 1)));
+        assert!(limit.is_none_or(|l| !too_few(limit, l as usize - SPARE)));
     }
 }

@@ -233,10 +233,9 @@ fn display(scheme: &str, a: SocketAddr) -> String {
 
 /// Runs `serve` (`proxy_only`: `coapws proxy`, a forward proxy with no site of its own).
 pub async fn run(args: ServeArgs, proxy_only: bool) -> Result<ExitCode> {
-    // Every connection is a descriptor (plus listeners, files, the runtime's own).
+    // Every connection is a descriptor.
     let limit = crate::limits::raise_descriptor_limit();
-    let wanted = args.limits.max_connections as usize + 64;
-    if crate::limits::too_few(limit, wanted) {
+    if crate::limits::too_few(limit, args.limits.max_connections as usize) {
         tracing::info!(
             limit,
             max_connections = args.limits.max_connections,

@@ -2,14 +2,14 @@
 //! Tokens are kept as values (RFC 8323 §3.2 tokens are at most 8 bytes), so adding or
 //! removing one neither hashes nor touches the buffer the token arrived in. A few requests
 //! in flight is the usual case: up to [`SPILL`] tokens are a list searched in order, more
-//! move to a hash set. An empty set holds no memory beyond a small list kept for the next
-//! burst.
+//! move to a hash set. Tokens over 8 bytes (a caller's own; RFC 8974 lengths) are rare and
+//! kept whole in a list of their own. An empty set holds no memory beyond a small list kept
+//! for the next burst.
 
 use crate::message::Token;
 use std::collections::HashSet;
 
-/// A token as a value: its bytes and length (a token over 8 bytes, which no transport can
-/// carry, is known by its first 8 and its length).
+/// A token of at most 8 bytes as a value: its bytes and length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct TokenKey {
     bytes: [u8; 8],
@@ -17,15 +17,13 @@ struct TokenKey {
 }
 
 impl TokenKey {
-    fn of(token: &Token) -> TokenKey {
+    /// The key of `token`, or `None` when it is longer than 8 bytes.
+    fn of(token: &Token) -> Option<TokenKey> {
         let b = token.as_bytes();
-        let n = b.len().min(8);
+        let len = u8::try_from(b.len()).ok().filter(|&n| n <= 8)?;
         let mut bytes = [0; 8];
-        bytes[..n].copy_from_slice(&b[..n]);
-        TokenKey {
-            bytes,
-            len: u8::try_from(b.len()).unwrap_or(u8::MAX),
-        }
+        bytes[..b.len()].copy_from_slice(b);
+        Some(TokenKey { bytes, len })
     }
 }
 
@@ -39,14 +37,18 @@ const KEEP: usize = 16;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TokenSet {
     list: Vec<TokenKey>,
-    /// All the tokens, once there were more than [`SPILL`] (then `list` is empty).
+    /// All the short tokens, once there were more than [`SPILL`] (then `list` is empty).
     hashed: HashSet<TokenKey>,
+    /// Tokens over 8 bytes.
+    long: Vec<Token>,
 }
 
 impl TokenSet {
     /// True if `token` is in the set.
     pub(crate) fn contains(&self, token: &Token) -> bool {
-        let k = TokenKey::of(token);
+        let Some(k) = TokenKey::of(token) else {
+            return self.long.contains(token);
+        };
         if self.hashed.is_empty() {
             self.list.contains(&k)
         } else {
@@ -56,7 +58,13 @@ impl TokenSet {
 
     /// Adds `token`; false if it was in already.
     pub(crate) fn insert(&mut self, token: &Token) -> bool {
-        let k = TokenKey::of(token);
+        let Some(k) = TokenKey::of(token) else {
+            if self.long.contains(token) {
+                return false;
+            }
+            self.long.push(token.clone());
+            return true;
+        };
         if !self.hashed.is_empty() {
             return self.hashed.insert(k);
         }
@@ -77,7 +85,16 @@ impl TokenSet {
 
     /// Removes `token`; false if it was not in.
     pub(crate) fn remove(&mut self, token: &Token) -> bool {
-        let k = TokenKey::of(token);
+        let Some(k) = TokenKey::of(token) else {
+            let Some(i) = self.long.iter().position(|t| t == token) else {
+                return false;
+            };
+            self.long.swap_remove(i);
+            if self.long.is_empty() {
+                self.long = Vec::new();
+            }
+            return true;
+        };
         if !self.hashed.is_empty() {
             let removed = self.hashed.remove(&k);
             if self.hashed.is_empty() {
@@ -97,7 +114,7 @@ impl TokenSet {
 
     /// Number of tokens.
     pub(crate) fn len(&self) -> usize {
-        self.list.len() + self.hashed.len()
+        self.list.len() + self.hashed.len() + self.long.len()
     }
 
     /// True if there are none.
@@ -146,6 +163,25 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert!(s.remove(&Token::new(vec![0u8])));
         assert!(s.contains(&Token::EMPTY));
+    }
+
+    #[test]
+    fn tokens_longer_than_eight_bytes_are_told_apart() {
+        // Alike in their first 8 bytes and their length: two tokens all the same.
+        let a = Token::new(vec![7u8; 9]);
+        let mut b = vec![7u8; 9];
+        b[8] = 8;
+        let b = Token::new(b);
+        let mut s = TokenSet::default();
+        assert!(s.insert(&a));
+        assert!(!s.contains(&b));
+        assert!(s.insert(&b), "another token");
+        assert!(!s.insert(&a));
+        assert_eq!(s.len(), 2);
+        assert!(s.remove(&a));
+        assert!(s.contains(&b) && !s.contains(&a));
+        assert!(s.remove(&b) && s.is_empty());
+        assert_eq!(s.long.capacity(), 0);
     }
 
     #[test]

@@ -31,6 +31,15 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
+    /// The answer sending `response` (counted in the metrics) unless the request's
+    /// No-Response `bits` suppress it.
+    fn of(response: Message, bits: u8, started: Option<Started>) -> Answer {
+        crate::metrics::get().response_sent(response.code);
+        Answer {
+            message: (!response.code.is_suppressed_by(bits)).then_some(response),
+            started,
+        }
+    }
     /// Sends `started` now that the response is on its way.
     pub(crate) fn start_observer(started: Option<tokio::sync::oneshot::Sender<()>>) {
         if let Some(s) = started {
@@ -469,12 +478,7 @@ impl Dispatch for SiteDispatch {
             let peer = request.peer_limits;
             let key = UploadKey::of(&request, false);
             let finish = move |this: &SiteDispatch, response: Message| {
-                let response = this.fit(response, peer, key);
-                crate::metrics::get().response_sent(response.code);
-                Answer {
-                    message: (!response.code.is_suppressed_by(bits)).then_some(response),
-                    started: None,
-                }
+                Answer::of(this.fit(response, peer, key), bits, None)
             };
             return match self.site.route(request) {
                 Route::Answer(m) => Box::pin(std::future::ready(finish(&self, m))),
@@ -487,11 +491,7 @@ impl Dispatch for SiteDispatch {
         Box::pin(async move {
             let bits = request.message.options.no_response();
             let (response, started) = self.answer(request).await;
-            crate::metrics::get().response_sent(response.code);
-            Answer {
-                message: (!response.code.is_suppressed_by(bits)).then_some(response),
-                started,
-            }
+            Answer::of(response, bits, started)
         })
     }
     fn observer_gone(&self, link: (u64, Option<SocketAddr>), token: &Token) {

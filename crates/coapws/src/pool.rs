@@ -85,12 +85,16 @@ impl Pool {
     {
         let slot = {
             let mut slots = self.slots();
-            let entry = slots.entry(key.clone()).or_default();
-            // The common case: a live connection, taken under the one lock.
-            if let Some(r) = entry.ready.as_ref().filter(|r| r.accepts_requests()) {
-                return Ok(r.clone());
+            // The common case: a live connection, taken under the one lock (and without
+            // copying the key).
+            if let Some(e) = slots.get(key) {
+                if let Some(r) = e.ready.as_ref().filter(|r| r.accepts_requests()) {
+                    return Ok(r.clone());
+                }
+                e.slot.clone()
+            } else {
+                slots.entry(key.clone()).or_default().slot.clone()
             }
-            entry.slot.clone()
         };
         let seen = slot.finished.load(Ordering::SeqCst);
         let mut state = slot.state.lock().await;

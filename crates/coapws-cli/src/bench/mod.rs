@@ -140,7 +140,7 @@ const OPEN_LOOP_IN_FLIGHT: usize = 256;
 /// Raises the descriptor limit for `n` connections; warns when even the hard limit is short.
 fn descriptors_for(n: usize, flag: &str) {
     let limit = crate::limits::raise_descriptor_limit();
-    if crate::limits::too_few(limit, n + 64) {
+    if crate::limits::too_few(limit, n) {
         tracing::warn!(
             limit,
             "{flag} {n} needs more descriptors than RLIMIT_NOFILE allows: connections past it fail"

@@ -422,7 +422,7 @@ impl Site {
             || m.options.contains(OptionNumber::PROXY_SCHEME)
         {
             return match &self.forward {
-                Some(f) => Route::Handler(f.call(request), None),
+                Some(f) => Route::Delegated(f.call(request)),
                 None => Route::Answer(diagnostic(
                     Code::PROXYING_NOT_SUPPORTED,
                     "this endpoint is not a proxy",
@@ -432,23 +432,22 @@ impl Site {
         if !self.hosts.is_empty() {
             let host = request.target_host();
             if let Some((_, h)) = self.hosts.iter().find(|(m, _)| m.matches(&host)) {
-                return Route::Handler(h.call(request), None);
+                return Route::Delegated(h.call(request));
             }
         }
-        self.route_by_path(request).unwrap_or_else(Route::Answer)
+        self.route_by_path(request)
     }
 
-    /// [`Site::route`] for a request that is neither proxied nor for a routed host; `Err` is
-    /// the site's own answer.
-    fn route_by_path(&self, request: IncomingRequest) -> Result<Route, Message> {
+    /// [`Site::route`] for a request that is neither proxied nor for a routed host.
+    fn route_by_path(&self, request: IncomingRequest) -> Route {
         let m = &request.message;
         // RFC 7252 §5.4.1: unrecognised critical options make the request a 4.02.
         if let Err(problem) = m.options.check() {
-            return Err(diagnostic(Code::BAD_OPTION, problem.to_string()));
+            return Route::Answer(diagnostic(Code::BAD_OPTION, problem.to_string()));
         }
         // Known to the codec, but not processed here (RFC 8613 §2: no OSCORE, no service).
         if m.options.contains(OptionNumber::OSCORE) {
-            return Err(diagnostic(
+            return Route::Answer(diagnostic(
                 Code::BAD_OPTION,
                 "OSCORE is not supported by this endpoint",
             ));
@@ -456,7 +455,7 @@ impl Site {
         let path = request.path();
         if path == [".well-known", "core"] {
             if m.code != Code::GET {
-                return Err(Message::new(Code::METHOD_NOT_ALLOWED));
+                return Route::Answer(Message::new(Code::METHOD_NOT_ALLOWED));
             }
             let query = request.query();
             let links: Vec<Link> = self
@@ -464,7 +463,7 @@ impl Site {
                 .into_iter()
                 .filter(|l| query.iter().all(|q| l.matches_filter(q)))
                 .collect();
-            return Err(
+            return Route::Answer(
                 Message::response(Code::CONTENT, link_format::serialize(&links))
                     .with_content_format(ContentFormat::LINK_FORMAT.0),
             );
@@ -476,14 +475,14 @@ impl Site {
             }
             match resource.methods.iter().find(|(c, _)| *c == m.code) {
                 Some((_, h)) => h.call(request),
-                None => return Err(Message::new(Code::METHOD_NOT_ALLOWED)),
+                None => return Route::Answer(Message::new(Code::METHOD_NOT_ALLOWED)),
             }
         } else if let Some(s) = self.subtrees.iter().find(|s| path.starts_with(&s.prefix)) {
             s.handler.call(request)
         } else {
-            return Err(Message::new(Code::NOT_FOUND));
+            return Route::Answer(Message::new(Code::NOT_FOUND));
         };
-        Ok(Route::Handler(call, Some(accept)))
+        Route::Handler(call, accept)
     }
 }
 
@@ -491,9 +490,10 @@ impl Site {
 pub(crate) enum Route {
     /// The site's own answer (4.04, 4.05, discovery, …).
     Answer(Message),
-    /// A handler's response to come; with `Some(accept)` it is checked against the request's
-    /// Accept (`Some(None)`: none asked for) as [`Site::handle`] does.
-    Handler(BoxFuture<Message>, Option<Option<u16>>),
+    /// The response of a forward proxy or a routed host's handler, taken as it comes.
+    Delegated(BoxFuture<Message>),
+    /// A resource handler's response to come, checked against the request's Accept.
+    Handler(BoxFuture<Message>, Option<u16>),
 }
 
 impl Route {
@@ -501,8 +501,8 @@ impl Route {
     pub(crate) async fn await_answer(self) -> Message {
         match self {
             Route::Answer(m) => m,
-            Route::Handler(f, None) => f.await,
-            Route::Handler(f, Some(accept)) => not_acceptable(accept, f.await),
+            Route::Delegated(f) => f.await,
+            Route::Handler(f, accept) => not_acceptable(accept, f.await),
         }
     }
 }
