@@ -42,10 +42,21 @@ pub fn too_few(limit: Option<u64>, connections: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::{SPARE, raise_descriptor_limit, too_few};
-    use rustix::process::{Resource, getrlimit};
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
     #[test]
     fn the_soft_descriptor_limit_ends_at_the_hard_one() {
+        // Lowered first (always allowed), so that the raise has something to do.
+        let Rlimit { maximum, .. } = getrlimit(Resource::Nofile);
+        let low = maximum.map_or(256, |m| m.min(256));
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(low),
+                maximum,
+            },
+        )
+        .unwrap();
         let limit = raise_descriptor_limit();
         let now = getrlimit(Resource::Nofile);
         assert_eq!(
